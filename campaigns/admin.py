@@ -1,0 +1,163 @@
+"""Operators' admin: campaigns with their runs, runs with their artifacts and events."""
+
+from __future__ import annotations
+
+from django.contrib import admin
+from django.http import HttpRequest
+
+from campaigns.models import Approval, Artifact, Campaign, CampaignEvent, ComplianceAudit, OrchestrationRun
+
+
+class ReadOnlyInline(admin.TabularInline):
+    extra = 0
+    can_delete = False
+    show_change_link = True
+
+    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+class RunInline(ReadOnlyInline):
+    model = OrchestrationRun
+    fields = ["public_id", "kind", "state", "attempts", "prompt_tokens", "completion_tokens", "cost", "created_at"]
+    readonly_fields = fields
+    ordering = ["-created_at"]
+
+
+class ArtifactInline(ReadOnlyInline):
+    model = Artifact
+    fk_name = "run"
+    fields = ["public_id", "type", "version", "agent_name", "created_at"]
+    readonly_fields = fields
+
+
+class EventInline(ReadOnlyInline):
+    model = CampaignEvent
+    fk_name = "run"
+    fields = ["sequence", "event", "emitted_at", "data"]
+    readonly_fields = fields
+    ordering = ["sequence"]
+
+
+class ApprovalInline(ReadOnlyInline):
+    model = Approval
+    fields = ["public_id", "step", "state", "decided_by", "comment", "created_at", "decided_at"]
+    readonly_fields = fields
+
+
+@admin.register(Campaign)
+class CampaignAdmin(admin.ModelAdmin):
+    list_display = ["name", "public_id", "owner", "tone", "last_sequence", "created_at", "updated_at"]
+    list_filter = ["created_at", "tone"]
+    search_fields = ["public_id", "name", "brief", "audience", "owner__username"]
+    readonly_fields = ["public_id", "last_sequence", "created_at", "updated_at"]
+    raw_id_fields = ["owner"]
+    date_hierarchy = "created_at"
+    inlines = [RunInline]
+
+
+@admin.register(OrchestrationRun)
+class OrchestrationRunAdmin(admin.ModelAdmin):
+    list_display = [
+        "public_id",
+        "campaign",
+        "kind",
+        "state",
+        "attempts",
+        "prompt_tokens",
+        "completion_tokens",
+        "cost",
+        "cancel_requested",
+        "created_at",
+        "finished_at",
+    ]
+    list_filter = ["state", "kind", "cancel_requested", "created_at"]
+    search_fields = ["public_id", "campaign__public_id", "campaign__name", "error"]
+    list_select_related = ["campaign"]
+    readonly_fields = [
+        "public_id",
+        "campaign",
+        "kind",
+        "state",
+        "plan",
+        "settings",
+        "attempts",
+        "error",
+        "prompt_tokens",
+        "completion_tokens",
+        "cost",
+        "lease_owner",
+        "lease_expires_at",
+        "heartbeat_at",
+        "cancel_requested",
+        "cancel_requested_by",
+        "created_by",
+        "created_at",
+        "started_at",
+        "finished_at",
+    ]
+    date_hierarchy = "created_at"
+    inlines = [ArtifactInline, ApprovalInline, EventInline]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        # Runs are started through the run services (admin action, API), never typed in by hand.
+        return False
+
+
+@admin.register(Artifact)
+class ArtifactAdmin(admin.ModelAdmin):
+    list_display = ["public_id", "campaign", "type", "version", "agent_name", "run", "created_at"]
+    list_filter = ["type", "agent_name", "created_at"]
+    search_fields = ["public_id", "campaign__public_id", "campaign__name", "content"]
+    list_select_related = ["campaign", "run"]
+    readonly_fields = ["public_id", "campaign", "run", "type", "version", "agent_name", "created_at"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+
+@admin.register(ComplianceAudit)
+class ComplianceAuditAdmin(admin.ModelAdmin):
+    list_display = ["run", "campaign", "score", "is_compliant", "audited_at"]
+    list_filter = ["is_compliant", "audited_at"]
+    search_fields = ["run__public_id", "campaign__public_id", "campaign__name", "feedback"]
+    list_select_related = ["campaign", "run"]
+    readonly_fields = ["campaign", "run", "score", "is_compliant", "issues", "feedback", "audited_at"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+
+@admin.register(Approval)
+class ApprovalAdmin(admin.ModelAdmin):
+    list_display = ["public_id", "run", "step", "state", "decided_by", "created_at", "decided_at"]
+    list_filter = ["state", "step", "created_at"]
+    search_fields = ["public_id", "run__public_id", "comment"]
+    list_select_related = ["run", "decided_by"]
+    readonly_fields = ["public_id", "run", "step", "reason", "state", "decided_by", "comment", "created_at", "decided_at"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+
+@admin.register(CampaignEvent)
+class CampaignEventAdmin(admin.ModelAdmin):
+    """The event log is append-only: operators read it, nobody edits or deletes it here."""
+
+    list_display = ["sequence", "event", "campaign", "run", "emitted_at"]
+    list_filter = ["event", "emitted_at"]
+    search_fields = ["campaign__public_id", "campaign__name", "run__public_id", "event"]
+    list_select_related = ["campaign", "run"]
+    ordering = ["-emitted_at", "-sequence"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False

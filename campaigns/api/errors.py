@@ -1,0 +1,32 @@
+"""DRF exception handler: every error is JSON, never a stack trace or an HTML page."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.serializers import as_serializer_error
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from campaigns.errors import Conflict, NotFound, ServiceError
+
+logger = logging.getLogger(__name__)
+
+_SERVICE_STATUS = {Conflict: status.HTTP_409_CONFLICT, NotFound: status.HTTP_404_NOT_FOUND}
+
+
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    if isinstance(exc, ServiceError):
+        code = _SERVICE_STATUS.get(type(exc), status.HTTP_400_BAD_REQUEST)
+        return Response({"detail": str(exc)}, status=code)
+    if isinstance(exc, DjangoValidationError):
+        exc = exceptions.ValidationError(as_serializer_error(exc))
+    response = drf_exception_handler(exc, context)
+    if response is not None:
+        return response
+    view = context.get("view")
+    logger.exception("unhandled error in %s", type(view).__name__ if view else "API view")
+    return Response({"detail": "Internal server error."}, status=status.HTTP_500_INTERNAL_SERVER_ERROR)

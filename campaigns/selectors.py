@@ -1,0 +1,64 @@
+"""Reads of campaigns, artifacts and the event log, always scoped to what the caller may see."""
+
+from __future__ import annotations
+
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.db.models import Case, IntegerField, OuterRef, QuerySet, Subquery, Value, When
+from django.db.models.functions import Coalesce
+
+from campaigns.errors import NotFound
+from campaigns.models import ARTIFACT_ORDER, Artifact, Campaign, CampaignEvent, OrchestrationRun
+
+EVENTS_MAX_LIMIT = 1000
+
+
+def campaigns_visible_to(user: AbstractBaseUser | AnonymousUser) -> QuerySet[Campaign]:
+    """The caller's campaigns (staff: all), with the latest run's id and state."""
+    if not user.is_authenticated:
+        return Campaign.objects.none()
+    latest_run = OrchestrationRun.objects.filter(campaign=OuterRef("pk")).order_by("-created_at", "-id")
+    queryset = Campaign.objects.select_related("owner").annotate(
+        latest_run_public_id=Subquery(latest_run.values("public_id")[:1]),
+        state=Coalesce(Subquery(latest_run.values("state")[:1]), Value("idle")),
+    )
+    return queryset if user.is_staff else queryset.filter(owner=user)
+
+
+def campaign_get_visible(user: AbstractBaseUser | AnonymousUser, public_id: str) -> Campaign:
+    campaign = campaigns_visible_to(user).filter(public_id=public_id).first()
+    if campaign is None:
+        raise NotFound("Campaign not found.")
+    return campaign
+
+
+def campaign_artifacts(campaign: Campaign, *, artifact_type: str | None = None) -> QuerySet[Artifact]:
+    """Every version; the newest version of each type first (in plan order), then older ones."""
+    newest = (
+        Artifact.objects.filter(campaign=campaign, type=OuterRef("type"))
+        .order_by("-version")
+        .values("version")[:1]
+    )
+    type_rank = Case(
+        *[When(type=kind, then=Value(rank)) for rank, kind in enumerate(ARTIFACT_ORDER)],
+        output_field=IntegerField(),
+    )
+    queryset = (
+        Artifact.objects.filter(campaign=campaign)
+        .select_related("campaign", "run")
+        .annotate(
+            is_newest=Case(When(version=Subquery(newest), then=Value(1)), default=Value(0)),
+            type_rank=type_rank,
+        )
+        .order_by("-is_newest", "type_rank", "-version")
+    )
+    return queryset.filter(type=artifact_type) if artifact_type else queryset
+
+
+def campaign_events(campaign: Campaign, *, after: int = 0, limit: int = 100) -> list[CampaignEvent]:
+    """Durable events with sequence > ``after``, ascending, at most ``limit``."""
+    limit = max(1, min(limit, EVENTS_MAX_LIMIT))
+    return list(
+        CampaignEvent.objects.filter(campaign=campaign, sequence__gt=after)
+        .select_related("run")
+        .order_by("sequence")[:limit]
+    )

@@ -1,0 +1,246 @@
+"""Local services for ``make run`` and ``make test``: Redis, PostgreSQL, daphne and a Celery worker.
+
+    python -m marketing_agents.devservices run            # what `make run` does after installing
+    python -m marketing_agents.devservices test [ARGS]    # what `make test` does: pytest ARGS
+
+``test`` starts a private PostgreSQL (initdb in a temporary directory) and a private Redis, both on
+free loopback ports, points DATABASE_URL and REDIS_URL at them, runs pytest and removes them.
+``run`` starts a private Redis on 127.0.0.1:6379 when REDIS_URL is unset and nothing answers there,
+migrates, makes sure an operator account exists, then runs daphne and a Celery worker in the
+foreground until Ctrl-C. Missing Debian packages are installed when running as root.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+_apt_updated = False
+
+
+def say(message: str) -> None:
+    print(f"[devservices] {message}", flush=True)
+
+
+def apt_install(*packages: str) -> None:
+    global _apt_updated
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        raise SystemExit(f"missing {', '.join(packages)}: install it (Debian package) and try again")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    if not _apt_updated:
+        say("apt-get update")
+        subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
+        _apt_updated = True
+    say(f"apt-get install {' '.join(packages)}")
+    subprocess.run(["apt-get", "install", "-y", "-qq", *packages], check=True, env=env, stdout=subprocess.DEVNULL)
+
+
+def redis_server_binary() -> str:
+    if not shutil.which("redis-server"):
+        apt_install("redis-server")
+    return shutil.which("redis-server") or "redis-server"
+
+
+def postgres_bin_dir() -> Path:
+    def find() -> Path | None:
+        candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), reverse=True)
+        if candidates:
+            return Path(candidates[0]).parent
+        initdb = shutil.which("initdb")
+        return Path(initdb).resolve().parent if initdb else None
+
+    found = find()
+    if found is None:
+        apt_install("postgresql")
+        found = find()
+    if found is None:
+        raise SystemExit("PostgreSQL's initdb was not found after installing postgresql")
+    return found
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+def wait_for(check, what: str, timeout: float = 30.0, process: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise SystemExit(f"{what} exited with code {process.returncode} while starting")
+        if check():
+            return
+        time.sleep(0.1)
+    raise SystemExit(f"{what} did not start within {timeout:.0f} s")
+
+
+def redis_ping(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def start_redis(port: int, data_dir: Path, *, persistent: bool) -> subprocess.Popen:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    args = [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data_dir)]
+    args += ["--appendonly", "yes"] if persistent else ["--save", "", "--appendonly", "no"]
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    wait_for(lambda: redis_ping(port), "redis-server", process=process)
+    return process
+
+
+def _as_postgres_user() -> list[str]:
+    """initdb and postgres refuse to run as root: run them as the 'postgres' system user then."""
+    if os.geteuid() != 0:
+        return []
+    if subprocess.run(["id", "-u", "postgres"], capture_output=True).returncode != 0:
+        subprocess.run(["useradd", "--system", "--no-create-home", "postgres"], check=True)
+    return ["runuser", "-u", "postgres", "--"]
+
+
+def start_postgres(port: int, root: Path) -> subprocess.Popen:
+    bin_dir = postgres_bin_dir()
+    data_dir = root / "pgdata"
+    data_dir.mkdir(parents=True)
+    runner = _as_postgres_user()
+    if runner:
+        os.chmod(root, 0o755)
+        shutil.chown(data_dir, "postgres")
+    subprocess.run(
+        [*runner, str(bin_dir / "initdb"), "-D", str(data_dir), "-U", "postgres", "--auth=trust", "-E", "UTF8",
+         "--no-sync"],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    process = subprocess.Popen(
+        [*runner, str(bin_dir / "postgres"), "-D", str(data_dir), "-p", str(port), "-k", str(data_dir),
+         "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "synchronous_commit=off",
+         "-c", "full_page_writes=off", "-c", "max_connections=300"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
+    wait_for(lambda: port_open(port), "postgres", process=process)
+    return process
+
+
+def stop(processes: list[subprocess.Popen], timeout: float = 10.0) -> None:
+    for process in processes:
+        if process.poll() is None:
+            with suppress(ProcessLookupError):
+                process.terminate()
+    deadline = time.monotonic() + timeout
+    for process in processes:
+        try:
+            process.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@contextmanager
+def test_services() -> Iterator[dict[str, str]]:
+    root = Path(tempfile.mkdtemp(prefix="marketing-agents-test-"))
+    processes: list[subprocess.Popen] = []
+    try:
+        redis_port, pg_port = free_port(), free_port()
+        processes.append(start_redis(redis_port, root / "redis", persistent=False))
+        processes.append(start_postgres(pg_port, root))
+        say(f"PostgreSQL on 127.0.0.1:{pg_port}, Redis on 127.0.0.1:{redis_port} (data in {root})")
+        yield {
+            "DATABASE_URL": f"postgres://postgres@127.0.0.1:{pg_port}/marketing_agents",
+            "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
+            "DEVSERVICES_REDIS_SERVER": redis_server_binary(),
+        }
+    finally:
+        stop(processes)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def run_tests(args: list[str]) -> int:
+    with test_services() as env:
+        command = [PYTHON, "-m", "pytest", *args]
+        return subprocess.run(command, cwd=BASE_DIR, env={**os.environ, **env}).returncode
+
+
+def manage(*args: str) -> None:
+    subprocess.run([PYTHON, "manage.py", *args], cwd=BASE_DIR, check=True)
+
+
+def serve() -> int:
+    processes: list[subprocess.Popen] = []
+    stopping = False
+
+    def on_signal(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        if not os.environ.get("REDIS_URL"):
+            if redis_ping(6379):
+                say("using the Redis already answering on 127.0.0.1:6379")
+            else:
+                processes.append(start_redis(6379, BASE_DIR / ".run" / "redis", persistent=True))
+                say("started a private Redis on 127.0.0.1:6379 (data in .run/redis)")
+        manage("migrate", "--noinput", "-v", "0")
+        manage("ensure_operator")
+        port = os.environ.get("PORT", "8000")
+        processes.append(
+            subprocess.Popen(
+                [PYTHON, "-m", "daphne", "-b", "127.0.0.1", "-p", port, "marketing_agents.asgi:application"],
+                cwd=BASE_DIR,
+            )
+        )
+        processes.append(
+            subprocess.Popen(
+                [PYTHON, "-m", "celery", "-A", "marketing_agents", "worker", "--loglevel", "INFO",
+                 "--concurrency", "2", "--beat", "--schedule", str(BASE_DIR / ".run" / "celerybeat-schedule")],
+                cwd=BASE_DIR,
+            )
+        )
+        say(f"serving on http://127.0.0.1:{port}/  (admin: /admin/, API docs: /api/docs/); Ctrl-C stops everything")
+        while not stopping:
+            if any(process.poll() is not None for process in processes):
+                say("a service exited; stopping the others")
+                return 1
+            time.sleep(0.2)
+        return 0
+    finally:
+        say("stopping")
+        stop(processes)
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in ("run", "test"):
+        print(__doc__)
+        return 2
+    if argv[0] == "run":
+        return serve()
+    return run_tests(argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

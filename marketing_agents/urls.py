@@ -1,0 +1,36 @@
+from django.contrib import admin
+from django.urls import include, path
+from django.views.generic import TemplateView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.routers import DefaultRouter
+from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
+
+from campaigns.api.views import CampaignArtifactList, CampaignViewSet
+from marketing_agents import errors, health
+from realtime.api import CampaignEventList, CampaignSnapshot
+
+router = DefaultRouter()
+router.include_root_view = False
+router.register("campaigns", CampaignViewSet, basename="campaign")
+
+api_patterns = [
+    path("auth/token/", TokenObtainPairView.as_view(), name="token-obtain"),
+    path("auth/token/refresh/", TokenRefreshView.as_view(), name="token-refresh"),
+    path("campaigns/<str:campaign_id>/artifacts/", CampaignArtifactList.as_view(), name="campaign-artifacts"),
+    path("campaigns/<str:campaign_id>/snapshot/", CampaignSnapshot.as_view(), name="campaign-snapshot"),
+    path("campaigns/<str:campaign_id>/events/", CampaignEventList.as_view(), name="campaign-events"),
+    path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+    path("", include(router.urls)),
+]
+
+urlpatterns = [
+    path("", TemplateView.as_view(template_name="home.html"), name="home"),
+    path("admin/", admin.site.urls),
+    path("api/", include(api_patterns)),
+    path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
+]
+
+handler404 = errors.not_found
+handler500 = errors.server_error

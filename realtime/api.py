@@ -1,0 +1,83 @@
+"""REST views over the event log and the snapshot."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from campaigns.models import CampaignEvent
+from campaigns.selectors import EVENTS_MAX_LIMIT, campaign_events, campaign_get_visible
+from realtime.events import event_frame
+from realtime.snapshots import campaign_snapshot
+
+
+class EventQuerySerializer(serializers.Serializer):
+    after = serializers.IntegerField(min_value=0, default=0)
+    limit = serializers.IntegerField(min_value=1, max_value=EVENTS_MAX_LIMIT, default=100)
+
+
+def rest_event(event: CampaignEvent, campaign_public_id: str) -> dict[str, Any]:
+    frame = event_frame(
+        event, campaign_public_id=campaign_public_id, run_public_id=event.run.public_id if event.run else None
+    )
+    del frame["type"]
+    return frame
+
+
+class CampaignEventList(APIView):
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("after", int, description="Return events with a greater sequence (default 0)."),
+            OpenApiParameter("limit", int, description=f"At most this many (default 100, max {EVENTS_MAX_LIMIT})."),
+        ],
+        responses=OpenApiTypes.OBJECT,
+    )
+    def get(self, request: Request, campaign_id: str) -> Response:
+        campaign = campaign_get_visible(request.user, campaign_id)
+        query = EventQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        after, limit = query.validated_data["after"], query.validated_data["limit"]
+        events = campaign_events(campaign, after=after, limit=limit)
+        count = CampaignEvent.objects.filter(campaign=campaign, sequence__gt=after).count()
+        following = None
+        if len(events) < count:
+            following = request.build_absolute_uri(
+                f"{request.path}?after={events[-1].sequence}&limit={limit}"
+            )
+        return Response(
+            {
+                "count": count,
+                "next": following,
+                "previous": None,
+                "results": [rest_event(event, campaign.public_id) for event in events],
+            }
+        )
+
+
+class CampaignSnapshot(APIView):
+    @extend_schema(
+        responses=inline_serializer(
+            "CampaignSnapshot",
+            {
+                "campaign_id": serializers.CharField(),
+                "run_id": serializers.CharField(allow_null=True),
+                "current_state": serializers.CharField(),
+                "completed_artifacts": serializers.ListField(child=serializers.CharField()),
+                "pending_artifacts": serializers.ListField(child=serializers.CharField()),
+                "audit_status": serializers.ChoiceField(["not_started", "in_progress", "completed"]),
+                "last_event_sequence": serializers.IntegerField(),
+                "timestamp": serializers.DateTimeField(),
+                "artifacts": serializers.ListField(child=serializers.DictField()),
+                "compliance": serializers.DictField(allow_null=True),
+            },
+        )
+    )
+    def get(self, request: Request, campaign_id: str) -> Response:
+        campaign = campaign_get_visible(request.user, campaign_id)
+        return Response(campaign_snapshot(campaign.pk))

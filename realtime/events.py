@@ -1,0 +1,117 @@
+"""The one publisher. Every event of a campaign goes through ``publish`` or ``publish_transient``.
+
+``publish`` hands out the campaign's next sequence with a single ``UPDATE … RETURNING`` on the
+campaign row, which the database serializes between concurrent publishers (a row lock on
+PostgreSQL, the write lock on SQLite), stores the event in the same transaction as the state
+change that caused it, and sends it to the campaign's group only once that transaction commits. A
+rolled-back change therefore never reaches a client, and a client never sees a sequence that is
+not in the log.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import connection, transaction
+from django.utils import timezone
+
+from campaigns.models import Campaign, CampaignEvent, OrchestrationRun
+from campaigns.payloads import isoformat
+from realtime import layer
+
+# Message type understood by the realtime consumers (``campaign_event`` handler).
+LAYER_MESSAGE_TYPE = "campaign.event"
+
+
+def group_name(campaign_public_id: str) -> str:
+    return f"campaign.{campaign_public_id}"
+
+
+def _normalize(data: dict[str, Any]) -> dict[str, Any]:
+    """What is stored is exactly what is sent: Decimals, datetimes and UUIDs become JSON now."""
+    if not isinstance(data, dict):
+        raise TypeError("event data must be a dict")
+    return json.loads(json.dumps(data, cls=DjangoJSONEncoder))
+
+
+def _next_sequence(campaign_pk: int) -> int:
+    table = connection.ops.quote_name(Campaign._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} SET last_sequence = last_sequence + 1 WHERE id = %s RETURNING last_sequence",
+            [campaign_pk],
+        )
+        row = cursor.fetchone()
+    if row is None:
+        raise Campaign.DoesNotExist(f"campaign {campaign_pk} does not exist")
+    return row[0]
+
+
+def event_frame(event: CampaignEvent, *, campaign_public_id: str, run_public_id: str | None) -> dict[str, Any]:
+    """The shape shared by the socket's ``event`` frame and ``GET …/events/`` (without ``type``)."""
+    return {
+        "type": "event",
+        "event": event.event,
+        "campaign_id": campaign_public_id,
+        "run_id": run_public_id,
+        "sequence": event.sequence,
+        "emitted_at": isoformat(event.emitted_at),
+        "data": event.data,
+    }
+
+
+def publish(
+    campaign: Campaign, event: str, data: dict[str, Any], run: OrchestrationRun | None = None
+) -> CampaignEvent:
+    """Store a durable event with the campaign's next sequence; send it to subscribers after commit."""
+    payload = _normalize(data)
+    with transaction.atomic():
+        stored = CampaignEvent.objects.create(
+            campaign=campaign,
+            sequence=_next_sequence(campaign.pk),
+            event=event,
+            run=run,
+            data=payload,
+            emitted_at=timezone.now(),
+        )
+        frame = event_frame(
+            stored, campaign_public_id=campaign.public_id, run_public_id=run.public_id if run else None
+        )
+        message = {
+            "type": LAYER_MESSAGE_TYPE,
+            "campaign_id": campaign.public_id,
+            "sequence": stored.sequence,
+            "frame": json.dumps(frame, separators=(",", ":")),
+        }
+        transaction.on_commit(lambda: layer.group_send(group_name(campaign.public_id), message))
+    return stored
+
+
+def publish_transient(
+    campaign: Campaign, event: str, data: dict[str, Any], run: OrchestrationRun | None = None
+) -> dict[str, Any]:
+    """Send an event that is not stored and has no sequence (``artifact.chunk``).
+
+    It carries ``after_sequence``, the last durable sequence before it, so a client can place it.
+    """
+    after = Campaign.objects.filter(pk=campaign.pk).values_list("last_sequence", flat=True).first() or 0
+    frame = {
+        "type": "event",
+        "event": event,
+        "campaign_id": campaign.public_id,
+        "run_id": run.public_id if run else None,
+        "after_sequence": after,
+        "emitted_at": isoformat(timezone.now()),
+        "data": _normalize(data),
+    }
+    message = {
+        "type": LAYER_MESSAGE_TYPE,
+        "campaign_id": campaign.public_id,
+        "sequence": None,
+        "after_sequence": after,
+        "frame": json.dumps(frame, separators=(",", ":")),
+    }
+    transaction.on_commit(lambda: layer.group_send(group_name(campaign.public_id), message))
+    return frame

@@ -1,0 +1,55 @@
+"""Sending to the channel layer from synchronous code (services, Celery tasks, management commands).
+
+``async_to_sync`` from a thread with no event loop builds and tears down a loop, and with it a
+Redis connection pool, on every call. Synchronous publishers instead hand their coroutines to one
+long-lived loop thread per process, which keeps its pool warm. The thread is created lazily and
+again after a fork (Celery's prefork pool), since a thread does not survive ``fork()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+from collections.abc import Coroutine
+from typing import Any
+
+from channels.layers import get_channel_layer
+
+logger = logging.getLogger(__name__)
+
+SEND_TIMEOUT_SECONDS = 5.0
+
+_lock = threading.Lock()
+_loop: asyncio.AbstractEventLoop | None = None
+_loop_pid: int | None = None
+
+
+def _background_loop() -> asyncio.AbstractEventLoop:
+    global _loop, _loop_pid
+    with _lock:
+        if _loop is None or _loop_pid != os.getpid() or _loop.is_closed():
+            loop = asyncio.new_event_loop()
+            thread = threading.Thread(target=loop.run_forever, name="channel-layer-sender", daemon=True)
+            thread.start()
+            _loop, _loop_pid = loop, os.getpid()
+        return _loop
+
+
+def run_sync(coro: Coroutine[Any, Any, Any], timeout: float = SEND_TIMEOUT_SECONDS) -> Any:
+    """Run a coroutine on the sender loop and wait for its result."""
+    return asyncio.run_coroutine_threadsafe(coro, _background_loop()).result(timeout)
+
+
+def group_send(group: str, message: dict[str, Any]) -> bool:
+    """Send to a group; returns False (and logs) when the layer is unreachable instead of raising."""
+    layer = get_channel_layer()
+    if layer is None:
+        return False
+    try:
+        run_sync(layer.group_send(group, message))
+    except Exception as exc:  # the event is already stored; clients fill the gap from the log
+        logger.warning("channel layer send to %s failed: %s", group, type(exc).__name__)
+        return False
+    return True

@@ -1,0 +1,67 @@
+"""The campaign snapshot (PROTOCOL.md §6): authoritative state, read in one consistent view."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from django.db import connection, transaction
+from django.utils import timezone
+
+from campaigns.models import ARTIFACT_ORDER, Campaign, ComplianceAudit, OrchestrationRun, RunState
+from campaigns.payloads import artifact_payload, audit_payload, isoformat
+from campaigns.selectors import campaign_artifacts
+
+ARTIFACT_TYPES = [str(kind) for kind in ARTIFACT_ORDER]
+
+
+@contextmanager
+def consistent_read() -> Iterator[None]:
+    """A transaction in which every query sees the same committed state.
+
+    PostgreSQL's default READ COMMITTED gives each statement a new view, so the snapshot asks for
+    REPEATABLE READ; on SQLite a transaction already reads one view. Inside an outer transaction
+    the caller's view is used as it is (the isolation level can no longer be set there).
+    """
+    outer = connection.in_atomic_block
+    with transaction.atomic():
+        if not outer and connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        yield
+
+
+def _pending_types(run: OrchestrationRun | None) -> list[str]:
+    if run is None or run.state == RunState.COMPLETED:
+        return []
+    return [step["step"] for step in run.plan if step.get("step") in ARTIFACT_TYPES and step.get("status") != "completed"]
+
+
+def _audit_status(run: OrchestrationRun | None, audit: ComplianceAudit | None) -> str:
+    if audit is not None:
+        return "completed"
+    if run is not None and run.state == RunState.AUDITING:
+        return "in_progress"
+    return "not_started"
+
+
+def campaign_snapshot(campaign_pk: int) -> dict[str, Any]:
+    with consistent_read():
+        campaign = Campaign.objects.get(pk=campaign_pk)
+        run = OrchestrationRun.objects.filter(campaign=campaign).order_by("-created_at", "-id").first()
+        audit = ComplianceAudit.objects.filter(run=run).first() if run else None
+        pending = _pending_types(run)
+        newest = [a for a in campaign_artifacts(campaign).filter(is_newest=1) if a.type not in pending]
+    return {
+        "campaign_id": campaign.public_id,
+        "run_id": run.public_id if run else None,
+        "current_state": run.state if run else "idle",
+        "completed_artifacts": [a.type for a in newest],
+        "pending_artifacts": pending,
+        "audit_status": _audit_status(run, audit),
+        "last_event_sequence": campaign.last_sequence,
+        "timestamp": isoformat(timezone.now()),
+        "artifacts": [artifact_payload(a) for a in newest],
+        "compliance": audit_payload(audit) if audit else None,
+    }
