@@ -137,7 +137,9 @@ class ApprovalAdmin(admin.ModelAdmin):
     list_filter = ["state", "step", "created_at"]
     search_fields = ["public_id", "run__public_id", "comment"]
     list_select_related = ["run", "decided_by"]
-    readonly_fields = ["public_id", "run", "step", "reason", "state", "decided_by", "comment", "created_at", "decided_at"]
+    readonly_fields = [
+        "public_id", "run", "step", "reason", "state", "decided_by", "comment", "created_at", "decided_at"
+    ]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

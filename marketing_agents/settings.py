@@ -214,7 +214,9 @@ CSRF_TRUSTED_ORIGINS = ALLOWED_ORIGINS
 # --- Static files, i18n ---------------------------------------------------------------------------
 
 STATIC_URL = "/static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+# Unset by default: WhiteNoise serves straight from the apps' static folders (USE_FINDERS). Set it
+# and run collectstatic for production.
+STATIC_ROOT = env_str("STATIC_ROOT") or None
 STATICFILES_DIRS = [BASE_DIR / "static"] if (BASE_DIR / "static").is_dir() else []
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = DEBUG

@@ -35,7 +35,9 @@ def consistent_read() -> Iterator[None]:
 def _pending_types(run: OrchestrationRun | None) -> list[str]:
     if run is None or run.state == RunState.COMPLETED:
         return []
-    return [step["step"] for step in run.plan if step.get("step") in ARTIFACT_TYPES and step.get("status") != "completed"]
+    return [
+        step["step"] for step in run.plan if step.get("step") in ARTIFACT_TYPES and step.get("status") != "completed"
+    ]
 
 
 def _audit_status(run: OrchestrationRun | None, audit: ComplianceAudit | None) -> str:

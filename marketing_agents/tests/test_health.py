@@ -1,0 +1,81 @@
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+from django.conf import settings
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def own_redis(tmp_path):
+    """A Redis of this test's own, so stopping it does not disturb the rest of the suite."""
+    binary = os.environ.get("DEVSERVICES_REDIS_SERVER") or shutil.which("redis-server")
+    port = free_port()
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        time.sleep(0.05)
+    yield process, f"redis://127.0.0.1:{port}/0"
+    if process.poll() is None:
+        process.kill()
+        process.wait()
+
+
+def test_healthz_answers_without_touching_dependencies(client):
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+@pytest.mark.django_db
+def test_readyz_is_200_then_503_when_redis_stops(client, settings, own_redis):
+    process, url = own_redis
+    settings.REDIS_URL = url
+    ready = client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json() == {"status": "ok", "checks": {"database": "ok", "redis": "ok"}}
+
+    process.terminate()
+    process.wait(10)
+    down = client.get("/readyz")
+    assert down.status_code == 503
+    assert down.json() == {"status": "unavailable", "checks": {"database": "ok", "redis": "down"}}
+
+
+READYZ_SCRIPT = """
+import django
+django.setup()
+from django.test import Client
+response = Client().get("/readyz")
+print(response.status_code, response.json()["checks"]["database"], response.json()["checks"]["redis"])
+"""
+
+
+def test_readyz_is_503_when_the_database_is_unreachable():
+    """A server whose database is down (nothing listens on port 1) reports it."""
+    result = subprocess.run(
+        [sys.executable, "-c", READYZ_SCRIPT],
+        cwd=settings.BASE_DIR,
+        env={**os.environ, "DATABASE_URL": "postgres://nobody@127.0.0.1:1/none", "ALLOWED_HOSTS": "testserver"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.stdout.split() == ["503", "down", "ok"], result.stderr[-2000:]

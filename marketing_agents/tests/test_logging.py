@@ -1,0 +1,29 @@
+from __future__ import annotations
+
+import logging
+
+from marketing_agents.logging import RedactSecretsFilter, redact
+
+
+def test_tokens_and_passwords_are_redacted():
+    line = (
+        "GET /ws/campaigns/?access_token=eyJhbGciOi.abc.def&x=1 Authorization: Bearer eyJzecret "
+        "redis://user:pa55word@127.0.0.1:6379/0"
+    )
+    cleaned = redact(line)
+    for secret in ("eyJhbGciOi.abc.def", "eyJzecret", "pa55word"):
+        assert secret not in cleaned
+    assert "access_token=[redacted]" in cleaned
+    assert "x=1" in cleaned
+
+
+def test_filter_rewrites_the_record(caplog):
+    logger = logging.getLogger("test.redact")
+    logger.addFilter(RedactSecretsFilter())
+    try:
+        with caplog.at_level(logging.INFO, logger="test.redact"):
+            logger.info("connect %s", "/ws/campaigns/?access_token=s3cr3t")
+    finally:
+        logger.filters.clear()
+    assert "s3cr3t" not in caplog.text
+    assert "access_token=[redacted]" in caplog.text
