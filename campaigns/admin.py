@@ -5,7 +5,15 @@ from __future__ import annotations
 from django.contrib import admin
 from django.http import HttpRequest
 
-from campaigns.models import Approval, Artifact, Campaign, CampaignEvent, ComplianceAudit, OrchestrationRun
+from campaigns.models import (
+    Approval,
+    Artifact,
+    Campaign,
+    CampaignEvent,
+    ComplianceAudit,
+    OrchestrationRun,
+    RunStep,
+)
 
 
 class ReadOnlyInline(admin.TabularInline):
@@ -25,6 +33,13 @@ class RunInline(ReadOnlyInline):
     fields = ["public_id", "kind", "state", "attempts", "prompt_tokens", "completion_tokens", "cost", "created_at"]
     readonly_fields = fields
     ordering = ["-created_at"]
+
+
+class StepInline(ReadOnlyInline):
+    model = RunStep
+    show_change_link = False
+    fields = ["name", "agent", "status", "attempt", "lease_expires_at", "duration_ms", "checkpoint_id", "error"]
+    readonly_fields = fields
 
 
 class ArtifactInline(ReadOnlyInline):
@@ -89,8 +104,7 @@ class OrchestrationRunAdmin(admin.ModelAdmin):
         "prompt_tokens",
         "completion_tokens",
         "cost",
-        "lease_owner",
-        "lease_expires_at",
+        "progress",
         "heartbeat_at",
         "cancel_requested",
         "cancel_requested_by",
@@ -100,7 +114,7 @@ class OrchestrationRunAdmin(admin.ModelAdmin):
         "finished_at",
     ]
     date_hierarchy = "created_at"
-    inlines = [ArtifactInline, ApprovalInline, EventInline]
+    inlines = [StepInline, ArtifactInline, ApprovalInline, EventInline]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         # Runs are started through the run services (admin action, API), never typed in by hand.
@@ -138,7 +152,15 @@ class ApprovalAdmin(admin.ModelAdmin):
     search_fields = ["public_id", "run__public_id", "comment"]
     list_select_related = ["run", "decided_by"]
     readonly_fields = [
-        "public_id", "run", "step", "reason", "state", "decided_by", "comment", "created_at", "decided_at"
+        "public_id",
+        "run",
+        "step",
+        "reason",
+        "state",
+        "decided_by",
+        "comment",
+        "created_at",
+        "decided_at",
     ]
 
     def has_add_permission(self, request: HttpRequest) -> bool:

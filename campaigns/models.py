@@ -70,7 +70,8 @@ class OrchestrationRun(models.Model):
     campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="runs")
     kind = models.CharField(max_length=16, choices=RunKind.choices, default=RunKind.GENERATION)
     state = models.CharField(max_length=32, choices=RunState.choices, default=RunState.PENDING, db_index=True)
-    # Ordered steps: [{"step": "Copy", "agent": "copywriter", "status": "pending", "attempt": 0}, ...]
+    # The plan as step names in order, e.g. ["Copy", "ShortCopy", "Visual", "audit"]; each step's
+    # progress lives in its RunStep row.
     plan = models.JSONField(default=list, blank=True)
     settings = models.JSONField(default=dict, blank=True, validators=[validate_settings])
     attempts = models.PositiveIntegerField(default=0)
@@ -78,9 +79,8 @@ class OrchestrationRun(models.Model):
     prompt_tokens = models.PositiveBigIntegerField(default=0)
     completion_tokens = models.PositiveBigIntegerField(default=0)
     cost = models.DecimalField(max_digits=12, decimal_places=6, default=0)
-    # A worker holding the run renews the lease; an expired lease means the worker died.
-    lease_owner = models.CharField(max_length=200, blank=True)
-    lease_expires_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    progress = models.PositiveSmallIntegerField(default=0)
+    # Last heartbeat of any of the run's steps (each step holds its own lease, see RunStep).
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     cancel_requested = models.BooleanField(default=False)
     cancel_requested_by = models.CharField(max_length=150, blank=True)
@@ -110,6 +110,44 @@ class OrchestrationRun(models.Model):
     @property
     def is_finished(self) -> bool:
         return self.state in FINISHED_STATES
+
+
+class StepStatus(models.TextChoices):
+    PENDING = "pending"  # waiting for the steps it depends on
+    QUEUED = "queued"  # handed to the broker, not claimed yet (or waiting out a retry backoff)
+    RUNNING = "running"  # claimed by a worker that holds the lease
+    COMPLETED = "completed"  # done: a checkpoint a retried run resumes after
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class RunStep(models.Model):
+    """One step of a run's plan, claimed by compare-and-set and kept alive by a lease."""
+
+    run = models.ForeignKey(OrchestrationRun, on_delete=models.CASCADE, related_name="steps")
+    name = models.CharField(max_length=32)  # Copy, ShortCopy, Visual or audit
+    agent = models.CharField(max_length=64)
+    position = models.PositiveSmallIntegerField()
+    status = models.CharField(max_length=16, choices=StepStatus.choices, default=StepStatus.PENDING)
+    attempt = models.PositiveIntegerField(default=0)
+    # Extra guidance for the agent: a revision's instructions or a rejection's comment.
+    instructions = models.TextField(blank=True)
+    queued_at = models.DateTimeField(null=True, blank=True)
+    lease_owner = models.CharField(max_length=200, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    duration_ms = models.PositiveIntegerField(null=True, blank=True)
+    checkpoint_id = models.CharField(max_length=32, blank=True)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["run", "position"]
+        constraints = [models.UniqueConstraint(fields=["run", "name"], name="one_step_per_name")]
+        indexes = [models.Index(fields=["status", "lease_expires_at"]), models.Index(fields=["status", "queued_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.status}, attempt {self.attempt})"
 
 
 class Artifact(models.Model):
@@ -183,9 +221,7 @@ class Approval(models.Model):
     class Meta:
         ordering = ["-created_at", "-id"]
         constraints = [
-            models.UniqueConstraint(
-                fields=["run"], condition=Q(state="pending"), name="one_pending_approval_per_run"
-            ),
+            models.UniqueConstraint(fields=["run"], condition=Q(state="pending"), name="one_pending_approval_per_run"),
         ]
 
     def __str__(self) -> str:
@@ -198,9 +234,7 @@ class CampaignEvent(models.Model):
     campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="events")
     sequence = models.PositiveBigIntegerField()
     event = models.CharField(max_length=64)
-    run = models.ForeignKey(
-        OrchestrationRun, on_delete=models.SET_NULL, null=True, blank=True, related_name="events"
-    )
+    run = models.ForeignKey(OrchestrationRun, on_delete=models.SET_NULL, null=True, blank=True, related_name="events")
     data = models.JSONField(default=dict, blank=True)
     emitted_at = models.DateTimeField()
 

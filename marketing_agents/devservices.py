@@ -129,15 +129,42 @@ def start_postgres(port: int, root: Path) -> subprocess.Popen:
         os.chmod(root, 0o755)
         shutil.chown(data_dir, "postgres")
     subprocess.run(
-        [*runner, str(bin_dir / "initdb"), "-D", str(data_dir), "-U", "postgres", "--auth=trust", "-E", "UTF8",
-         "--no-sync"],
+        [
+            *runner,
+            str(bin_dir / "initdb"),
+            "-D",
+            str(data_dir),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--no-sync",
+        ],
         check=True,
         stdout=subprocess.DEVNULL,
     )
     process = subprocess.Popen(
-        [*runner, str(bin_dir / "postgres"), "-D", str(data_dir), "-p", str(port), "-k", str(data_dir),
-         "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "synchronous_commit=off",
-         "-c", "full_page_writes=off", "-c", "max_connections=300"],
+        [
+            *runner,
+            str(bin_dir / "postgres"),
+            "-D",
+            str(data_dir),
+            "-p",
+            str(port),
+            "-k",
+            str(data_dir),
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            "fsync=off",
+            "-c",
+            "synchronous_commit=off",
+            "-c",
+            "full_page_writes=off",
+            "-c",
+            "max_connections=300",
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.STDOUT,
     )
@@ -216,8 +243,21 @@ def serve() -> int:
         )
         processes.append(
             subprocess.Popen(
-                [PYTHON, "-m", "celery", "-A", "marketing_agents", "worker", "--loglevel", "INFO",
-                 "--concurrency", "2", "--beat", "--schedule", str(BASE_DIR / ".run" / "celerybeat-schedule")],
+                [
+                    PYTHON,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "marketing_agents",
+                    "worker",
+                    "--loglevel",
+                    "INFO",
+                    "--concurrency",
+                    "2",
+                    "--beat",
+                    "--schedule",
+                    str(BASE_DIR / ".run" / "celerybeat-schedule"),
+                ],
                 cwd=BASE_DIR,
             )
         )

@@ -7,6 +7,7 @@ start-up with a message naming the variable instead of failing later somewhere d
 from __future__ import annotations
 
 import os
+from decimal import Decimal, InvalidOperation
 from urllib.parse import urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
@@ -48,6 +49,17 @@ def env_int(name: str, default: int, *, minimum: int | None = None, maximum: int
         raise ImproperlyConfigured(f"{name} must be at least {minimum}; got {number}.")
     if maximum is not None and number > maximum:
         raise ImproperlyConfigured(f"{name} must be at most {maximum}; got {number}.")
+    return number
+
+
+def env_decimal(name: str, default: str, *, minimum: Decimal = Decimal(0)) -> Decimal:
+    value = env_str(name, default)
+    try:
+        number = Decimal(value)
+    except InvalidOperation:
+        raise ImproperlyConfigured(f"{name} must be a decimal number; got {value!r}.") from None
+    if not number.is_finite() or number < minimum:
+        raise ImproperlyConfigured(f"{name} must be a finite number of at least {minimum}; got {value!r}.")
     return number
 
 

@@ -16,6 +16,7 @@ from django.core.exceptions import ImproperlyConfigured
 from marketing_agents.env import (
     env_bool,
     env_choice,
+    env_decimal,
     env_int,
     env_origins,
     env_str,
@@ -161,6 +162,26 @@ AGENT_CHUNK_DELAY_MS = env_int("AGENT_CHUNK_DELAY_MS", 30, minimum=0, maximum=60
 OPENAI_BASE_URL = env_url("OPENAI_BASE_URL", "https://api.openai.com/v1", schemes=("http", "https"))
 OPENAI_API_KEY = env_str("OPENAI_API_KEY")
 OPENAI_MODEL = env_str("OPENAI_MODEL", "gpt-4o-mini")
+OPENAI_TIMEOUT_SECONDS = env_int("OPENAI_TIMEOUT_SECONDS", 60, minimum=1)
+# Prices per 1,000 tokens, for usage and budgets (the template provider's are nominal, see docs/ORCHESTRATION.md).
+OPENAI_PRICE_PROMPT_PER_1K = env_decimal("OPENAI_PRICE_PROMPT_PER_1K", "0")
+OPENAI_PRICE_COMPLETION_PER_1K = env_decimal("OPENAI_PRICE_COMPLETION_PER_1K", "0")
+# Retries of a step on transient errors: attempts in all, and the backoff (base * 2^n, capped, with jitter).
+AGENT_MAX_ATTEMPTS = env_int("AGENT_MAX_ATTEMPTS", 4, minimum=1, maximum=20)
+AGENT_RETRY_BASE_MS = env_int("AGENT_RETRY_BASE_MS", 1000, minimum=0)
+AGENT_RETRY_MAX_MS = env_int("AGENT_RETRY_MAX_MS", 30_000, minimum=0)
+# A running step renews its lease every RUN_LEASE_SECONDS / 3; the recovery task (every
+# RUN_RECOVERY_INTERVAL_SECONDS) requeues steps whose lease expired, i.e. whose worker died.
+RUN_LEASE_SECONDS = env_int("RUN_LEASE_SECONDS", 30, minimum=1)
+RUN_RECOVERY_INTERVAL_SECONDS = env_int("RUN_RECOVERY_INTERVAL_SECONDS", 15, minimum=1)
+# A queued step nobody claimed for this long is queued again (its message was lost).
+RUN_REQUEUE_AFTER_SECONDS = env_int("RUN_REQUEUE_AFTER_SECONDS", 60, minimum=1)
+CELERY_BEAT_SCHEDULE = {
+    "recover-stalled-runs": {
+        "task": "orchestration.tasks.runs_recover",
+        "schedule": float(RUN_RECOVERY_INTERVAL_SECONDS),
+    },
+}
 if AGENT_PROVIDER == "openai" and not OPENAI_MODEL:
     raise ImproperlyConfigured("OPENAI_MODEL must be set when AGENT_PROVIDER=openai.")
 

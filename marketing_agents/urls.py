@@ -7,6 +7,14 @@ from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 
 from campaigns.api.views import CampaignArtifactList, CampaignViewSet
 from marketing_agents import errors, health
+from orchestration.api import (
+    ApprovalDecide,
+    ArtifactRevision,
+    CampaignRunList,
+    RunCancel,
+    RunDetail,
+    RunRetry,
+)
 from realtime.api import CampaignEventList, CampaignSnapshot
 
 router = DefaultRouter()
@@ -19,6 +27,16 @@ api_patterns = [
     path("campaigns/<str:campaign_id>/artifacts/", CampaignArtifactList.as_view(), name="campaign-artifacts"),
     path("campaigns/<str:campaign_id>/snapshot/", CampaignSnapshot.as_view(), name="campaign-snapshot"),
     path("campaigns/<str:campaign_id>/events/", CampaignEventList.as_view(), name="campaign-events"),
+    path("campaigns/<str:campaign_id>/runs/", CampaignRunList.as_view(), name="campaign-runs"),
+    path(
+        "campaigns/<str:campaign_id>/artifacts/<str:artifact_type>/revisions/",
+        ArtifactRevision.as_view(),
+        name="artifact-revisions",
+    ),
+    path("runs/<str:run_id>/", RunDetail.as_view(), name="run-detail"),
+    path("runs/<str:run_id>/cancel/", RunCancel.as_view(), name="run-cancel"),
+    path("runs/<str:run_id>/retry/", RunRetry.as_view(), name="run-retry"),
+    path("runs/<str:run_id>/approvals/<str:approval_id>/", ApprovalDecide.as_view(), name="run-approval"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("", include(router.urls)),

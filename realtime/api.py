@@ -47,9 +47,7 @@ class CampaignEventList(APIView):
         count = CampaignEvent.objects.filter(campaign=campaign, sequence__gt=after).count()
         following = None
         if len(events) < count:
-            following = request.build_absolute_uri(
-                f"{request.path}?after={events[-1].sequence}&limit={limit}"
-            )
+            following = request.build_absolute_uri(f"{request.path}?after={events[-1].sequence}&limit={limit}")
         return Response(
             {
                 "count": count,

@@ -62,9 +62,7 @@ def event_frame(event: CampaignEvent, *, campaign_public_id: str, run_public_id:
     }
 
 
-def publish(
-    campaign: Campaign, event: str, data: dict[str, Any], run: OrchestrationRun | None = None
-) -> CampaignEvent:
+def publish(campaign: Campaign, event: str, data: dict[str, Any], run: OrchestrationRun | None = None) -> CampaignEvent:
     """Store a durable event with the campaign's next sequence; send it to subscribers after commit."""
     payload = _normalize(data)
     with transaction.atomic():
@@ -76,9 +74,7 @@ def publish(
             data=payload,
             emitted_at=timezone.now(),
         )
-        frame = event_frame(
-            stored, campaign_public_id=campaign.public_id, run_public_id=run.public_id if run else None
-        )
+        frame = event_frame(stored, campaign_public_id=campaign.public_id, run_public_id=run.public_id if run else None)
         message = {
             "type": LAYER_MESSAGE_TYPE,
             "campaign_id": campaign.public_id,

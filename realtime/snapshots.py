@@ -9,7 +9,7 @@ from typing import Any
 from django.db import connection, transaction
 from django.utils import timezone
 
-from campaigns.models import ARTIFACT_ORDER, Campaign, ComplianceAudit, OrchestrationRun, RunState
+from campaigns.models import ARTIFACT_ORDER, Campaign, ComplianceAudit, OrchestrationRun, RunState, StepStatus
 from campaigns.payloads import artifact_payload, audit_payload, isoformat
 from campaigns.selectors import campaign_artifacts
 
@@ -35,9 +35,8 @@ def consistent_read() -> Iterator[None]:
 def _pending_types(run: OrchestrationRun | None) -> list[str]:
     if run is None or run.state == RunState.COMPLETED:
         return []
-    return [
-        step["step"] for step in run.plan if step.get("step") in ARTIFACT_TYPES and step.get("status") != "completed"
-    ]
+    steps = run.steps.filter(name__in=ARTIFACT_TYPES).exclude(status=StepStatus.COMPLETED).order_by("position")
+    return list(steps.values_list("name", flat=True))
 
 
 def _audit_status(run: OrchestrationRun | None, audit: ComplianceAudit | None) -> str:

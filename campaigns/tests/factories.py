@@ -3,15 +3,15 @@ from __future__ import annotations
 import factory
 from django.contrib.auth import get_user_model
 
-from campaigns.models import Artifact, Campaign, ComplianceAudit, OrchestrationRun, RunState
+from campaigns.models import Artifact, Campaign, ComplianceAudit, OrchestrationRun, RunState, RunStep
 
 PASSWORD = "correct-horse-battery-staple"
 
 DEFAULT_PLAN = [
-    {"step": "Copy", "agent": "copywriter", "status": "pending", "attempt": 0},
-    {"step": "ShortCopy", "agent": "short_copywriter", "status": "pending", "attempt": 0},
-    {"step": "Visual", "agent": "visual_designer", "status": "pending", "attempt": 0},
-    {"step": "audit", "agent": "compliance_auditor", "status": "pending", "attempt": 0},
+    ("Copy", "copywriter"),
+    ("ShortCopy", "short_copywriter"),
+    ("Visual", "visual_designer"),
+    ("audit", "compliance_auditor"),
 ]
 
 
@@ -45,10 +45,24 @@ class CampaignFactory(factory.django.DjangoModelFactory):
 class RunFactory(factory.django.DjangoModelFactory):
     class Meta:
         model = OrchestrationRun
+        skip_postgeneration_save = True
 
     campaign = factory.SubFactory(CampaignFactory)
     state = RunState.PENDING
-    plan = factory.LazyFunction(lambda: [dict(step) for step in DEFAULT_PLAN])
+    plan = factory.LazyFunction(lambda: [name for name, _ in DEFAULT_PLAN])
+
+    @factory.post_generation
+    def steps(run, create, extracted, **kwargs):
+        """``steps="completed"`` marks every step; ``steps={"Copy": "completed"}`` some of them."""
+        if not create:
+            return
+        statuses = (
+            extracted if isinstance(extracted, dict) else {name: extracted or "pending" for name, _ in DEFAULT_PLAN}
+        )
+        for position, (name, agent) in enumerate(DEFAULT_PLAN):
+            RunStep.objects.create(
+                run=run, name=name, agent=agent, position=position, status=statuses.get(name, "pending")
+            )
 
 
 class ArtifactFactory(factory.django.DjangoModelFactory):

@@ -74,7 +74,9 @@ def test_sequences_are_per_campaign():
 def test_stored_data_is_plain_json():
     from decimal import Decimal
 
-    event = publish(CampaignFactory(), "usage.updated", {"prompt_tokens": 3, "completion_tokens": 4, "cost": Decimal("0.25")})
+    event = publish(
+        CampaignFactory(), "usage.updated", {"prompt_tokens": 3, "completion_tokens": 4, "cost": Decimal("0.25")}
+    )
     event.refresh_from_db()
     assert event.data == {"prompt_tokens": 3, "completion_tokens": 4, "cost": "0.25"}
 
@@ -201,7 +203,9 @@ def test_concurrent_publishers_in_processes_produce_one_to_n():
     env = {**os.environ, "DATABASE_URL": url, "DJANGO_SETTINGS_MODULE": "marketing_agents.settings"}
     processes, per_process = 4, 40
     children = [
-        subprocess.Popen([sys.executable, "-c", PUBLISH_SCRIPT, str(campaign.pk), str(per_process)], cwd=BASE_DIR, env=env)
+        subprocess.Popen(
+            [sys.executable, "-c", PUBLISH_SCRIPT, str(campaign.pk), str(per_process)], cwd=BASE_DIR, env=env
+        )
         for _ in range(processes)
     ]
     assert [child.wait(120) for child in children] == [0] * processes
@@ -234,7 +238,9 @@ def test_concurrent_publishers_in_processes_on_sqlite(tmp_path):
     }
 
     def run(code: str, *args: str) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-c", code, *args], cwd=BASE_DIR, env=env, stdout=subprocess.PIPE, text=True)
+        return subprocess.Popen(
+            [sys.executable, "-c", code, *args], cwd=BASE_DIR, env=env, stdout=subprocess.PIPE, text=True
+        )
 
     setup = run(SQLITE_SETUP)
     campaign_pk = setup.communicate(timeout=120)[0].strip()

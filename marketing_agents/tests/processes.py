@@ -1,0 +1,90 @@
+"""Real processes for end-to-end tests: Celery workers (and, later, daphne) against the test database."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+from django.conf import settings
+from django.db import connection
+
+BASE_DIR = Path(settings.BASE_DIR)
+
+# Fast, deterministic settings for the processes a test starts; a test may override any of them.
+E2E_ENV = {
+    "AGENT_CHUNK_DELAY_MS": "0",
+    "AGENT_RETRY_BASE_MS": "50",
+    "AGENT_RETRY_MAX_MS": "200",
+    "RUN_LEASE_SECONDS": "3",
+    "RUN_RECOVERY_INTERVAL_SECONDS": "1",
+    "RUN_REQUEUE_AFTER_SECONDS": "20",
+    "LOG_LEVEL": "INFO",
+}
+
+
+def test_database_url() -> str:
+    """The URL of the database pytest-django created, so other processes see the test's rows."""
+    db = connection.settings_dict
+    password = f":{db['PASSWORD']}" if db.get("PASSWORD") else ""
+    return f"postgres://{db['USER']}{password}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+
+
+def process_env(**overrides: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        **E2E_ENV,
+        "DATABASE_URL": test_database_url(),
+        "DJANGO_SETTINGS_MODULE": "marketing_agents.settings",
+        **overrides,
+    }
+
+
+class Worker:
+    """A Celery worker (with its beat scheduler, which runs the recovery task) in its own process."""
+
+    def __init__(self, log_dir: Path, concurrency: int = 2, **env: str) -> None:
+        self.name = f"w{uuid.uuid4().hex[:8]}"
+        self.log_path = log_dir / f"{self.name}.log"
+        self.schedule = log_dir / f"{self.name}-beat"
+        self.concurrency = concurrency
+        self.env = process_env(**env)
+        self.process: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 60) -> Worker:
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "marketing_agents", "worker", "-n", f"{self.name}@%h",
+             "--loglevel", "INFO", "--concurrency", str(self.concurrency), "--without-mingle", "--without-gossip",
+             "--beat", "--schedule", str(self.schedule)],
+            cwd=BASE_DIR, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"worker exited early:\n{self.log()}")
+            if " ready." in self.log():
+                return self
+            time.sleep(0.1)
+        raise RuntimeError(f"worker not ready in {timeout} s:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def kill(self) -> None:
+        """kill -9 of the worker and every process it forked, as when a machine dies."""
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.kill()

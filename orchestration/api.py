@@ -1,0 +1,104 @@
+"""REST views for runs, approvals and revisions: parse, authorize, call a service, answer."""
+
+from __future__ import annotations
+
+from django.db.models import QuerySet
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import generics, serializers, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from campaigns.errors import NotFound
+from campaigns.models import OrchestrationRun
+from campaigns.selectors import campaign_get_visible, campaigns_visible_to
+from orchestration import services
+from orchestration.serializers import (
+    ApprovalDecisionSerializer,
+    RevisionSerializer,
+    RunSerializer,
+    RunStartSerializer,
+    approval_payload,
+    run_payload,
+)
+
+
+def run_get_visible(user, run_id: str) -> OrchestrationRun:
+    run = (
+        OrchestrationRun.objects.select_related("campaign")
+        .filter(public_id=run_id, campaign__in=campaigns_visible_to(user).values("pk"))
+        .first()
+    )
+    if run is None:
+        raise NotFound("Run not found.")
+    return run
+
+
+class CampaignRunList(generics.ListAPIView):
+    serializer_class = RunSerializer
+
+    def get_queryset(self) -> QuerySet[OrchestrationRun]:
+        campaign = campaign_get_visible(self.request.user, self.kwargs["campaign_id"])
+        return campaign.runs.select_related("campaign").order_by("-created_at", "-id")
+
+    @extend_schema(request=RunStartSerializer, responses={202: RunSerializer})
+    def post(self, request: Request, campaign_id: str) -> Response:
+        campaign = campaign_get_visible(request.user, campaign_id)
+        body = RunStartSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        run = services.run_start(campaign=campaign, created_by=request.user, settings=body.validated_data["settings"])
+        return Response(run_payload(run), status=status.HTTP_202_ACCEPTED)
+
+
+class RunDetail(APIView):
+    @extend_schema(responses=RunSerializer)
+    def get(self, request: Request, run_id: str) -> Response:
+        return Response(run_payload(run_get_visible(request.user, run_id)))
+
+
+class RunCancel(APIView):
+    @extend_schema(
+        request=None,
+        responses={
+            202: inline_serializer(
+                "RunCancelled", {"run_id": serializers.CharField(), "state": serializers.CharField()}
+            )
+        },
+    )
+    def post(self, request: Request, run_id: str) -> Response:
+        run = services.run_cancel(run=run_get_visible(request.user, run_id), requested_by=request.user)
+        return Response({"run_id": run.public_id, "state": run.state}, status=status.HTTP_202_ACCEPTED)
+
+
+class RunRetry(APIView):
+    @extend_schema(request=None, responses={202: RunSerializer})
+    def post(self, request: Request, run_id: str) -> Response:
+        run = services.run_retry(run=run_get_visible(request.user, run_id), requested_by=request.user)
+        return Response(run_payload(run), status=status.HTTP_202_ACCEPTED)
+
+
+class ApprovalDecide(APIView):
+    @extend_schema(request=ApprovalDecisionSerializer, responses={200: serializers.DictField()})
+    def post(self, request: Request, run_id: str, approval_id: str) -> Response:
+        run = run_get_visible(request.user, run_id)
+        body = ApprovalDecisionSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        approval = services.approval_decide(
+            run=run, approval_public_id=approval_id, decided_by=request.user, **body.validated_data
+        )
+        return Response(approval_payload(approval))
+
+
+class ArtifactRevision(APIView):
+    @extend_schema(request=RevisionSerializer, responses={202: RunSerializer})
+    def post(self, request: Request, campaign_id: str, artifact_type: str) -> Response:
+        campaign = campaign_get_visible(request.user, campaign_id)
+        body = RevisionSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        run = services.revision_start(
+            campaign=campaign,
+            artifact_type=artifact_type,
+            instructions=body.validated_data["instructions"],
+            created_by=request.user,
+        )
+        return Response(run_payload(run), status=status.HTTP_202_ACCEPTED)

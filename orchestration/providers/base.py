@@ -1,0 +1,59 @@
+"""What an agent asks a provider, and what comes back: text pieces, then the token usage."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, Protocol
+
+
+class ProviderError(Exception):
+    """A provider failure; the message is shown to people, so it never carries secrets or internals."""
+
+
+class TransientProviderError(ProviderError):
+    """Worth retrying: rate limits, server errors, timeouts, broken streams."""
+
+
+class PermanentProviderError(ProviderError):
+    """Retrying will not help: a refused request, a bad key, an unknown model."""
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int
+    cost: Decimal
+
+
+@dataclass
+class ProviderRequest:
+    agent: str
+    messages: list[dict[str, str]]
+    # Structured inputs for providers that do not read prose (the template provider).
+    context: dict[str, Any] = field(default_factory=dict)
+    max_tokens: int | None = None
+    attempt: int = 1
+    # The step's simulation settings: {"fail_times": n, "delay_ms": n, "fail_permanently": bool}.
+    simulation: dict[str, Any] = field(default_factory=dict)
+
+
+class Provider(Protocol):
+    name: str
+
+    def stream(self, request: ProviderRequest) -> Iterator[str | Usage]:
+        """Yield text pieces as they arrive, then exactly one ``Usage``."""
+
+    def price(self, prompt_tokens: int, completion_tokens: int) -> Decimal:
+        """What this many tokens cost, in US dollars."""
+
+
+def estimate_tokens(text: str) -> int:
+    """About four characters a token, the usual rule of thumb for English text."""
+    return max(1, round(len(text) / 4)) if text else 0
+
+
+def price(prompt_tokens: int, completion_tokens: int, prompt_per_1k: Decimal, completion_per_1k: Decimal) -> Decimal:
+    cost = (Decimal(prompt_tokens) * prompt_per_1k + Decimal(completion_tokens) * completion_per_1k) / 1000
+    return cost.quantize(Decimal("0.000001"))

@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from campaigns.models import FINISHED_STATES, CampaignEvent, OrchestrationRun
+from marketing_agents.tests.processes import Worker
+
+
+@pytest.fixture
+def start_worker(transactional_db, tmp_path):
+    """Start real Celery workers against the test database; all are stopped after the test."""
+    workers: list[Worker] = []
+
+    def start(**env: str) -> Worker:
+        worker = Worker(tmp_path, **env).start()
+        workers.append(worker)
+        return worker
+
+    yield start
+    for worker in workers:
+        worker.stop()
+
+
+@pytest.fixture
+def worker(start_worker) -> Worker:
+    return start_worker()
+
+
+def wait_for_run(run: OrchestrationRun, states=FINISHED_STATES, timeout: float = 90) -> OrchestrationRun:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        run.refresh_from_db()
+        if run.state in states:
+            return run
+        time.sleep(0.1)
+    raise AssertionError(f"run still {run.state} after {timeout} s")
+
+
+def events_of(campaign) -> list[CampaignEvent]:
+    return list(CampaignEvent.objects.filter(campaign=campaign).order_by("sequence"))
+
+
+def names(events) -> list[str]:
+    return [event.event for event in events]
