@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings as django_settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
@@ -63,6 +65,18 @@ class Campaign(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.public_id})"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        # last_sequence belongs to the publisher alone (an atomic UPDATE … RETURNING). A save of an
+        # instance loaded earlier (an admin form, a service) must not write back a stale value, or
+        # the next event would reuse a sequence.
+        if self.pk is not None and not self._state.adding and kwargs.get("update_fields") is None:
+            kwargs["update_fields"] = [
+                field.name
+                for field in self._meta.concrete_fields
+                if not field.primary_key and field.name != "last_sequence"
+            ]
+        super().save(*args, **kwargs)
 
 
 class OrchestrationRun(models.Model):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db.models import Case, IntegerField, OuterRef, QuerySet, Subquery, Value, When
 from django.db.models.functions import Coalesce
@@ -10,6 +12,7 @@ from campaigns.errors import NotFound
 from campaigns.models import ARTIFACT_ORDER, Artifact, Campaign, CampaignEvent, OrchestrationRun
 
 EVENTS_MAX_LIMIT = 1000
+PUBLIC_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 def campaigns_visible_to(user: AbstractBaseUser | AnonymousUser) -> QuerySet[Campaign]:
@@ -24,19 +27,33 @@ def campaigns_visible_to(user: AbstractBaseUser | AnonymousUser) -> QuerySet[Cam
     return queryset if user.is_staff else queryset.filter(owner=user)
 
 
+def is_public_id(value: object) -> bool:
+    """Ids are short URL-safe strings; anything else (a NUL byte, a number) cannot name an object."""
+    return isinstance(value, str) and PUBLIC_ID.fullmatch(value) is not None
+
+
 def campaign_get_visible(user: AbstractBaseUser | AnonymousUser, public_id: str) -> Campaign:
-    campaign = campaigns_visible_to(user).filter(public_id=public_id).first()
+    campaign = campaigns_visible_to(user).filter(public_id=public_id).first() if is_public_id(public_id) else None
     if campaign is None:
         raise NotFound("Campaign not found.")
     return campaign
 
 
+def run_get_visible(user: AbstractBaseUser | AnonymousUser, public_id: str) -> OrchestrationRun:
+    run = None
+    if is_public_id(public_id):
+        visible = campaigns_visible_to(user).values("pk")
+        run = OrchestrationRun.objects.select_related("campaign").filter(public_id=public_id, campaign__in=visible)
+        run = run.first()
+    if run is None:
+        raise NotFound("Run not found.")
+    return run
+
+
 def campaign_artifacts(campaign: Campaign, *, artifact_type: str | None = None) -> QuerySet[Artifact]:
     """Every version; the newest version of each type first (in plan order), then older ones."""
     newest = (
-        Artifact.objects.filter(campaign=campaign, type=OuterRef("type"))
-        .order_by("-version")
-        .values("version")[:1]
+        Artifact.objects.filter(campaign=campaign, type=OuterRef("type")).order_by("-version").values("version")[:1]
     )
     type_rank = Case(
         *[When(type=kind, then=Value(rank)) for rank, kind in enumerate(ARTIFACT_ORDER)],

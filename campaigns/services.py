@@ -23,9 +23,7 @@ def campaign_create(
     tone: str = "",
     settings: dict[str, Any] | None = None,
 ) -> Campaign:
-    campaign = Campaign(
-        owner=owner, name=name, brief=brief, audience=audience, tone=tone, settings=settings or {}
-    )
+    campaign = Campaign(owner=owner, name=name, brief=brief, audience=audience, tone=tone, settings=settings or {})
     campaign.full_clean()
     campaign.save()
     return campaign

@@ -9,9 +9,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from campaigns.errors import NotFound
 from campaigns.models import OrchestrationRun
-from campaigns.selectors import campaign_get_visible, campaigns_visible_to
+from campaigns.selectors import campaign_get_visible, run_get_visible
 from orchestration import services
 from orchestration.serializers import (
     ApprovalDecisionSerializer,
@@ -21,17 +20,6 @@ from orchestration.serializers import (
     approval_payload,
     run_payload,
 )
-
-
-def run_get_visible(user, run_id: str) -> OrchestrationRun:
-    run = (
-        OrchestrationRun.objects.select_related("campaign")
-        .filter(public_id=run_id, campaign__in=campaigns_visible_to(user).values("pk"))
-        .first()
-    )
-    if run is None:
-        raise NotFound("Run not found.")
-    return run
 
 
 class CampaignRunList(generics.ListAPIView):

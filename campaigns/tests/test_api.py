@@ -10,12 +10,13 @@ import pytest
 from rest_framework.test import APIClient
 
 from campaigns.models import Campaign, RunState
-from campaigns.tests.factories import DEFAULT_PLAN, PASSWORD, ArtifactFactory, AuditFactory, CampaignFactory, RunFactory
+from campaigns.tests.factories import PASSWORD, ArtifactFactory, AuditFactory, CampaignFactory, RunFactory
 from realtime.events import publish
 
 pytestmark = pytest.mark.django_db
 
 CAMPAIGNS = "/api/campaigns/"
+VALID = {"name": "Valid name", "brief": "Valid brief."}
 ARTIFACT_FIELDS = {"id", "campaign_id", "run_id", "type", "content", "metadata", "created_at", "agent_name", "version"}
 EVENT_FIELDS = {"event", "campaign_id", "run_id", "sequence", "emitted_at", "data"}
 ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
@@ -83,6 +84,21 @@ def test_owner_creates_a_campaign(alice_api, alice):
     stored_campaign = Campaign.objects.get(public_id=data["id"])
     assert stored_campaign.owner == alice
     assert stored_campaign.settings == body["settings"]
+
+
+def test_create_accepts_every_documented_setting(alice_api):
+    settings = {
+        "require_approval": False,
+        "max_tokens": 4000,
+        "max_cost": 0.25,
+        "simulate": {"Copy": {"fail_times": 2, "delay_ms": 10}, "audit": {"fail_permanently": True}},
+    }
+
+    response = post_json(alice_api, CAMPAIGNS, {**VALID, "settings": settings})
+
+    assert response.status_code == 201, response.content
+    assert response.json()["settings"] == settings
+    assert Campaign.objects.get().settings == settings
 
 
 def test_create_needs_only_name_and_brief(alice_api):
@@ -219,7 +235,12 @@ def test_another_user_gets_404_patching_alices_campaign(bob_api, campaign):
     assert stored(campaign) == before
 
 
-def test_another_user_gets_404_deleting_alices_campaign(bob_api, campaign):
+@pytest.mark.parametrize("run_state", [None, RunState.GENERATING])
+def test_another_user_gets_404_deleting_alices_campaign(bob_api, campaign, run_state):
+    # Even with an active run the answer is 404, not 409: a 409 would reveal that the campaign exists.
+    if run_state:
+        RunFactory(campaign=campaign, state=run_state)
+
     response = bob_api.delete(detail_url(campaign))
 
     assert response.status_code == 404
@@ -349,8 +370,6 @@ def test_access_token_of_bob_does_not_open_alices_campaign(bob, campaign):
 
 # --- Bad input -------------------------------------------------------------------------------------
 
-VALID = {"name": "Valid name", "brief": "Valid brief."}
-
 BAD_CREATE_BODIES = [
     pytest.param({"brief": "b"}, "name", id="missing-name"),
     pytest.param({"name": "n"}, "brief", id="missing-brief"),
@@ -383,6 +402,10 @@ BAD_CREATE_BODIES = [
     pytest.param({**VALID, "settings": {"simulate": {"Copy": {"fail_times": 99}}}}, "settings", id="simulate-range"),
     pytest.param({**VALID, "settings": {"simulate": {"Copy": {"explode": 1}}}}, "settings", id="simulate-bad-key"),
     pytest.param({**VALID, "settings": {"simulate": "Copy"}}, "settings", id="simulate-string"),
+    pytest.param({**VALID, "settings": {"simulate": {"Copy": 3}}}, "settings", id="simulate-step-not-object"),
+    pytest.param(
+        {**VALID, "settings": {"simulate": {"audit": {"fail_permanently": "yes"}}}}, "settings", id="fail-permanently"
+    ),
     pytest.param({**VALID, "settings": {"max_cost": 1, "pad": "x" * 17_000}}, "settings", id="settings-over-16kb"),
 ]
 
@@ -491,17 +514,18 @@ def test_form_encoded_body_is_415(alice_api):
     assert Campaign.objects.count() == 0
 
 
-@pytest.mark.parametrize(
-    ("method", "suffix"),
-    [
-        ("get", ""),
-        ("patch", ""),
-        ("delete", ""),
-        ("get", "artifacts/"),
-        ("get", "snapshot/"),
-        ("get", "events/"),
-    ],
-)
+# Every request that names one campaign in its URL.
+CAMPAIGN_REQUESTS = [
+    ("get", ""),
+    ("patch", ""),
+    ("delete", ""),
+    ("get", "artifacts/"),
+    ("get", "snapshot/"),
+    ("get", "events/"),
+]
+
+
+@pytest.mark.parametrize(("method", "suffix"), CAMPAIGN_REQUESTS)
 def test_unknown_campaign_id_is_404(alice_api, campaign, method, suffix):
     before = stored(campaign)
 
@@ -519,6 +543,38 @@ def test_unknown_url_under_api_is_json_404(alice_api, path):
     assert response.status_code == 404
     assert response["Content-Type"].startswith("application/json")
     assert response.json() == {"detail": "Not found."}
+
+
+@pytest.mark.parametrize(("method", "suffix"), CAMPAIGN_REQUESTS)
+def test_campaign_id_with_a_nul_character_is_404_not_500(alice_api, campaign, method, suffix):
+    before = stored(campaign)
+
+    response = call(alice_api, method, f"{CAMPAIGNS}%00/{suffix}", {"name": "x"})
+
+    assert response.status_code == 404, response.content
+    assert "detail" in response.json()
+    assert stored(campaign) == before
+
+
+@pytest.mark.parametrize("method", ["post", "patch"])
+def test_body_over_the_upload_limit_is_refused_without_500(alice_api, campaign, settings, method):
+    before = stored(campaign)
+    body = json.dumps({"name": "Big", "brief": "b" * (settings.DATA_UPLOAD_MAX_MEMORY_SIZE + 1)}).encode()
+    url = CAMPAIGNS if method == "post" else detail_url(campaign)
+
+    response = getattr(alice_api, method)(url, data=body, content_type="application/json")
+
+    assert response.status_code in (400, 413), response.content
+    assert response.json()["detail"]
+    assert Campaign.objects.count() == 1
+    assert stored(campaign) == before
+
+
+def test_unknown_url_outside_api_is_an_html_404(alice_api):
+    response = alice_api.get("/nothing-here/")
+
+    assert response.status_code == 404
+    assert not response["Content-Type"].startswith("application/json")
 
 
 # --- Artifacts -------------------------------------------------------------------------------------
@@ -727,16 +783,7 @@ def test_snapshot_of_a_campaign_without_run(alice_api, campaign):
 
 
 def test_snapshot_of_a_finished_run(alice_api, campaign):
-    plan = [
-        {"step": step, "agent": agent, "status": "completed", "attempt": 1}
-        for step, agent in [
-            ("Copy", "copywriter"),
-            ("ShortCopy", "short_copywriter"),
-            ("Visual", "visual_designer"),
-            ("audit", "compliance_auditor"),
-        ]
-    ]
-    run = RunFactory(campaign=campaign, state=RunState.COMPLETED, plan=plan)
+    run = RunFactory(campaign=campaign, state=RunState.COMPLETED, steps="completed")
     for kind in ("Copy", "ShortCopy", "Visual"):
         ArtifactFactory(run=run, type=kind)
     issues = [{"artifact_type": "Visual", "issue_description": "Small print is too small.", "severity": "Low"}]
@@ -769,9 +816,7 @@ def test_snapshot_of_a_finished_run(alice_api, campaign):
 
 
 def test_snapshot_of_a_run_in_progress(alice_api, campaign):
-    plan = [dict(step, status="pending") for step in DEFAULT_PLAN]
-    plan[0]["status"] = "completed"
-    run = RunFactory(campaign=campaign, state=RunState.GENERATING, plan=plan)
+    run = RunFactory(campaign=campaign, state=RunState.GENERATING, steps={"Copy": "completed"})
     copy = ArtifactFactory(run=run, type="Copy")
     publish_progress(campaign, 2, run=run)
 
@@ -788,9 +833,8 @@ def test_snapshot_of_a_run_in_progress(alice_api, campaign):
 
 
 def test_snapshot_while_auditing(alice_api, campaign):
-    plan = [dict(step, status="completed") for step in DEFAULT_PLAN]
-    plan[-1]["status"] = "running"
-    RunFactory(campaign=campaign, state=RunState.AUDITING, plan=plan)
+    steps = {"Copy": "completed", "ShortCopy": "completed", "Visual": "completed", "audit": "running"}
+    RunFactory(campaign=campaign, state=RunState.AUDITING, steps=steps)
 
     snapshot = snapshot_of(alice_api, campaign)
 
@@ -848,6 +892,7 @@ def test_docs_page_uses_only_local_assets(alice_api):
     assert response.status_code == 200
     assert response["Content-Type"].startswith("text/html")
     html = response.content.decode()
+    assert "http://" not in html and "https://" not in html
     urls = ASSET_URL.findall(html)
     assert urls, html
     for url in urls:

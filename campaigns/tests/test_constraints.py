@@ -53,3 +53,16 @@ def test_one_audit_per_run():
     audit = AuditFactory()
     with pytest.raises(IntegrityError), transaction.atomic():
         AuditFactory(run=audit.run)
+
+
+def test_saving_a_stale_campaign_never_rewinds_its_event_sequence():
+    from realtime.events import publish
+
+    campaign = CampaignFactory()
+    stale = type(campaign).objects.get(pk=campaign.pk)
+    publish(campaign, "progress", {"percentage": 1, "message": ""})
+    stale.name = "Renamed while a run was publishing"
+    stale.save()
+    assert publish(campaign, "progress", {"percentage": 2, "message": ""}).sequence == 2
+    campaign.refresh_from_db()
+    assert (campaign.name, campaign.last_sequence) == ("Renamed while a run was publishing", 2)

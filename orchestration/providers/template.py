@@ -78,6 +78,8 @@ PALETTES = [
     ("#581c87", "#a855f7", "#faf5ff"),
     ("#14532d", "#22c55e", "#f0fdf4"),
 ]
+
+
 def mentions(text: str, words: tuple[str, ...]) -> bool:
     lowered = text.lower()
     return any(word in lowered for word in words)

@@ -1,0 +1,231 @@
+"""The operators' admin, as an operator's browser sees it."""
+
+from __future__ import annotations
+
+import pytest
+from django.db.models import Model
+from django.test import Client
+
+from campaigns.models import Approval, CampaignEvent, RunState
+from campaigns.tests.factories import ArtifactFactory, AuditFactory, CampaignFactory, RunFactory
+from realtime.events import publish
+
+pytestmark = pytest.mark.django_db
+
+MODELS = ["campaign", "orchestrationrun", "artifact", "complianceaudit", "approval", "campaignevent"]
+
+
+def changelist_url(model: str) -> str:
+    return f"/admin/campaigns/{model}/"
+
+
+def change_url(obj: Model) -> str:
+    return f"/admin/campaigns/{obj._meta.model_name}/{obj.pk}/change/"
+
+
+@pytest.fixture
+def admin_client_(operator) -> Client:
+    client = Client()
+    client.force_login(operator)
+    return client
+
+
+@pytest.fixture
+def objects(alice) -> dict[str, Model]:
+    campaign = CampaignFactory(owner=alice, name="Bottle launch", tone="friendly", settings={"max_tokens": 500})
+    run = RunFactory(campaign=campaign, state=RunState.COMPLETED, settings={"require_approval": True})
+    artifact = ArtifactFactory(run=run, type="Copy")
+    audit = AuditFactory(
+        run=run, issues=[{"artifact_type": "Copy", "issue_description": "Vague claim.", "severity": "Medium"}]
+    )
+    approval = Approval.objects.create(run=run, step="Copy", reason="Operator review requested.")
+    publish(campaign, "progress", {"percentage": 50, "message": "half way"}, run=run)
+    event = CampaignEvent.objects.get(campaign=campaign)
+    return {
+        "campaign": campaign,
+        "orchestrationrun": run,
+        "artifact": artifact,
+        "complianceaudit": audit,
+        "approval": approval,
+        "campaignevent": event,
+    }
+
+
+def test_admin_index_lists_every_model(admin_client_):
+    response = admin_client_.get("/admin/")
+
+    assert response.status_code == 200
+    html = response.content.decode()
+    for model in MODELS:
+        assert f'href="{changelist_url(model)}"' in html, model
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_every_changelist_loads(admin_client_, objects, model):
+    response = admin_client_.get(changelist_url(model))
+
+    assert response.status_code == 200
+    assert response.context["cl"].result_count == 1
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_every_empty_changelist_loads(admin_client_, model):
+    response = admin_client_.get(changelist_url(model))
+
+    assert response.status_code == 200
+    assert response.context["cl"].result_count == 0
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_every_change_page_loads(admin_client_, objects, model):
+    obj = objects[model]
+
+    response = admin_client_.get(change_url(obj))
+
+    assert response.status_code == 200
+    assert response.context["original"] == obj
+
+
+def test_campaign_change_page_shows_its_runs(admin_client_, objects):
+    response = admin_client_.get(change_url(objects["campaign"]))
+
+    assert objects["orchestrationrun"].public_id in response.content.decode()
+
+
+def test_run_change_page_shows_its_artifacts_approvals_and_events(admin_client_, objects):
+    html = admin_client_.get(change_url(objects["orchestrationrun"])).content.decode()
+
+    assert objects["artifact"].public_id in html
+    assert objects["approval"].public_id in html
+    assert "half way" in html
+
+
+def test_campaign_add_page_loads(admin_client_):
+    response = admin_client_.get("/admin/campaigns/campaign/add/")
+
+    assert response.status_code == 200
+    assert 'name="name"' in response.content.decode()
+
+
+def test_campaign_admin_refuses_bad_settings(admin_client_, objects):
+    campaign = objects["campaign"]
+    form = {
+        "owner": campaign.owner_id,
+        "name": campaign.name,
+        "brief": campaign.brief,
+        "audience": campaign.audience,
+        "tone": campaign.tone,
+        "settings": '{"colour": "blue"}',
+        "runs-TOTAL_FORMS": "1",
+        "runs-INITIAL_FORMS": "1",
+        "runs-MIN_NUM_FORMS": "0",
+        "runs-MAX_NUM_FORMS": "1000",
+        "runs-0-id": objects["orchestrationrun"].pk,
+        "runs-0-campaign": campaign.pk,
+    }
+
+    response = admin_client_.post(change_url(campaign), form)
+
+    assert response.status_code == 200
+    assert "colour" in response.content.decode()
+    campaign.refresh_from_db()
+    assert campaign.settings == {"max_tokens": 500}
+
+
+def test_run_changelist_search(admin_client_, objects):
+    other = RunFactory(campaign=CampaignFactory(name="Coffee promo"), state=RunState.FAILED)
+    wanted = objects["orchestrationrun"]
+
+    for query in (wanted.public_id, "Bottle launch", wanted.campaign.public_id):
+        response = admin_client_.get(changelist_url("orchestrationrun"), {"q": query})
+        assert response.status_code == 200
+        assert list(response.context["cl"].result_list) == [wanted], query
+        html = response.content.decode()
+        assert wanted.public_id in html and other.public_id not in html
+
+    nothing = admin_client_.get(changelist_url("orchestrationrun"), {"q": "no such run"})
+    assert nothing.context["cl"].result_count == 0
+
+
+def test_run_changelist_filter_by_state(admin_client_, objects):
+    failed = RunFactory(campaign=CampaignFactory(), state=RunState.FAILED)
+
+    response = admin_client_.get(changelist_url("orchestrationrun"), {"state__exact": "failed"})
+
+    assert response.status_code == 200
+    assert list(response.context["cl"].result_list) == [failed]
+    html = response.content.decode()
+    assert failed.public_id in html and objects["orchestrationrun"].public_id not in html
+
+
+def test_run_changelist_date_drilldown(admin_client_, objects):
+    run = objects["orchestrationrun"]
+    year = run.created_at.year
+
+    this_year = admin_client_.get(changelist_url("orchestrationrun"), {"created_at__year": year})
+    other_year = admin_client_.get(changelist_url("orchestrationrun"), {"created_at__year": year - 1})
+
+    assert this_year.status_code == 200
+    assert list(this_year.context["cl"].result_list) == [run]
+    assert other_year.status_code == 200
+    assert other_year.context["cl"].result_count == 0
+
+
+def test_campaign_changelist_search_by_owner(admin_client_, objects, bob):
+    CampaignFactory(owner=bob, name="Bob's promo")
+
+    response = admin_client_.get(changelist_url("campaign"), {"q": "alice"})
+
+    assert list(response.context["cl"].result_list) == [objects["campaign"]]
+
+
+def test_event_admin_is_read_only(admin_client_, objects):
+    event = objects["campaignevent"]
+    url = changelist_url("campaignevent")
+
+    assert admin_client_.get(f"{url}add/").status_code == 403
+    assert admin_client_.get(f"{url}{event.pk}/delete/").status_code == 403
+    change = admin_client_.get(change_url(event))
+    assert change.status_code == 200
+    assert not change.context["has_change_permission"]
+    assert not change.context["has_delete_permission"]
+    assert 'name="_save"' not in change.content.decode()
+    assert admin_client_.post(change_url(event), {"event": "tampered", "sequence": 99}).status_code == 403
+    listing = admin_client_.get(url).content.decode()
+    assert f'href="{url}add/"' not in listing
+    event.refresh_from_db()
+    assert (event.event, event.sequence) == ("progress", 1)
+
+
+def test_event_admin_offers_no_bulk_delete(admin_client_, objects):
+    event = objects["campaignevent"]
+
+    admin_client_.post(
+        changelist_url("campaignevent"), {"action": "delete_selected", "_selected_action": [event.pk], "post": "yes"}
+    )
+
+    assert CampaignEvent.objects.filter(pk=event.pk).exists()
+
+
+@pytest.mark.parametrize("model", ["orchestrationrun", "artifact", "complianceaudit", "approval"])
+def test_records_made_by_the_system_cannot_be_added_by_hand(admin_client_, model):
+    assert admin_client_.get(f"{changelist_url(model)}add/").status_code == 403
+
+
+@pytest.mark.parametrize("path", ["/admin/", "/admin/campaigns/campaign/", "/admin/campaigns/campaignevent/"])
+def test_non_staff_user_is_sent_to_the_login_page(alice, path):
+    client = Client()
+    client.force_login(alice)
+
+    response = client.get(path)
+
+    assert response.status_code == 302
+    assert response["Location"].startswith("/admin/login/")
+    assert f"next={path}" in response["Location"]
+
+
+def test_anonymous_is_sent_to_the_login_page():
+    response = Client().get("/admin/campaigns/orchestrationrun/")
+
+    assert response.status_code == 302
+    assert response["Location"].startswith("/admin/login/")
