@@ -61,7 +61,15 @@ def _reviewed_text(artifact_type: str, content: str, metadata: dict[str, Any]) -
     return content
 
 
+def _without_disclaimers(text: str) -> str:
+    """A disclaimer ("not intended to … cure …") is not a claim: leave its sentences out of the scan."""
+    sentences = re.split(r"(?<=[.!?;])\s+", text)
+    kept = [s for s in sentences if not (FINANCE_DISCLAIMER.search(s) or HEALTH_DISCLAIMER.search(s))]
+    return " ".join(kept)
+
+
 def _claims(artifact_type: str, text: str) -> list[dict[str, str]]:
+    text = _without_disclaimers(text)
     return [
         _issue(artifact_type, f"The {artifact_type} {what}.", severity)
         for pattern, severity, what in CLAIMS
