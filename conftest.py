@@ -47,3 +47,33 @@ def bob_api(bob) -> APIClient:
 @pytest.fixture
 def operator_api(operator) -> APIClient:
     return _client_for(operator)
+
+
+@pytest.fixture
+def start_web(transactional_db, tmp_path):
+    """Start real daphne processes (marketing_agents.serve) against the test database."""
+    from marketing_agents.tests.processes import WebServer
+
+    servers = []
+
+    def start(**env):
+        server = WebServer(tmp_path, **env).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture(autouse=True)
+def _stop_realtime_hubs():
+    """Each async test has its own event loop; stop the hub that lived on it."""
+    yield
+    from realtime import hub
+
+    for loop, instance in list(hub._hubs.items()):
+        if loop.is_closed():
+            hub._hubs.pop(loop, None)
+        else:
+            instance.cancel_tasks()

@@ -195,7 +195,9 @@ def test_services() -> Iterator[dict[str, str]]:
         processes.append(start_redis(redis_port, root / "redis", persistent=False))
         processes.append(start_postgres(pg_port, root))
         say(f"PostgreSQL on 127.0.0.1:{pg_port}, Redis on 127.0.0.1:{redis_port} (data in {root})")
+        (root / "metrics").mkdir()
         yield {
+            "PROMETHEUS_MULTIPROC_DIR": str(root / "metrics"),
             "DATABASE_URL": f"postgres://postgres@127.0.0.1:{pg_port}/marketing_agents",
             "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
             "DEVSERVICES_REDIS_SERVER": redis_server_binary(),
@@ -215,6 +217,14 @@ def manage(*args: str) -> None:
     subprocess.run([PYTHON, "manage.py", *args], cwd=BASE_DIR, check=True)
 
 
+def fresh_metrics_dir(path: Path) -> None:
+    """Every process writes its metrics here; files of an earlier run would be added in."""
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        shutil.rmtree(path, ignore_errors=True)
+        path.mkdir(parents=True)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)
+
+
 def serve() -> int:
     processes: list[subprocess.Popen] = []
     stopping = False
@@ -232,14 +242,12 @@ def serve() -> int:
             else:
                 processes.append(start_redis(6379, BASE_DIR / ".run" / "redis", persistent=True))
                 say("started a private Redis on 127.0.0.1:6379 (data in .run/redis)")
+        fresh_metrics_dir(BASE_DIR / ".run" / "metrics")
         manage("migrate", "--noinput", "-v", "0")
         manage("ensure_operator")
         port = os.environ.get("PORT", "8000")
         processes.append(
-            subprocess.Popen(
-                [PYTHON, "-m", "daphne", "-b", "127.0.0.1", "-p", port, "marketing_agents.asgi:application"],
-                cwd=BASE_DIR,
-            )
+            subprocess.Popen([PYTHON, "-m", "marketing_agents.serve", "-b", "127.0.0.1", "-p", port], cwd=BASE_DIR)
         )
         processes.append(
             subprocess.Popen(

@@ -6,6 +6,7 @@ environment variables. See README.md, "Configuration", for the list.
 
 from __future__ import annotations
 
+import os
 import secrets
 from datetime import timedelta
 from pathlib import Path
@@ -43,6 +44,11 @@ def _secret_key() -> str:
 
 
 SECRET_KEY = _secret_key()
+
+# Metrics from every process (web and workers) are written here and added up by /metrics. It must
+# be set before prometheus_client is first imported; `make run` and `make test` give each run a fresh one.
+PROMETHEUS_MULTIPROC_DIR = os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(RUN_DIR / "metrics"))
+Path(PROMETHEUS_MULTIPROC_DIR).mkdir(parents=True, exist_ok=True)
 DEBUG = env_bool("DJANGO_DEBUG", False)
 ALLOWED_HOSTS = [h.strip() for h in env_str("ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]").split(",") if h.strip()]
 PORT = env_int("PORT", 8000, minimum=1, maximum=65535)
@@ -154,6 +160,21 @@ CELERY_TASK_SOFT_TIME_LIMIT = ORCHESTRATION_STEP_TIMEOUT
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_TIMEZONE = "UTC"
+
+# --- WebSocket limits (PROTOCOL.md §5) and delivery -------------------------------------------------
+
+WS_MAX_FRAME_BYTES = env_int("WS_MAX_FRAME_BYTES", 100 * 1024, minimum=1024)
+WS_MAX_FRAMES_PER_SECOND = env_int("WS_MAX_FRAMES_PER_SECOND", 100, minimum=1)
+WS_MAX_SUBSCRIPTIONS = env_int("WS_MAX_SUBSCRIPTIONS", 10, minimum=1)
+WS_IDLE_TIMEOUT_SECONDS = env_int("WS_IDLE_TIMEOUT_SECONDS", 60, minimum=1)
+WS_PING_INTERVAL_SECONDS = env_int("WS_PING_INTERVAL_SECONDS", 15, minimum=1)
+# Bytes a connection may have waiting in the server's send buffer before its frames are held back
+# (chunks merged, then dropped; durable events re-read from the log later), and how long it may stay
+# that far behind before it is closed with 1013.
+WS_OUTBOUND_BUFFER_BYTES = env_int("WS_OUTBOUND_BUFFER_BYTES", 512 * 1024, minimum=1024)
+WS_SLOW_CLIENT_SECONDS = env_int("WS_SLOW_CLIENT_SECONDS", 10, minimum=1)
+# Event-log retention: a resume from before the oldest kept event gets a snapshot instead.
+EVENT_RETENTION_DAYS = env_int("EVENT_RETENTION_DAYS", 30, minimum=1)
 
 # --- Agents ---------------------------------------------------------------------------------------
 

@@ -15,7 +15,8 @@ from orchestration.api import (
     RunDetail,
     RunRetry,
 )
-from realtime.api import CampaignEventList, CampaignSnapshot
+from realtime.api import CampaignEventList, CampaignSnapshot, NoticeCreate, RealtimePresence
+from realtime.metrics import metrics_view
 
 router = DefaultRouter()
 router.include_root_view = False
@@ -37,6 +38,8 @@ api_patterns = [
     path("runs/<str:run_id>/cancel/", RunCancel.as_view(), name="run-cancel"),
     path("runs/<str:run_id>/retry/", RunRetry.as_view(), name="run-retry"),
     path("runs/<str:run_id>/approvals/<str:approval_id>/", ApprovalDecide.as_view(), name="run-approval"),
+    path("notices/", NoticeCreate.as_view(), name="notices"),
+    path("ops/realtime/", RealtimePresence.as_view(), name="ops-realtime"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("", include(router.urls)),
@@ -48,6 +51,7 @@ urlpatterns = [
     path("api/", include(api_patterns)),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
+    path("metrics", metrics_view, name="metrics"),
 ]
 
 handler404 = errors.not_found

@@ -6,14 +6,19 @@ from typing import Any
 
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
-from rest_framework import serializers
+from rest_framework import serializers, status
+from rest_framework.permissions import IsAdminUser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from campaigns.api.serializers import StrictCharField
 from campaigns.models import CampaignEvent
+from campaigns.payloads import isoformat
 from campaigns.selectors import EVENTS_MAX_LIMIT, campaign_events, campaign_get_visible
 from realtime.events import event_frame
+from realtime.presence import presence_overview
+from realtime.services import notice_send
 from realtime.snapshots import campaign_snapshot
 
 
@@ -79,3 +84,34 @@ class CampaignSnapshot(APIView):
     def get(self, request: Request, campaign_id: str) -> Response:
         campaign = campaign_get_visible(request.user, campaign_id)
         return Response(campaign_snapshot(campaign.pk))
+
+
+class NoticeSerializer(serializers.Serializer):
+    level = serializers.ChoiceField(["info", "warning", "critical"])
+    message = StrictCharField(max_length=1000)
+
+
+class NoticeCreate(APIView):
+    """Staff only: send a ``system.notice`` frame to every connected client."""
+
+    permission_classes = [IsAdminUser]
+
+    @extend_schema(request=NoticeSerializer, responses={202: NoticeSerializer})
+    def post(self, request: Request) -> Response:
+        body = NoticeSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        notice = notice_send(sent_by=request.user, **body.validated_data)
+        return Response(
+            {"level": notice.level, "message": notice.message, "sent_at": isoformat(notice.sent_at)},
+            status=status.HTTP_202_ACCEPTED,
+        )
+
+
+class RealtimePresence(APIView):
+    """Staff only: connections and subscriptions of every web process, and subscribers per campaign."""
+
+    permission_classes = [IsAdminUser]
+
+    @extend_schema(responses=OpenApiTypes.OBJECT)
+    def get(self, request: Request) -> Response:
+        return Response(presence_overview())

@@ -20,6 +20,7 @@ from django.utils import timezone
 from campaigns.models import Campaign, CampaignEvent, OrchestrationRun
 from campaigns.payloads import isoformat
 from realtime import layer
+from realtime.metrics import EVENTS_PUBLISHED
 
 # Message type understood by the realtime consumers (``campaign_event`` handler).
 LAYER_MESSAGE_TYPE = "campaign.event"
@@ -81,8 +82,13 @@ def publish(campaign: Campaign, event: str, data: dict[str, Any], run: Orchestra
             "sequence": stored.sequence,
             "frame": json.dumps(frame, separators=(",", ":")),
         }
-        transaction.on_commit(lambda: layer.group_send(group_name(campaign.public_id), message))
+        transaction.on_commit(lambda: _send(campaign.public_id, event, message))
     return stored
+
+
+def _send(campaign_public_id: str, event: str, message: dict[str, Any]) -> None:
+    EVENTS_PUBLISHED.labels(event).inc()
+    layer.group_send(group_name(campaign_public_id), message)
 
 
 def publish_transient(

@@ -1,11 +1,15 @@
-"""WebSocket routing. Consumers are added to ``websocket_urlpatterns``."""
+"""WebSocket routing: the handshake checks, then the consumers."""
 
 from __future__ import annotations
 
-from channels.auth import AuthMiddlewareStack
 from channels.routing import URLRouter
-from channels.security.websocket import AllowedHostsOriginValidator
+from django.urls import path
 
-websocket_urlpatterns: list = []
+from realtime.consumers.campaign import CampaignConsumer
+from realtime.middleware import HandshakeMiddleware
 
-websocket_application = AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))
+websocket_urlpatterns = [
+    path("ws/campaigns/", CampaignConsumer.as_asgi()),
+]
+
+websocket_application = HandshakeMiddleware(URLRouter(websocket_urlpatterns))

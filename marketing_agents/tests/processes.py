@@ -58,10 +58,30 @@ class Worker:
     def start(self, timeout: float = 60) -> Worker:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "marketing_agents", "worker", "-n", f"{self.name}@%h",
-             "--loglevel", "INFO", "--concurrency", str(self.concurrency), "--without-mingle", "--without-gossip",
-             "--beat", "--schedule", str(self.schedule)],
-            cwd=BASE_DIR, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "marketing_agents",
+                "worker",
+                "-n",
+                f"{self.name}@%h",
+                "--loglevel",
+                "INFO",
+                "--concurrency",
+                str(self.concurrency),
+                "--without-mingle",
+                "--without-gossip",
+                "--beat",
+                "--schedule",
+                str(self.schedule),
+            ],
+            cwd=BASE_DIR,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -88,3 +108,72 @@ class Worker:
                 self.process.wait(15)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class WebServer:
+    """daphne serving the project (marketing_agents.serve), as `make run` starts it."""
+
+    def __init__(self, log_dir: Path, port: int | None = None, **env: str) -> None:
+        self.port = port or free_port()
+        self.log_path = log_dir / f"daphne-{self.port}-{uuid.uuid4().hex[:6]}.log"
+        self.env = process_env(**env)
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 60) -> WebServer:
+        import urllib.request
+
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "marketing_agents.serve", "-b", "127.0.0.1", "-p", str(self.port)],
+            cwd=BASE_DIR,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"daphne exited early:\n{self.log()}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/healthz", timeout=1) as response:
+                    if response.status == 200:
+                        return self
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError(f"daphne not ready in {timeout} s:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def rss_kib(self) -> int:
+        with open(f"/proc/{self.process.pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        return 0
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(10)

@@ -159,8 +159,16 @@ def test_the_visual_uses_the_concept():
 
 
 def stream(context: dict, **request) -> tuple[str, Usage]:
-    items = list(TemplateProvider().stream(ProviderRequest(agent="copywriter", messages=[
-        {"role": "user", "content": "Write the copy."}], context=context, **request)))
+    items = list(
+        TemplateProvider().stream(
+            ProviderRequest(
+                agent="copywriter",
+                messages=[{"role": "user", "content": "Write the copy."}],
+                context=context,
+                **request,
+            )
+        )
+    )
     text = "".join(item for item in items if isinstance(item, str))
     return text, items[-1]
 

@@ -28,7 +28,9 @@ def broker():
 
 def test_a_step_whose_lease_expired_is_requeued_once(broker):
     run = RunFactory(state=RunState.GENERATING, steps={"Copy": "running"})
-    RunStep.objects.filter(run=run, name="Copy").update(lease_expires_at=timezone.now() - timedelta(seconds=1), attempt=1)
+    RunStep.objects.filter(run=run, name="Copy").update(
+        lease_expires_at=timezone.now() - timedelta(seconds=1), attempt=1
+    )
     assert services.runs_recover() == 1
     step = run.steps.get(name="Copy")
     assert step.status == "queued"

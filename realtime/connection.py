@@ -1,0 +1,153 @@
+"""What every realtime consumer shares: frames out, with a bounded outbound buffer per connection.
+
+ASGI gives an application no way to see how far behind a client is. Under daphne, though, the
+``send`` callable is ``partial(server.handle_reply, protocol)``, so the connection can read how
+many bytes wait in Twisted's write buffer. Past WS_OUTBOUND_BUFFER_BYTES it is *congested*:
+- durable events are not written (the subscription re-reads them from the log once it drains);
+- chunks of one artifact are merged into one frame, and dropped when that grows too large;
+- a connection still congested after WS_SLOW_CLIENT_SECONDS is closed with 1013 (try again later),
+  and its transport aborted if the client does not even read the close frame; on reconnect it
+  resumes from its last sequence.
+Under the test communicator there is no transport, so nothing is ever congested there.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+from django.conf import settings
+
+from realtime.delivery import Subscription
+from realtime.log import dumps
+from realtime.metrics import CHUNKS_SHED, SLOW_CLIENTS_CLOSED
+
+logger = logging.getLogger(__name__)
+
+MERGED_CHUNK_LIMIT = 64 * 1024
+CLOSE_TRY_AGAIN_LATER = 1013
+
+
+class Connection:
+    """Mixed into a consumer; subclasses render frames in their protocol's shape."""
+
+    hub: Any
+    subscriptions: dict[str, Subscription]
+
+    def connection_setup(self) -> None:
+        self.subscriptions = {}
+        self.congested_since: float | None = None
+        self.held_chunks: dict[tuple[str, str], dict[str, Any]] = {}
+        self.closing_slow = False
+        self._echo: dict[str, str] = {}
+        protocol = getattr(self.base_send, "args", (None,))[0]
+        self._transport = getattr(protocol, "transport", None)
+
+    # --- rendering (the native protocol; the SignalR hub overrides these) --------------------------------
+
+    def render_event(self, subscription: Subscription, message: dict[str, Any]) -> str:
+        return message["frame"]
+
+    def render_replayed(self, subscription: Subscription, frame: dict[str, Any]) -> str:
+        return dumps(frame)
+
+    def render_notice(self, message: dict[str, Any]) -> str:
+        return message["frame"]
+
+    # --- writing -------------------------------------------------------------------------------------------
+
+    async def write(self, text: str) -> None:
+        await self.base_send({"type": "websocket.send", "text": text})
+
+    def buffered_bytes(self) -> int:
+        transport = self._transport
+        if transport is None:
+            return 0
+        try:
+            return len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+        except AttributeError:
+            return 0
+
+    def has_room(self) -> bool:
+        if self.congested_since is not None:
+            return False
+        if self.buffered_bytes() > settings.WS_OUTBOUND_BUFFER_BYTES:
+            self.congested_since = time.monotonic()
+            self.hub.congested.add(self)
+            logger.info("connection %s congested (%d bytes waiting)", self.connection_id, self.buffered_bytes())
+            return False
+        return True
+
+    async def push_event(self, subscription: Subscription, message: dict[str, Any]) -> bool:
+        if not self.has_room():
+            return False
+        await self.write(self.render_event(subscription, message))
+        return True
+
+    async def push_replayed(self, subscription: Subscription, frame: dict[str, Any]) -> bool:
+        if not self.has_room():
+            return False
+        await self.write(self.render_replayed(subscription, frame))
+        return True
+
+    async def push_chunk(self, subscription: Subscription, message: dict[str, Any]) -> None:
+        if self.has_room():
+            await self.write(self.render_event(subscription, message))
+        else:
+            self.hold_chunk(subscription, message)
+
+    async def push_notice(self, message: dict[str, Any]) -> None:
+        if self.has_room():
+            await self.write(self.render_notice(message))
+
+    # --- congestion --------------------------------------------------------------------------------------
+
+    def hold_chunk(self, subscription: Subscription, message: dict[str, Any]) -> None:
+        """Merge a chunk into the one held for its artifact; past the limit, drop it."""
+        frame = json.loads(message["frame"])
+        key = (subscription.campaign_id, frame["data"].get("artifact_type", ""))
+        held = self.held_chunks.get(key)
+        if held is not None and held["after_sequence"] == message["after_sequence"]:
+            merged = held["frame"]["data"]
+            if len(merged["chunk"]) + len(frame["data"]["chunk"]) > MERGED_CHUNK_LIMIT:
+                CHUNKS_SHED.labels("dropped").inc()
+                return
+            merged["chunk"] += frame["data"]["chunk"]
+            merged["chunk_index"] = frame["data"]["chunk_index"]
+            merged["is_complete"] = merged["is_complete"] or frame["data"]["is_complete"]
+            CHUNKS_SHED.labels("merged").inc()
+            return
+        if held is not None:
+            CHUNKS_SHED.labels("dropped").inc()
+        self.held_chunks[key] = {"after_sequence": message["after_sequence"], "frame": frame}
+
+    async def flush_chunks(self, subscription: Subscription) -> None:
+        for key in [k for k in self.held_chunks if k[0] == subscription.campaign_id]:
+            held = self.held_chunks.pop(key)
+            if held["after_sequence"] != subscription.last_sent:
+                CHUNKS_SHED.labels("dropped").inc()  # durable events moved past it meanwhile
+                continue
+            message = {"frame": dumps(held["frame"]), "after_sequence": held["after_sequence"], "sequence": None}
+            await self.push_chunk(subscription, message)
+
+    async def check_congestion(self) -> None:
+        if self.congested_since is None:
+            self.hub.congested.discard(self)
+            return
+        if self.buffered_bytes() <= settings.WS_OUTBOUND_BUFFER_BYTES // 2:
+            self.congested_since = None
+            self.hub.congested.discard(self)
+            for subscription in self.subscriptions.values():
+                subscription.catch_up()
+            return
+        behind = time.monotonic() - self.congested_since
+        if behind > settings.WS_SLOW_CLIENT_SECONDS and not self.closing_slow:
+            self.closing_slow = True
+            SLOW_CLIENTS_CLOSED.inc()
+            logger.warning("connection %s closed with 1013: %.0f s behind", self.connection_id, behind)
+            await self.close(CLOSE_TRY_AGAIN_LATER)
+        elif behind > 2 * settings.WS_SLOW_CLIENT_SECONDS and self._transport is not None:
+            self.hub.congested.discard(self)
+            self._transport.abortConnection()  # it did not even read the close frame

@@ -1,0 +1,233 @@
+"""The session every realtime protocol shares: who the user is, limits, subscriptions, commands.
+
+The native consumer (``/ws/campaigns/``) and the SignalR-compatible hub (``/hubs/campaign``) both
+build on this, so authorization, limits, ordering and gap-free delivery are one piece of code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+
+from campaigns.errors import NotFound, ServiceError
+from campaigns.models import Campaign
+from campaigns.selectors import campaign_get_visible, run_get_visible
+from realtime.connection import Connection
+from realtime.delivery import Subscription
+from realtime.hub import get_hub
+from realtime.log import log_position
+from realtime.metrics import AUTH_FAILURES, CONNECTIONS, ERRORS, RECONNECTIONS, SNAPSHOT_LATENCY, SUBSCRIPTIONS
+from realtime.snapshots import campaign_snapshot
+
+logger = logging.getLogger("realtime.connections")
+
+CLOSE_UNAUTHENTICATED = 4401
+CLOSE_POLICY = 1008
+CLOSE_TOO_BIG = 1009
+
+MESSAGES = {
+    "unauthenticated": "Authentication required: send an access token or log in.",
+    "token_expired": "Your access token expired; reconnect with a new one.",
+    "not_found": "Campaign not found.",
+    "rate_limited": "Too many frames; slow down.",
+    "too_many_subscriptions": "Too many subscriptions on one connection.",
+    "message_too_large": "Frame too large.",
+    "internal_error": "Something went wrong on our side; try again.",
+}
+
+
+class ClientError(Exception):
+    def __init__(self, code: str, message: str | None = None) -> None:
+        super().__init__(message or MESSAGES.get(code, code))
+        self.code = code
+        self.message = message or MESSAGES.get(code, code)
+
+
+class RealtimeSession(Connection, AsyncWebsocketConsumer):
+    """Subclasses parse and render their protocol; this class owns the state and the rules."""
+
+    # Consumers never join the channel layer themselves: the process hub does, once per campaign.
+    channel_layer_alias = "__no_layer__"
+    protocol_name = "native"
+
+    # --- lifecycle ------------------------------------------------------------------------------------
+
+    async def websocket_connect(self, message: dict[str, Any]) -> None:
+        self.connection_id = uuid.uuid4().hex[:12]
+        self.user = self.scope.get("user")
+        self.hub = get_hub()
+        self.connection_setup()
+        self.window_start, self.window_frames, self.over_limit_windows = time.monotonic(), 0, 0
+        self._expiry: asyncio.TimerHandle | None = None
+        self.accepted = False
+        await self.on_connect()
+
+    async def start_session(self) -> bool:
+        """Accept, then refuse politely if unauthenticated (the client can read why)."""
+        await self.accept()
+        self.accepted = True
+        error = self.scope.get("auth_error")
+        if error or self.user is None or not self.user.is_authenticated:
+            code = error or "unauthenticated"
+            AUTH_FAILURES.labels(code).inc()
+            logger.info("ws %s refused: %s", self.connection_id, code)
+            await self.send_error(ClientError(code))
+            await self.close(CLOSE_UNAUTHENTICATED)
+            return False
+        await self.hub.add_connection(self)
+        CONNECTIONS.labels(self.protocol_name).inc()
+        logger.info(
+            "ws %s connected: user=%s protocol=%s", self.connection_id, self.user.get_username(), self.protocol_name
+        )
+        expires_at = self.scope.get("token_expires_at")
+        if expires_at:
+            delay = max(0.0, expires_at - time.time())
+            self._expiry = asyncio.get_running_loop().call_later(delay, lambda: asyncio.ensure_future(self.expire()))
+        return True
+
+    async def expire(self) -> None:
+        logger.info("ws %s: token expired", self.connection_id)
+        AUTH_FAILURES.labels("token_expired").inc()
+        await self.send_error(ClientError("token_expired"))
+        await self.close(CLOSE_UNAUTHENTICATED)
+
+    async def websocket_disconnect(self, message: dict[str, Any]) -> None:
+        if self._expiry is not None:
+            self._expiry.cancel()
+        if self.hub is not None and self in self.hub.connections:
+            for campaign_id in list(self.subscriptions):
+                await self.drop_subscription(campaign_id)
+            self.hub.remove_connection(self)
+            CONNECTIONS.labels(self.protocol_name).dec()
+            logger.info("ws %s disconnected: code=%s", self.connection_id, message.get("code"))
+        await super().websocket_disconnect(message)
+
+    # --- limits ----------------------------------------------------------------------------------------
+
+    def check_size(self, text: str) -> None:
+        if len(text) > settings.WS_MAX_FRAME_BYTES or len(text.encode()) > settings.WS_MAX_FRAME_BYTES:
+            raise ClientError("message_too_large", f"Frames are limited to {settings.WS_MAX_FRAME_BYTES // 1024} KB.")
+
+    async def check_rate(self) -> bool:
+        """True when the frame may be handled; the limit is per second, and a client that keeps
+        exceeding it for three seconds in a row is closed with 1008."""
+        now = time.monotonic()
+        if now - self.window_start >= 1.0:
+            exceeded = self.window_frames > settings.WS_MAX_FRAMES_PER_SECOND
+            self.over_limit_windows = self.over_limit_windows + 1 if exceeded else 0
+            self.window_start, self.window_frames = now, 0
+        self.window_frames += 1
+        if self.window_frames <= settings.WS_MAX_FRAMES_PER_SECOND:
+            return True
+        if self.over_limit_windows >= 2 or self.window_frames > 3 * settings.WS_MAX_FRAMES_PER_SECOND:
+            logger.warning("ws %s closed: rate limit exceeded for too long", self.connection_id)
+            await self.close(CLOSE_POLICY)
+        elif self.window_frames == settings.WS_MAX_FRAMES_PER_SECOND + 1:
+            await self.send_error(ClientError("rate_limited"))
+        return False
+
+    # --- commands (shared by every protocol) -------------------------------------------------------------
+
+    async def visible_campaign(self, campaign_id: Any) -> Campaign:
+        if not isinstance(campaign_id, str):
+            raise ClientError("bad_request", "campaign_id must be a string.")
+        try:
+            return await database_sync_to_async(campaign_get_visible)(self.user, campaign_id)
+        except NotFound:
+            raise ClientError("not_found") from None
+
+    async def subscribe(self, campaign_id: Any, last_sequence: Any = None, family: str = "native") -> int:
+        """Subscribe (or resume from ``last_sequence``); returns the campaign's current last sequence."""
+        if last_sequence is not None and (
+            not isinstance(last_sequence, int) or isinstance(last_sequence, bool) or last_sequence < 0
+        ):
+            raise ClientError("bad_request", "last_sequence must be a non-negative integer.")
+        campaign = await self.visible_campaign(campaign_id)
+        if campaign_id not in self.subscriptions and len(self.subscriptions) >= settings.WS_MAX_SUBSCRIPTIONS:
+            raise ClientError(
+                "too_many_subscriptions", f"At most {settings.WS_MAX_SUBSCRIPTIONS} subscriptions per connection."
+            )
+        await self.drop_subscription(campaign_id)
+        subscription = Subscription(self, campaign.pk, campaign.public_id, family)
+        self.subscriptions[campaign_id] = subscription
+        SUBSCRIPTIONS.labels(self.protocol_name).inc()
+        await self.hub.join(subscription)  # from here on, live messages wait in its backlog
+        position = await log_position(campaign.pk)
+        await self.send_subscribed(subscription, position.last_sequence)
+        if last_sequence is None:
+            subscription.last_sent = position.last_sequence
+        else:
+            RECONNECTIONS.inc()
+            logger.info(
+                "ws %s resumes %s from %d (log at %d)",
+                self.connection_id,
+                campaign_id,
+                last_sequence,
+                position.last_sequence,
+            )
+            retained_from = position.first_retained or position.last_sequence + 1
+            if last_sequence > position.last_sequence or last_sequence < retained_from - 1:
+                snapshot = await self.snapshot(campaign)
+                subscription.last_sent = snapshot["last_event_sequence"]
+                await self.send_snapshot(subscription, snapshot, resync=True)
+            else:
+                subscription.last_sent = last_sequence
+        subscription.catch_up()
+        return position.last_sequence
+
+    async def drop_subscription(self, campaign_id: str) -> bool:
+        subscription = self.subscriptions.pop(campaign_id, None)
+        if subscription is None:
+            return False
+        subscription.close()
+        SUBSCRIPTIONS.labels(self.protocol_name).dec()
+        await self.hub.leave(subscription)
+        return True
+
+    async def snapshot(self, campaign: Campaign) -> dict[str, Any]:
+        started = time.perf_counter()
+        snapshot = await database_sync_to_async(campaign_snapshot)(campaign.pk)
+        SNAPSHOT_LATENCY.observe(time.perf_counter() - started)
+        return snapshot
+
+    async def cancel_run(self, run_id: Any) -> str:
+        from orchestration.services import run_cancel  # the consumer calls the service, never a task
+
+        if not isinstance(run_id, str):
+            raise ClientError("bad_request", "run_id must be a string.")
+
+        def cancel() -> str:
+            run = run_get_visible(self.user, run_id)
+            return run_cancel(run=run, requested_by=self.user).public_id
+
+        try:
+            return await database_sync_to_async(cancel)()
+        except NotFound:
+            raise ClientError("not_found", "Run not found.") from None
+        except ServiceError as exc:
+            raise ClientError("bad_request", str(exc)) from None
+
+    # --- what subclasses provide ------------------------------------------------------------------------
+
+    async def on_connect(self) -> None:
+        raise NotImplementedError
+
+    async def send_error(self, error: ClientError, request_id: Any = None) -> None:
+        raise NotImplementedError
+
+    async def send_subscribed(self, subscription: Subscription, last_sequence: int) -> None:
+        raise NotImplementedError
+
+    async def send_snapshot(self, subscription: Subscription, snapshot: dict[str, Any], *, resync: bool) -> None:
+        raise NotImplementedError
+
+    async def fail(self, code: str) -> None:
+        ERRORS.labels(code).inc()
+        await self.send_error(ClientError(code))

@@ -1,0 +1,209 @@
+"""One per process: the only member of the channel-layer groups, fanning each message out locally.
+
+The textbook pattern makes every consumer a group member, so an event costs one Redis message per
+connection and tops out near 3,500 frames/s per process (../shared/BASELINES.md). Here the process
+joins a campaign's group once, when its first local subscriber arrives, and leaves when the last
+one goes; an event is one layer message per process, and its frame, serialized once by the
+publisher, is written to every local socket. A mass disconnect is a handful of group_discard calls,
+not thousands.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import socket
+import time
+import uuid
+from collections import defaultdict
+from typing import TYPE_CHECKING, Any
+
+import redis.asyncio as aioredis
+from channels.layers import get_channel_layer
+from django.conf import settings
+
+from realtime.events import group_name
+from realtime.metrics import DELIVERY_LATENCY, OUTBOUND_SIZE
+from realtime.payloads import parse_emitted_at
+
+if TYPE_CHECKING:
+    from realtime.connection import Connection
+    from realtime.delivery import Subscription
+
+logger = logging.getLogger(__name__)
+
+BROADCAST_GROUP = "broadcast"
+TICK_SECONDS = 0.1
+PRESENCE_SECONDS = 10
+PRESENCE_TTL = 30
+PRESENCE_PREFIX = "realtime:process:"
+
+
+class Hub:
+    def __init__(self) -> None:
+        self.process_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.subscriptions: dict[str, set[Subscription]] = defaultdict(set)
+        self.connections: set[Connection] = set()
+        self.congested: set[Connection] = set()
+        self.channel: str | None = None
+        self._tasks: list[asyncio.Task] = []
+        self._lock = asyncio.Lock()
+        self._groups_joined_at: dict[str, float] = {}
+
+    def cancel_tasks(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+
+    # --- membership ------------------------------------------------------------------------------------
+
+    async def _start(self) -> None:
+        if self.channel is not None:
+            return
+        layer = get_channel_layer()
+        self.channel = await layer.new_channel("hub.")
+        await layer.group_add(BROADCAST_GROUP, self.channel)
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self._read()),
+            loop.create_task(self._tick()),
+            loop.create_task(self._presence()),
+        ]
+
+    async def add_connection(self, connection: Connection) -> None:
+        async with self._lock:
+            await self._start()
+        self.connections.add(connection)
+
+    def remove_connection(self, connection: Connection) -> None:
+        self.connections.discard(connection)
+        self.congested.discard(connection)
+
+    async def join(self, subscription: Subscription) -> None:
+        campaign_id = subscription.campaign_id
+        async with self._lock:
+            await self._start()
+            first = not self.subscriptions[campaign_id]
+            self.subscriptions[campaign_id].add(subscription)
+            if first:
+                await get_channel_layer().group_add(group_name(campaign_id), self.channel)
+                self._groups_joined_at[campaign_id] = time.monotonic()
+
+    async def leave(self, subscription: Subscription) -> None:
+        campaign_id = subscription.campaign_id
+        async with self._lock:
+            members = self.subscriptions.get(campaign_id)
+            if not members or subscription not in members:
+                return
+            members.discard(subscription)
+            if not members:
+                del self.subscriptions[campaign_id]
+                self._groups_joined_at.pop(campaign_id, None)
+                try:
+                    await get_channel_layer().group_discard(group_name(campaign_id), self.channel)
+                except Exception as exc:  # an expired membership is harmless; it lapses by itself
+                    logger.warning("group_discard for %s failed: %s", campaign_id, type(exc).__name__)
+
+    # --- reading the layer -----------------------------------------------------------------------------
+
+    async def _read(self) -> None:
+        layer = get_channel_layer()
+        failures = 0
+        while True:
+            try:
+                message = await layer.receive(self.channel)
+                failures = 0
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                failures += 1
+                logger.warning("channel layer receive failed (%s); retrying", type(exc).__name__)
+                await asyncio.sleep(min(5.0, 0.1 * 2**failures))
+                if failures == 1:
+                    self._resync_all()  # messages may have been lost while Redis was away
+                continue
+            try:
+                await self.dispatch(message)
+            except Exception:
+                logger.exception("dispatching a %s message failed", message.get("type"))
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        if message.get("type") == "campaign.event":
+            await self._fan_out(message)
+        elif message.get("type") == "system.notice":
+            for connection in list(self.connections):
+                await connection.push_notice(message)
+
+    async def _fan_out(self, message: dict[str, Any]) -> None:
+        members = self.subscriptions.get(message["campaign_id"])
+        if not members:
+            return
+        for subscription in list(members):
+            await subscription.offer(message)
+        if message.get("sequence") is not None:
+            DELIVERY_LATENCY.observe(max(0.0, time.time() - parse_emitted_at(message["frame"])))
+            OUTBOUND_SIZE.observe(len(message["frame"]))
+
+    def _resync_all(self) -> None:
+        for members in self.subscriptions.values():
+            for subscription in members:
+                subscription.catch_up()
+
+    # --- housekeeping ------------------------------------------------------------------------------------
+
+    async def _tick(self) -> None:
+        """Watch congested connections: resume them when they drain, close them if they stay behind."""
+        while True:
+            await asyncio.sleep(TICK_SECONDS)
+            for connection in list(self.congested):
+                try:
+                    await connection.check_congestion()
+                except Exception:
+                    logger.exception("congestion check failed")
+            await self._refresh_groups()
+
+    async def _refresh_groups(self) -> None:
+        """Re-add long-lived memberships before the layer's group_expiry drops them."""
+        expiry = settings.CHANNEL_LAYERS["default"]["CONFIG"].get("group_expiry", 86400)
+        now = time.monotonic()
+        for campaign_id, joined in list(self._groups_joined_at.items()):
+            if now - joined > expiry / 2:
+                self._groups_joined_at[campaign_id] = now
+                await get_channel_layer().group_add(group_name(campaign_id), self.channel)
+
+    def presence(self) -> dict[str, Any]:
+        counts = {campaign_id: len(members) for campaign_id, members in self.subscriptions.items() if members}
+        return {
+            "process": self.process_id,
+            "connections": len(self.connections),
+            "subscriptions": sum(counts.values()),
+            "campaigns": counts,
+            "updated_at": time.time(),
+        }
+
+    async def _presence(self) -> None:
+        """Publish this process's connection counts to Redis, for the operators' view across processes."""
+        client = aioredis.Redis.from_url(settings.REDIS_URL)
+        key = PRESENCE_PREFIX + self.process_id
+        try:
+            while True:
+                try:
+                    await client.set(key, json.dumps(self.presence()), ex=PRESENCE_TTL)
+                except Exception as exc:
+                    logger.warning("presence update failed: %s", type(exc).__name__)
+                await asyncio.sleep(PRESENCE_SECONDS)
+        finally:
+            await client.aclose()
+
+
+_hubs: dict[asyncio.AbstractEventLoop, Hub] = {}
+
+
+def get_hub() -> Hub:
+    """The hub of the running event loop (one per process under daphne; one per test loop in tests)."""
+    loop = asyncio.get_running_loop()
+    hub = _hubs.get(loop)
+    if hub is None:
+        hub = _hubs[loop] = Hub()
+    return hub

@@ -1,0 +1,48 @@
+"""Reads of the event log for the consumers (run in a thread: the ORM is synchronous)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from channels.db import database_sync_to_async
+from django.db.models import Min
+
+from campaigns.models import Campaign, CampaignEvent
+from realtime.events import event_frame
+
+PAGE = 500
+
+
+@dataclass(frozen=True)
+class LogPosition:
+    last_sequence: int
+    first_retained: int | None  # the oldest sequence still in the log, None when it is empty
+
+
+@database_sync_to_async
+def log_position(campaign_pk: int) -> LogPosition:
+    last = Campaign.objects.filter(pk=campaign_pk).values_list("last_sequence", flat=True).first() or 0
+    first = CampaignEvent.objects.filter(campaign_id=campaign_pk).aggregate(first=Min("sequence"))["first"]
+    return LogPosition(last_sequence=last, first_retained=first)
+
+
+@database_sync_to_async
+def events_after(campaign_pk: int, campaign_id: str, after: int, limit: int = PAGE) -> list[tuple[int, dict[str, Any]]]:
+    """(sequence, frame) of the durable events after ``after``, ascending; frames marked ``replayed``."""
+    rows = (
+        CampaignEvent.objects.filter(campaign_id=campaign_pk, sequence__gt=after)
+        .select_related("run")
+        .order_by("sequence")[:limit]
+    )
+    frames = []
+    for row in rows:
+        frame = event_frame(row, campaign_public_id=campaign_id, run_public_id=row.run.public_id if row.run else None)
+        frame["replayed"] = True
+        frames.append((row.sequence, frame))
+    return frames
+
+
+def dumps(frame: dict[str, Any]) -> str:
+    return json.dumps(frame, separators=(",", ":"))
