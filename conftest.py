@@ -66,6 +66,23 @@ def start_web(transactional_db, tmp_path):
         server.stop()
 
 
+@pytest.fixture
+def start_worker(transactional_db, tmp_path):
+    """Start real Celery workers against the test database; all are stopped after the test."""
+    from marketing_agents.tests.processes import Worker
+
+    workers = []
+
+    def start(**env):
+        worker = Worker(tmp_path, **env).start()
+        workers.append(worker)
+        return worker
+
+    yield start
+    for worker in workers:
+        worker.stop()
+
+
 @pytest.fixture(autouse=True)
 def _stop_realtime_hubs():
     """Each async test has its own event loop; stop the hub that lived on it."""

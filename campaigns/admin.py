@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from campaigns.errors import Conflict
 from campaigns.models import (
+    FINISHED_STATES,
     Approval,
     Artifact,
     Campaign,
@@ -14,6 +17,7 @@ from campaigns.models import (
     OrchestrationRun,
     RunStep,
 )
+from campaigns.services import campaign_delete
 
 
 class ReadOnlyInline(admin.TabularInline):
@@ -72,6 +76,19 @@ class CampaignAdmin(admin.ModelAdmin):
     raw_id_fields = ["owner"]
     date_hierarchy = "created_at"
     inlines = [RunInline]
+
+    def has_delete_permission(self, request: HttpRequest, obj: Campaign | None = None) -> bool:
+        # The same rule as the API: a campaign with an active run is cancelled first, then deleted.
+        if obj is not None and obj.runs.exclude(state__in=FINISHED_STATES).exists():
+            return False
+        return super().has_delete_permission(request, obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Campaign]) -> None:
+        for campaign in queryset:
+            try:
+                campaign_delete(campaign=campaign)
+            except Conflict as exc:
+                self.message_user(request, f"{campaign}: {exc}", messages.WARNING)
 
 
 @admin.register(OrchestrationRun)

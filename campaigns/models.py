@@ -217,6 +217,7 @@ class ApprovalState(models.TextChoices):
     PENDING = "pending"
     APPROVED = "approved"
     REJECTED = "rejected"
+    CANCELLED = "cancelled"  # the run was cancelled while it waited
 
 
 class Approval(models.Model):

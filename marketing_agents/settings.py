@@ -137,7 +137,9 @@ CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
         "CONFIG": {
-            "hosts": [REDIS_URL],
+            # redis-py 8 defaults socket_timeout to 5 s, which aborts the layer's 5 s blocking
+            # BZPOPMIN every time a channel is idle (django/channels_redis#422): allow longer reads.
+            "hosts": [{"address": REDIS_URL, "socket_timeout": 15, "socket_connect_timeout": 5}],
             "capacity": CHANNEL_LAYER_CAPACITY,
             "expiry": 60,
             "group_expiry": 86400,

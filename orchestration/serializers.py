@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 from rest_framework import serializers
@@ -51,7 +52,7 @@ def run_payload(run: OrchestrationRun) -> dict[str, Any]:
         "usage": {
             "prompt_tokens": run.prompt_tokens,
             "completion_tokens": run.completion_tokens,
-            "cost": str(run.cost),
+            "cost": f"{Decimal(run.cost):.6f}",
         },
         "error": run.error or None,
         "settings": run.settings,

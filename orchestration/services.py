@@ -30,6 +30,7 @@ from campaigns.models import (
     RunStep,
     StepStatus,
 )
+from campaigns.selectors import is_public_id
 from campaigns.validation import validate_settings
 from orchestration import plan as plan_
 from orchestration import queue
@@ -150,8 +151,8 @@ def run_begin(*, run_pk: int) -> None:
     set_state(run, RunState.PLANNING)
     publish(run.campaign, "campaign.started", {"run_id": run.public_id, "plan": run.plan}, run=run)
     thought(run, "orchestrator", _plan_thought(run))
-    generation_left = run.steps.exclude(name=plan_.AUDIT).exclude(status=StepStatus.COMPLETED).exists()
-    set_state(run, RunState.GENERATING if generation_left else RunState.AUDITING)
+    # Always through generating: dispatch moves on to approval or the audit when the artifacts exist.
+    set_state(run, RunState.GENERATING)
     set_progress(run, computed_progress(run), "Started")
     dispatch(run)
 
@@ -165,6 +166,7 @@ def run_cancel(*, run: OrchestrationRun, requested_by: AbstractBaseUser | None) 
     run.cancel_requested, run.cancel_requested_by = True, _username(requested_by)
     run.save(update_fields=["cancel_requested", "cancel_requested_by", "updated_at"])
     stop_active_steps(run, StepStatus.CANCELLED)
+    run.approvals.filter(state=ApprovalState.PENDING).update(state=ApprovalState.CANCELLED, decided_at=timezone.now())
     set_state(run, RunState.CANCELLED)
     publish(run.campaign, "run.cancelled", {"run_id": run.public_id, "requested_by": run.cancel_requested_by}, run=run)
     return run
@@ -212,7 +214,9 @@ def approval_decide(
 ) -> Approval:
     """Approve (the audit follows) or reject with a comment (the artifact is written again with it)."""
     run = locked_run(run.pk)
-    approval = run.approvals.select_for_update().filter(public_id=approval_public_id).first()
+    approval = None
+    if is_public_id(approval_public_id):
+        approval = run.approvals.select_for_update().filter(public_id=approval_public_id).first()
     if approval is None:
         raise NotFound("Approval not found.")
     if approval.state != ApprovalState.PENDING or run.state != RunState.AWAITING_APPROVAL:

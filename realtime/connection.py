@@ -43,7 +43,18 @@ class Connection:
         self.closing_slow = False
         self._echo: dict[str, str] = {}
         protocol = getattr(self.base_send, "args", (None,))[0]
+        self._protocol = protocol if hasattr(protocol, "sendCloseFrame") else None
         self._transport = getattr(protocol, "transport", None)
+
+    async def close(self, code: int | None = None, reason: str | None = None) -> None:
+        """Close with any code. Autobahn (under daphne) refuses application close codes other than
+        1000 and 3000-4999, but the protocol needs 1008, 1009 and 1013: write that close frame directly."""
+        protocol = self._protocol
+        if protocol is not None and isinstance(code, int) and code != 1000 and not 3000 <= code <= 4999:
+            if protocol.state == protocol.STATE_OPEN:
+                protocol.sendCloseFrame(code=code, reasonUtf8=reason.encode() if reason else None, isReply=False)
+            return
+        await super().close(code, reason)
 
     # --- rendering (the native protocol; the SignalR hub overrides these) --------------------------------
 

@@ -9,21 +9,6 @@ from marketing_agents.tests.processes import Worker
 
 
 @pytest.fixture
-def start_worker(transactional_db, tmp_path):
-    """Start real Celery workers against the test database; all are stopped after the test."""
-    workers: list[Worker] = []
-
-    def start(**env: str) -> Worker:
-        worker = Worker(tmp_path, **env).start()
-        workers.append(worker)
-        return worker
-
-    yield start
-    for worker in workers:
-        worker.stop()
-
-
-@pytest.fixture
 def worker(start_worker) -> Worker:
     return start_worker()
 

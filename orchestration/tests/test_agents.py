@@ -26,7 +26,8 @@ def artifacts_for(brief: dict) -> dict:
     copy = write_copy({**brief})
     short = write_short_copy({**brief, "copy": copy})
     visual = WRITERS["Visual"].finish(
-        "Headline: Spring launch\nTagline: Cold drinks all day\nCall to action: Order yours\nPalette: #111111 #222222 #eeeeee",
+        "Headline: Spring launch\nTagline: Cold drinks all day\nCall to action: Order yours\n"
+        "Palette: #111111 #222222 #eeeeee",
         ctx,
     )
     return {"Copy": (copy, {}), "ShortCopy": (short, {}), "Visual": (visual.content, visual.metadata)}

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from typing import Any
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 from rest_framework.test import APIClient
 
@@ -176,6 +178,35 @@ def test_a_second_start_while_a_run_is_active_is_409_and_makes_no_run(alice_api,
     assert set(body) == {"detail"} and "active run" in body["detail"]
     assert database() == before
     assert OrchestrationRun.objects.filter(campaign=campaign).count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_simultaneous_starts_make_exactly_one_run(alice):
+    campaign = CampaignFactory(owner=alice)
+    clients = 6
+    barrier = threading.Barrier(clients)
+    statuses: list[int] = []
+
+    def start() -> None:
+        client = APIClient()
+        client.force_authenticate(alice)
+        try:
+            barrier.wait(10)
+            statuses.append(post(client, runs_url(campaign)).status_code)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=start) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+
+    assert sorted(statuses) == [202] + [409] * (clients - 1)
+    assert OrchestrationRun.objects.filter(campaign=campaign).count() == 1
+    assert list(CampaignEvent.objects.filter(campaign=campaign).values_list("sequence", "event")) == [
+        (1, "orchestration.state_changed")
+    ]
 
 
 @pytest.mark.parametrize("state", ["planning", "generating", "awaiting_approval", "auditing"])

@@ -13,6 +13,7 @@ from campaigns.models import Campaign, CampaignEvent, OrchestrationRun
 from orchestration import services
 
 ENDINGS = {"campaign.completed": 0, "generation.failed": 1, "run.cancelled": 2}
+TIMED_OUT = 3
 BAR_WIDTH = 30
 
 
@@ -89,7 +90,9 @@ class Command(BaseCommand):
                 if event.run_id == run.pk and event.event in ENDINGS:
                     return ENDINGS[event.event]
             time.sleep(0.2)
-        raise CommandError(f"Still running after {timeout:.0f} s; stopped following (the run goes on).")
+        raise CommandError(
+            f"Still running after {timeout:.0f} s; stopped following (the run goes on).", returncode=TIMED_OUT
+        )
 
     def print_event(self, event: CampaignEvent) -> None:
         if event.event == "progress":

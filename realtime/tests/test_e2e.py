@@ -1,0 +1,189 @@
+"""End to end on the real stack: daphne (marketing_agents.serve), a Celery worker, Redis, PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import time
+
+import pytest
+import websockets
+from channels.db import database_sync_to_async
+from django.db import transaction
+from rest_framework_simplejwt.tokens import AccessToken
+
+from campaigns.models import CampaignEvent
+from campaigns.tests.factories import CampaignFactory, UserFactory
+from orchestration import services
+from realtime.events import publish, publish_transient
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+
+def token_for(user) -> str:
+    return str(AccessToken.for_user(user))
+
+
+async def connect(server, user):
+    return await websockets.connect(f"{server.ws_url}/ws/campaigns/?access_token={token_for(user)}", max_size=None)
+
+
+async def subscribe(ws, campaign_id, **extra) -> dict:
+    await ws.send(json.dumps({"type": "subscribe", "campaign_id": campaign_id, **extra}))
+    answer = json.loads(await asyncio.wait_for(ws.recv(), 10))
+    assert answer["type"] == "subscribed", answer
+    return answer
+
+
+async def collect(ws, until_event="campaign.completed", timeout=60) -> list[dict]:
+    """Durable event frames until ``until_event`` (chunks and other frames are skipped)."""
+    events = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        frame = json.loads(await asyncio.wait_for(ws.recv(), deadline - time.monotonic()))
+        if frame["type"] == "event" and "sequence" in frame:
+            events.append(frame)
+            if frame["event"] == until_event:
+                return events
+    raise AssertionError(f"no {until_event} within {timeout} s; got {[e['event'] for e in events]}")
+
+
+def log_sequences(campaign) -> list[int]:
+    return list(CampaignEvent.objects.filter(campaign=campaign).order_by("sequence").values_list("sequence", flat=True))
+
+
+async def test_twenty_clients_receive_the_identical_contiguous_sequence(start_web, start_worker):
+    server, _ = start_web(), start_worker(AGENT_CHUNK_DELAY_MS="2")
+    alice = await database_sync_to_async(UserFactory)(username="alice")
+    campaign = await database_sync_to_async(CampaignFactory)(owner=alice)
+    clients = [await connect(server, alice) for _ in range(20)]
+    for ws in clients:
+        await subscribe(ws, campaign.public_id)
+    run = await database_sync_to_async(services.run_start)(campaign=campaign, created_by=alice)
+    received = await asyncio.gather(*(collect(ws) for ws in clients))
+    sequences = [[frame["sequence"] for frame in frames] for frames in received]
+    assert all(s == sequences[0] for s in sequences), "every client saw the same events"
+    assert sequences[0] == list(range(1, len(sequences[0]) + 1))
+    assert sequences[0] == await database_sync_to_async(log_sequences)(campaign)
+    assert received[0][-1]["data"] == {"run_id": run.public_id}
+    for ws in clients:
+        await ws.close()
+
+
+async def test_a_client_that_drops_mid_run_resumes_with_exactly_what_it_missed(start_web, start_worker):
+    server = start_web()
+    start_worker(AGENT_CHUNK_DELAY_MS="5")
+    alice = await database_sync_to_async(UserFactory)(username="alice")
+    campaign = await database_sync_to_async(CampaignFactory)(owner=alice)
+    ws = await connect(server, alice)
+    await subscribe(ws, campaign.public_id)
+    await database_sync_to_async(services.run_start)(campaign=campaign, created_by=alice)
+    seen = await collect(ws, until_event="artifact.generated")
+    await ws.close()  # the connection drops mid-run
+    await asyncio.sleep(0.5)
+    ws = await connect(server, alice)
+    last = seen[-1]["sequence"]
+    answer = await subscribe(ws, campaign.public_id, last_sequence=last)
+    assert answer["last_sequence"] >= last
+    rest = await collect(ws)
+    assert [f["sequence"] for f in rest] == list(range(last + 1, rest[-1]["sequence"] + 1))
+    replayed = [f for f in rest if f["sequence"] <= answer["last_sequence"]]
+    assert all(f.get("replayed") for f in replayed)
+    everything = [f["sequence"] for f in seen + rest]
+    assert everything == await database_sync_to_async(log_sequences)(campaign)
+    await ws.close()
+
+
+async def test_a_gap_forced_by_a_tiny_channel_capacity_is_filled_from_the_log(start_web, settings):
+    from channels.layers import channel_layers
+
+    server = start_web()
+    alice = await database_sync_to_async(UserFactory)(username="alice")
+    campaign = await database_sync_to_async(CampaignFactory)(owner=alice)
+    ws = await connect(server, alice)
+    await subscribe(ws, campaign.public_id)
+    # The publisher's layer refuses to queue more than one message per channel: most are dropped.
+    settings.CHANNEL_LAYERS = {**settings.CHANNEL_LAYERS}
+    settings.CHANNEL_LAYERS["default"] = {
+        **settings.CHANNEL_LAYERS["default"],
+        "CONFIG": {**settings.CHANNEL_LAYERS["default"]["CONFIG"], "capacity": 1},
+    }
+    channel_layers.backends.clear()
+    try:
+
+        def burst():
+            # One transaction: the 200 sends fire back to back at commit, faster than the hub reads.
+            with transaction.atomic():
+                for i in range(200):
+                    publish(campaign, "progress", {"percentage": i % 100, "message": f"step {i}"})
+
+        await database_sync_to_async(burst)()
+    finally:
+        channel_layers.backends.clear()
+    frames = []
+    deadline = time.monotonic() + 20
+    while (not frames or frames[-1]["sequence"] < 200) and time.monotonic() < deadline:
+        frame = json.loads(await asyncio.wait_for(ws.recv(), 20))
+        if frame["type"] == "event":
+            frames.append(frame)
+    assert [f["sequence"] for f in frames] == list(range(1, 201))
+    assert any(f.get("replayed") for f in frames), "some were missing live and came from the log"
+    await ws.close()
+
+
+async def test_a_slow_client_is_closed_and_the_others_are_unaffected(start_web):
+    server = start_web(WS_OUTBOUND_BUFFER_BYTES="32768", WS_SLOW_CLIENT_SECONDS="2")
+    alice = await database_sync_to_async(UserFactory)(username="alice")
+    campaign = await database_sync_to_async(CampaignFactory)(owner=alice)
+    fast = await connect(server, alice)
+    await subscribe(fast, campaign.public_id)
+    # The slow client stops reading: its socket buffers fill, then the server's.
+    slow = await websockets.connect(
+        f"{server.ws_url}/ws/campaigns/?access_token={token_for(alice)}",
+        max_size=None,
+        max_queue=1,
+    )
+    await subscribe(slow, campaign.public_id)
+
+    def flood():
+        for i in range(200):
+            publish(campaign, "progress", {"percentage": i % 100, "message": "x"})
+            publish_transient(
+                campaign,
+                "artifact.chunk",
+                {"artifact_type": "Copy", "chunk": "y" * 60_000, "chunk_index": i, "is_complete": False},
+            )
+
+    await database_sync_to_async(flood)()
+    received = []
+    while len(received) < 200:
+        frame = json.loads(await asyncio.wait_for(fast.recv(), 30))
+        if frame["type"] == "event" and "sequence" in frame:
+            received.append(frame["sequence"])
+    assert received == list(range(1, 201)), "the fast client got every durable event, in order"
+    deadline = time.monotonic() + 30
+    while "closed with 1013" not in server.log() and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+    assert "closed with 1013" in server.log()
+    with pytest.raises(websockets.ConnectionClosed) as closed:
+        while True:
+            await asyncio.wait_for(slow.recv(), 30)
+    assert closed.value.rcvd is None or closed.value.rcvd.code == 1013
+    await fast.close()
+
+
+async def test_a_second_user_is_refused_another_users_campaign(start_web):
+    server = start_web()
+    alice = await database_sync_to_async(UserFactory)(username="alice")
+    bob = await database_sync_to_async(UserFactory)(username="bob")
+    campaign = await database_sync_to_async(CampaignFactory)(owner=alice)
+    ws = await connect(server, bob)
+    await ws.send(json.dumps({"type": "subscribe", "campaign_id": campaign.public_id}))
+    answer = json.loads(await asyncio.wait_for(ws.recv(), 10))
+    assert answer["type"] == "error" and answer["code"] == "not_found"
+    await database_sync_to_async(publish)(campaign, "progress", {"percentage": 1, "message": "secret"})
+    await ws.send(json.dumps({"type": "ping"}))
+    assert json.loads(await asyncio.wait_for(ws.recv(), 10)) == {"type": "pong"}
+    await ws.close()
+    assert "access_token=ey" not in server.log(), "tokens never reach the log"
