@@ -204,6 +204,7 @@ CELERY_BEAT_SCHEDULE = {
         "task": "orchestration.tasks.runs_recover",
         "schedule": float(RUN_RECOVERY_INTERVAL_SECONDS),
     },
+    "prune-event-log": {"task": "realtime.tasks.events_prune", "schedule": 3600.0},
 }
 if AGENT_PROVIDER == "openai" and not OPENAI_MODEL:
     raise ImproperlyConfigured("OPENAI_MODEL must be set when AGENT_PROVIDER=openai.")

@@ -251,3 +251,22 @@ def test_concurrent_publishers_in_processes_on_sqlite(tmp_path):
     result = run(SQLITE_COUNT)
     found = result.communicate(timeout=60)[0].strip()
     assert found == ",".join(str(n) for n in range(1, processes * per_process + 1))
+
+
+@pytest.mark.django_db
+def test_pruning_removes_only_events_older_than_the_retention(settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from realtime.services import events_prune
+    from realtime.tasks import prune_events
+
+    settings.EVENT_RETENTION_DAYS = 30
+    campaign = CampaignFactory()
+    old, kept = (publish(campaign, "progress", {"percentage": i, "message": ""}) for i in (1, 2))
+    CampaignEvent.objects.filter(pk=old.pk).update(emitted_at=timezone.now() - timedelta(days=31))
+    assert events_prune() == 1
+    assert sequences(campaign) == [2]
+    assert prune_events() == 0
+    assert publish(campaign, "progress", {"percentage": 3, "message": ""}).sequence == 3, "never reused"

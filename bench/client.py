@@ -1,0 +1,162 @@
+"""Load client for the campaign WebSocket: one asyncio process holding N connections.
+
+Connection i subscribes to campaign i % M. Control over stdin/stdout (driven by bench/run.py):
+  prints READY {json}         when all N are subscribed
+  reads  DRAIN {json}         the publisher's per-campaign counts; reads until every connection has
+                              them all (or --drain-timeout), then prints RESULT {json}
+  reads  SNAPSHOT n           n snapshot requests on one connection, prints SNAPSHOTS {json}
+  reads  RESUME k             drop one connection, wait for k events to be published (parent does
+                              it), reconnect with last_sequence, time until caught up: RESUMED {json}
+  reads  EXIT
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from datetime import UTC, datetime
+
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+EMITTED = '"emitted_at":"'
+
+
+def emitted(frame: str) -> float:
+    start = frame.find(EMITTED) + len(EMITTED)
+    return datetime.strptime(frame[start : start + 27], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp()
+
+
+class Stats:
+    def __init__(self, n: int) -> None:
+        self.latency: list[float] = []
+        self.received_at: list[float] = []
+        self.last = [0] * n
+        self.unique = [0] * n
+        self.gaps = 0
+        self.dups = 0
+        self.closed = 0
+
+
+async def reader(i: int, ws, stats: Stats, record: list[bool]) -> None:
+    try:
+        async for text in ws:
+            if '"sequence":' not in text or '"type":"event"' not in text:
+                continue
+            now = time.time()
+            sequence = json.loads(text)["sequence"]
+            if sequence > stats.last[i]:
+                if sequence != stats.last[i] + 1:
+                    stats.gaps += sequence - stats.last[i] - 1
+                stats.last[i] = sequence
+                stats.unique[i] += 1
+                if record[0]:
+                    stats.latency.append(now - emitted(text))
+                    stats.received_at.append(now)
+            else:
+                stats.dups += 1
+    except ConnectionClosed:
+        stats.closed += 1
+
+
+async def open_one(url: str, campaign: str, sem: asyncio.Semaphore):
+    async with sem:
+        for attempt in range(5):
+            try:
+                ws = await connect(url, max_size=None, compression=None, open_timeout=60, ping_interval=None)
+                await ws.send(json.dumps({"type": "subscribe", "campaign_id": campaign}))
+                answer = json.loads(await ws.recv())
+                assert answer["type"] == "subscribed", answer
+                return ws
+            except (OSError, TimeoutError):
+                await asyncio.sleep(0.2 * (attempt + 1))
+        raise RuntimeError("could not connect")
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return 0.0
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--campaigns", required=True, help="comma-separated campaign ids")
+    parser.add_argument("--clients", type=int, default=1000)
+    parser.add_argument("--drain-timeout", type=float, default=30)
+    args = parser.parse_args()
+    campaigns = args.campaigns.split(",")
+    stats, record = Stats(args.clients), [False]
+    sem = asyncio.Semaphore(200)
+    started = time.time()
+    sockets = await asyncio.gather(*(open_one(args.url, campaigns[i % len(campaigns)], sem)
+                                     for i in range(args.clients)))
+    tasks = [asyncio.ensure_future(reader(i, ws, stats, record)) for i, ws in enumerate(sockets)]
+    print("READY " + json.dumps({"connected": len(sockets), "seconds": round(time.time() - started, 2)}), flush=True)
+    loop = asyncio.get_running_loop()
+    read = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(read), sys.stdin)
+    record[0] = True
+    while True:
+        line = (await read.readline()).decode().strip()
+        if not line or line == "EXIT":
+            break
+        command, _, rest = line.partition(" ")
+        if command == "DRAIN":
+            print("RESULT " + json.dumps(await drain(json.loads(rest), campaigns, stats, args)), flush=True)
+        elif command == "SNAPSHOT":
+            print("SNAPSHOTS " + json.dumps(await snapshots(sockets[0], campaigns[0], int(rest), stats, tasks)),
+                  flush=True)
+    for ws in sockets:
+        await ws.close()
+
+
+async def drain(summary: dict, campaigns: list[str], stats: Stats, args) -> dict:
+    window = summary["window"]
+    expected = [summary["counts"].get(campaigns[i % len(campaigns)], 0) for i in range(args.clients)]
+    deadline = time.time() + args.drain_timeout
+    while time.time() < deadline and any(u < e for u, e in zip(stats.unique, expected, strict=True)):
+        await asyncio.sleep(0.1)
+    in_window = [t for t in stats.received_at if window[0] <= t <= window[1] + 0.5]
+    duration = max(window[1] - window[0], 1e-9)
+    return {
+        "frames_received": sum(stats.unique),
+        "frames_expected": sum(expected),
+        "frames_per_second_in_window": round(len(in_window) / (duration + 0.5)),
+        "latency_ms": {q: round(pct(stats.latency, p) * 1000, 2) for q, p in (("p50", .5), ("p95", .95), ("p99", .99))},
+        "missed": sum(max(0, e - u) for u, e in zip(stats.unique, expected, strict=True)),
+        "duplicates": stats.dups,
+        "live_gaps_seen": stats.gaps,
+        "closed": stats.closed,
+        "caught_up_seconds_after_window": round(max(stats.received_at, default=window[1]) - window[1], 3),
+    }
+
+
+async def snapshots(ws, campaign: str, count: int, stats: Stats, tasks) -> dict:
+    tasks[0].cancel()
+    await asyncio.sleep(0.1)
+    times = []
+    for i in range(count):
+        started = time.perf_counter()
+        await ws.send(json.dumps({"type": "snapshot", "campaign_id": campaign, "request_id": str(i)}))
+        while True:
+            frame = json.loads(await ws.recv())
+            if frame.get("type") == "snapshot" and frame.get("request_id") == str(i):
+                break
+        times.append(time.perf_counter() - started)
+    return {q: round(pct(times, p) * 1000, 2) for q, p in (("p50", .5), ("p95", .95), ("p99", .99))}
+
+
+if __name__ == "__main__":
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    asyncio.run(main())

@@ -1,0 +1,233 @@
+"""Realtime benchmark: the real daphne (marketing_agents.serve), Redis and PostgreSQL, private to the run.
+
+    .venv/bin/python bench/run.py                      # every scenario; prints one JSON document
+    .venv/bin/python bench/run.py fanout --clients 1000 --campaigns 100 --rate 500 --duration 15
+    .venv/bin/python bench/run.py idle --clients 10000
+    .venv/bin/python bench/run.py snapshot
+    .venv/bin/python bench/run.py resume
+
+With --pin (default on a 2-core machine) daphne and Redis run on CPU 0, the load client and the
+publisher on CPU 1, as in ../shared/BASELINES.md. Not part of `make test`: run it by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+BASE = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(BASE))
+
+from marketing_agents import devservices  # noqa: E402
+
+PY = sys.executable
+
+
+def pinned(cpu: int | None, argv: list[str]) -> list[str]:
+    return ["taskset", "-c", str(cpu), *argv] if cpu is not None and shutil.which("taskset") else argv
+
+
+def django(env: dict[str, str], code: str) -> str:
+    result = subprocess.run([PY, "-c", "import django; django.setup()\n" + code], cwd=BASE, env=env,
+                            capture_output=True, text=True, check=True)
+    return result.stdout.strip()
+
+
+SETUP = """
+from django.contrib.auth import get_user_model
+from rest_framework_simplejwt.tokens import AccessToken
+from campaigns.services import campaign_create
+user, _ = get_user_model().objects.get_or_create(username="bench")
+ids = [campaign_create(owner=user, name=f"Bench {{i}}", brief="Benchmark campaign").public_id for i in range({m})]
+token = AccessToken.for_user(user)
+token.set_exp(lifetime=__import__("datetime").timedelta(hours=6))
+print(str(token) + " " + ",".join(ids))
+"""
+
+
+class Stack:
+    def __init__(self, pin: bool) -> None:
+        self.pin = pin
+        self.services = devservices.test_services()
+
+    def __enter__(self) -> Stack:
+        self.env = {**os.environ, **self.services.__enter__(), "DJANGO_SETTINGS_MODULE": "marketing_agents.settings",
+                    "LOG_LEVEL": "WARNING", "CHANNEL_LAYER_CAPACITY": "10000"}
+        self.env["DATABASE_URL"] = self.env["DATABASE_URL"].rsplit("/", 1)[0] + "/postgres"
+        subprocess.run([PY, "manage.py", "migrate", "-v", "0"], cwd=BASE, env=self.env, check=True)
+        self.port = devservices.free_port()
+        log = open(BASE / ".run" / "bench-daphne.log", "w")
+        self.daphne = subprocess.Popen(
+            pinned(0 if self.pin else None, [PY, "-m", "marketing_agents.serve", "-b", "127.0.0.1", "-p",
+                                             str(self.port), "--access-log", "/dev/null"]),
+            cwd=BASE, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        devservices.wait_for(lambda: devservices.port_open(self.port), "daphne", process=self.daphne)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        devservices.stop([self.daphne])
+        self.services.__exit__(*exc)
+
+    def campaigns(self, count: int) -> tuple[str, list[str]]:
+        token, ids = django(self.env, SETUP.format(m=count)).split()
+        return token, ids.split(",")
+
+    def rss_kib(self) -> int:
+        pid = self.daphne.pid
+        children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+        target = children[0] if children and self.pin else str(pid)  # taskset execs, so pid is daphne
+        with open(f"/proc/{target}/status") as status:
+            return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
+
+    def cpu_seconds(self) -> float:
+        with open(f"/proc/{self.daphne.pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Client:
+    def __init__(self, stack: Stack, token: str, campaigns: list[str], clients: int) -> None:
+        url = f"ws://127.0.0.1:{stack.port}/ws/campaigns/?access_token={token}"
+        self.process = subprocess.Popen(
+            pinned(1 if stack.pin else None, [PY, str(BASE / "bench" / "client.py"), "--url", url, "--campaigns",
+                                              ",".join(campaigns), "--clients", str(clients)]),
+            cwd=BASE, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.ready = self.expect("READY")
+
+    def expect(self, word: str) -> dict:
+        while True:
+            line = self.process.stdout.readline()
+            if not line:
+                raise RuntimeError(f"client ended before {word}")
+            if line.startswith(word + " "):
+                return json.loads(line[len(word) + 1:])
+
+    def ask(self, command: str, word: str) -> dict:
+        self.process.stdin.write(command + "\n")
+        self.process.stdin.flush()
+        return self.expect(word)
+
+    def close(self) -> None:
+        try:
+            self.process.stdin.write("EXIT\n")
+            self.process.stdin.flush()
+            self.process.wait(30)
+        except (BrokenPipeError, subprocess.TimeoutExpired):
+            self.process.kill()
+
+
+def publish(stack: Stack, campaigns: list[str], rate: float, duration: float) -> dict:
+    result = subprocess.run(
+        pinned(1 if stack.pin else None, [PY, str(BASE / "bench" / "publisher.py"), "--campaigns", ",".join(campaigns),
+                                          "--rate", str(rate), "--duration", str(duration)]),
+        cwd=BASE, env=stack.env, capture_output=True, text=True, check=True)
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def fanout(stack: Stack, clients: int, campaigns: int, rate: float, duration: float) -> dict:
+    token, ids = stack.campaigns(campaigns)
+    client = Client(stack, token, ids, clients)
+    cpu_before = stack.cpu_seconds()
+    summary = publish(stack, ids, rate, duration)
+    result = client.ask("DRAIN " + json.dumps({"window": summary["window"], "counts": summary["counts"]}), "RESULT")
+    cpu = stack.cpu_seconds() - cpu_before
+    client.close()
+    return {"clients": clients, "campaigns": campaigns, "events_per_second_offered": rate,
+            "frames_per_second_offered": rate * clients / campaigns, "publisher": {
+                k: summary[k] for k in ("sent", "rate_achieved", "late")},
+            **result, "server_cpu_us_per_frame": round(cpu * 1e6 / max(result["frames_received"], 1), 1)}
+
+
+def idle(stack: Stack, clients: int) -> dict:
+    token, ids = stack.campaigns(10)
+    warm = Client(stack, token, ids, 1)
+    before = stack.rss_kib()
+    client = Client(stack, token, ids, clients)
+    time.sleep(2)
+    after = stack.rss_kib()
+    client.close()
+    warm.close()
+    return {"idle_connections": clients, "connect_seconds": client.ready["seconds"],
+            "server_rss_kib_before": before, "server_rss_kib_after": after,
+            "kib_per_connection": round((after - before) / clients, 1)}
+
+
+def snapshot(stack: Stack, requests: int) -> dict:
+    token, ids = stack.campaigns(1)
+    publish(stack, ids, 200, 1)
+    client = Client(stack, token, ids, 1)
+    result = client.ask(f"SNAPSHOT {requests}", "SNAPSHOTS")
+    client.close()
+    return {"snapshot_requests": requests, "snapshot_latency_ms": result}
+
+
+RESUME = """
+import asyncio, json, sys, time
+from websockets.asyncio.client import connect
+async def main(url, campaign, gap):
+    ws = await connect(url); await ws.send(json.dumps({"type": "subscribe", "campaign_id": campaign}))
+    last = json.loads(await ws.recv())["last_sequence"]; await ws.close()
+    print("GONE", last, flush=True); sys.stdin.readline()
+    started = time.perf_counter()
+    ws = await connect(url); await ws.send(json.dumps({"type": "subscribe", "campaign_id": campaign,
+                                                        "last_sequence": last}))
+    got = 0
+    while got < gap:
+        frame = json.loads(await ws.recv())
+        if frame.get("type") == "event":
+            got += 1
+    print("CAUGHT_UP", time.perf_counter() - started, flush=True)
+asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3])))
+"""
+
+
+def resume(stack: Stack, gap: int, trials: int) -> dict:
+    token, ids = stack.campaigns(1)
+    url = f"ws://127.0.0.1:{stack.port}/ws/campaigns/?access_token={token}"
+    times = []
+    for _ in range(trials):
+        proc = subprocess.Popen([PY, "-c", RESUME, url, ids[0], str(gap)], cwd=BASE, stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, text=True)
+        assert proc.stdout.readline().startswith("GONE")
+        publish(stack, ids, 2000, gap / 2000)
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        times.append(float(proc.stdout.readline().split()[1]))
+        proc.wait(30)
+    times.sort()
+    return {"resume_gap_events": gap, "trials": trials, "resume_to_caught_up_ms": {
+        "p50": round(times[len(times) // 2] * 1000, 1), "max": round(times[-1] * 1000, 1)}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("scenario", nargs="?", default="all", choices=["all", "fanout", "idle", "snapshot", "resume"])
+    parser.add_argument("--clients", type=int, default=1000)
+    parser.add_argument("--campaigns", type=int, default=100)
+    parser.add_argument("--rate", type=float, default=500)
+    parser.add_argument("--duration", type=float, default=15)
+    parser.add_argument("--no-pin", dest="pin", action="store_false")
+    args = parser.parse_args()
+    results: dict = {"pinned": args.pin, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    with Stack(args.pin) as stack:
+        if args.scenario in ("fanout", "all"):
+            results["fanout"] = fanout(stack, args.clients, args.campaigns, args.rate, args.duration)
+        if args.scenario == "all":
+            results["saturation"] = fanout(stack, 1000, 10, 500, args.duration)
+        if args.scenario in ("snapshot", "all"):
+            results["snapshot"] = snapshot(stack, 500)
+        if args.scenario in ("resume", "all"):
+            results["resume"] = resume(stack, 100, 10)
+        if args.scenario in ("idle", "all"):
+            results["idle"] = idle(stack, args.clients if args.scenario == "idle" else 10000)
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,12 @@
+"""Periodic upkeep of the event log."""
+
+from __future__ import annotations
+
+from celery import shared_task
+
+from realtime.services import events_prune
+
+
+@shared_task(name="realtime.tasks.events_prune", ignore_result=True)
+def prune_events() -> int:
+    return events_prune()
