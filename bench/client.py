@@ -71,8 +71,8 @@ async def open_one(url: str, campaign: str, sem: asyncio.Semaphore):
                 answer = json.loads(await ws.recv())
                 assert answer["type"] == "subscribed", answer
                 return ws
-            except (OSError, TimeoutError):
-                await asyncio.sleep(0.2 * (attempt + 1))
+            except Exception:  # refused, reset or timed out under the connection storm: try again
+                await asyncio.sleep(0.5 * (attempt + 1))
         raise RuntimeError("could not connect")
 
 
@@ -92,10 +92,11 @@ async def main() -> None:
     args = parser.parse_args()
     campaigns = args.campaigns.split(",")
     stats, record = Stats(args.clients), [False]
-    sem = asyncio.Semaphore(200)
+    sem = asyncio.Semaphore(100)
     started = time.time()
-    sockets = await asyncio.gather(*(open_one(args.url, campaigns[i % len(campaigns)], sem)
-                                     for i in range(args.clients)))
+    sockets = await asyncio.gather(
+        *(open_one(args.url, campaigns[i % len(campaigns)], sem) for i in range(args.clients))
+    )
     tasks = [asyncio.ensure_future(reader(i, ws, stats, record)) for i, ws in enumerate(sockets)]
     print("READY " + json.dumps({"connected": len(sockets), "seconds": round(time.time() - started, 2)}), flush=True)
     loop = asyncio.get_running_loop()
@@ -110,8 +111,10 @@ async def main() -> None:
         if command == "DRAIN":
             print("RESULT " + json.dumps(await drain(json.loads(rest), campaigns, stats, args)), flush=True)
         elif command == "SNAPSHOT":
-            print("SNAPSHOTS " + json.dumps(await snapshots(sockets[0], campaigns[0], int(rest), stats, tasks)),
-                  flush=True)
+            print(
+                "SNAPSHOTS " + json.dumps(await snapshots(sockets[0], campaigns[0], int(rest), stats, tasks)),
+                flush=True,
+            )
     for ws in sockets:
         await ws.close()
 
@@ -128,7 +131,9 @@ async def drain(summary: dict, campaigns: list[str], stats: Stats, args) -> dict
         "frames_received": sum(stats.unique),
         "frames_expected": sum(expected),
         "frames_per_second_in_window": round(len(in_window) / (duration + 0.5)),
-        "latency_ms": {q: round(pct(stats.latency, p) * 1000, 2) for q, p in (("p50", .5), ("p95", .95), ("p99", .99))},
+        "latency_ms": {
+            q: round(pct(stats.latency, p) * 1000, 2) for q, p in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))
+        },
         "missed": sum(max(0, e - u) for u, e in zip(stats.unique, expected, strict=True)),
         "duplicates": stats.dups,
         "live_gaps_seen": stats.gaps,
@@ -149,7 +154,7 @@ async def snapshots(ws, campaign: str, count: int, stats: Stats, tasks) -> dict:
             if frame.get("type") == "snapshot" and frame.get("request_id") == str(i):
                 break
         times.append(time.perf_counter() - started)
-    return {q: round(pct(times, p) * 1000, 2) for q, p in (("p50", .5), ("p95", .95), ("p99", .99))}
+    return {q: round(pct(times, p) * 1000, 2) for q, p in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))}
 
 
 if __name__ == "__main__":

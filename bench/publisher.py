@@ -65,8 +65,17 @@ def main() -> None:
     end = time.time()
     for k in range(total):
         counts[campaigns[k % len(campaigns)].public_id] += 1
-    print(json.dumps({"sent": sent, "rate_achieved": round(sent / (end - start), 1), "late": late,
-                      "window": [start, end], "counts": counts}))
+    print(
+        json.dumps(
+            {
+                "sent": sent,
+                "rate_achieved": round(sent / (end - start), 1),
+                "late": late,
+                "window": [start, end],
+                "counts": counts,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 BASE = Path(__file__).resolve().parent.parent
@@ -34,8 +35,14 @@ def pinned(cpu: int | None, argv: list[str]) -> list[str]:
 
 
 def django(env: dict[str, str], code: str) -> str:
-    result = subprocess.run([PY, "-c", "import django; django.setup()\n" + code], cwd=BASE, env=env,
-                            capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [PY, "-c", "import django; django.setup()\n" + code],
+        cwd=BASE,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return result.stdout.strip()
 
 
@@ -57,16 +64,37 @@ class Stack:
         self.services = devservices.test_services()
 
     def __enter__(self) -> Stack:
-        self.env = {**os.environ, **self.services.__enter__(), "DJANGO_SETTINGS_MODULE": "marketing_agents.settings",
-                    "LOG_LEVEL": "WARNING", "CHANNEL_LAYER_CAPACITY": "10000"}
+        self.env = {
+            **os.environ,
+            **self.services.__enter__(),
+            "DJANGO_SETTINGS_MODULE": "marketing_agents.settings",
+            "LOG_LEVEL": "WARNING",
+            "CHANNEL_LAYER_CAPACITY": "10000",
+        }
         self.env["DATABASE_URL"] = self.env["DATABASE_URL"].rsplit("/", 1)[0] + "/postgres"
         subprocess.run([PY, "manage.py", "migrate", "-v", "0"], cwd=BASE, env=self.env, check=True)
         self.port = devservices.free_port()
         log = open(BASE / ".run" / "bench-daphne.log", "w")
         self.daphne = subprocess.Popen(
-            pinned(0 if self.pin else None, [PY, "-m", "marketing_agents.serve", "-b", "127.0.0.1", "-p",
-                                             str(self.port), "--access-log", "/dev/null"]),
-            cwd=BASE, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+            pinned(
+                0 if self.pin else None,
+                [
+                    PY,
+                    "-m",
+                    "marketing_agents.serve",
+                    "-b",
+                    "127.0.0.1",
+                    "-p",
+                    str(self.port),
+                    "--access-log",
+                    "/dev/null",
+                ],
+            ),
+            cwd=BASE,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         devservices.wait_for(lambda: devservices.port_open(self.port), "daphne", process=self.daphne)
         return self
 
@@ -95,9 +123,24 @@ class Client:
     def __init__(self, stack: Stack, token: str, campaigns: list[str], clients: int) -> None:
         url = f"ws://127.0.0.1:{stack.port}/ws/campaigns/?access_token={token}"
         self.process = subprocess.Popen(
-            pinned(1 if stack.pin else None, [PY, str(BASE / "bench" / "client.py"), "--url", url, "--campaigns",
-                                              ",".join(campaigns), "--clients", str(clients)]),
-            cwd=BASE, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            pinned(
+                1 if stack.pin else None,
+                [
+                    PY,
+                    str(BASE / "bench" / "client.py"),
+                    "--url",
+                    url,
+                    "--campaigns",
+                    ",".join(campaigns),
+                    "--clients",
+                    str(clients),
+                ],
+            ),
+            cwd=BASE,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         self.ready = self.expect("READY")
 
     def expect(self, word: str) -> dict:
@@ -106,7 +149,7 @@ class Client:
             if not line:
                 raise RuntimeError(f"client ended before {word}")
             if line.startswith(word + " "):
-                return json.loads(line[len(word) + 1:])
+                return json.loads(line[len(word) + 1 :])
 
     def ask(self, command: str, word: str) -> dict:
         self.process.stdin.write(command + "\n")
@@ -124,10 +167,42 @@ class Client:
 
 def publish(stack: Stack, campaigns: list[str], rate: float, duration: float) -> dict:
     result = subprocess.run(
-        pinned(1 if stack.pin else None, [PY, str(BASE / "bench" / "publisher.py"), "--campaigns", ",".join(campaigns),
-                                          "--rate", str(rate), "--duration", str(duration)]),
-        cwd=BASE, env=stack.env, capture_output=True, text=True, check=True)
+        pinned(
+            1 if stack.pin else None,
+            [
+                PY,
+                str(BASE / "bench" / "publisher.py"),
+                "--campaigns",
+                ",".join(campaigns),
+                "--rate",
+                str(rate),
+                "--duration",
+                str(duration),
+            ],
+        ),
+        cwd=BASE,
+        env=stack.env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def server_latency(stack: Stack) -> dict[str, float]:
+    """Quantiles of realtime_event_delivery_seconds (emitted_at -> written to the sockets) from /metrics."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{stack.port}/metrics", timeout=10).read().decode()
+    buckets = []
+    for line in text.splitlines():
+        if line.startswith("realtime_event_delivery_seconds_bucket"):
+            bound = line.split('le="')[1].split('"')[0]
+            buckets.append((float("inf") if bound == "+Inf" else float(bound), float(line.rsplit(" ", 1)[1])))
+    buckets.sort()
+    total = buckets[-1][1] if buckets else 0
+    out = {}
+    for name, q in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99)):
+        out[name] = next((round(b * 1000, 1) for b, count in buckets if total and count >= q * total), None)
+    return {"upper_bucket_bounds": out, "events": int(total)}
 
 
 def fanout(stack: Stack, clients: int, campaigns: int, rate: float, duration: float) -> dict:
@@ -138,10 +213,16 @@ def fanout(stack: Stack, clients: int, campaigns: int, rate: float, duration: fl
     result = client.ask("DRAIN " + json.dumps({"window": summary["window"], "counts": summary["counts"]}), "RESULT")
     cpu = stack.cpu_seconds() - cpu_before
     client.close()
-    return {"clients": clients, "campaigns": campaigns, "events_per_second_offered": rate,
-            "frames_per_second_offered": rate * clients / campaigns, "publisher": {
-                k: summary[k] for k in ("sent", "rate_achieved", "late")},
-            **result, "server_cpu_us_per_frame": round(cpu * 1e6 / max(result["frames_received"], 1), 1)}
+    result["server_side_delivery_ms"] = server_latency(stack)
+    return {
+        "clients": clients,
+        "campaigns": campaigns,
+        "events_per_second_offered": rate,
+        "frames_per_second_offered": rate * clients / campaigns,
+        "publisher": {k: summary[k] for k in ("sent", "rate_achieved", "late")},
+        **result,
+        "server_cpu_us_per_frame": round(cpu * 1e6 / max(result["frames_received"], 1), 1),
+    }
 
 
 def idle(stack: Stack, clients: int) -> dict:
@@ -153,9 +234,13 @@ def idle(stack: Stack, clients: int) -> dict:
     after = stack.rss_kib()
     client.close()
     warm.close()
-    return {"idle_connections": clients, "connect_seconds": client.ready["seconds"],
-            "server_rss_kib_before": before, "server_rss_kib_after": after,
-            "kib_per_connection": round((after - before) / clients, 1)}
+    return {
+        "idle_connections": clients,
+        "connect_seconds": client.ready["seconds"],
+        "server_rss_kib_before": before,
+        "server_rss_kib_after": after,
+        "kib_per_connection": round((after - before) / clients, 1),
+    }
 
 
 def snapshot(stack: Stack, requests: int) -> dict:
@@ -192,8 +277,13 @@ def resume(stack: Stack, gap: int, trials: int) -> dict:
     url = f"ws://127.0.0.1:{stack.port}/ws/campaigns/?access_token={token}"
     times = []
     for _ in range(trials):
-        proc = subprocess.Popen([PY, "-c", RESUME, url, ids[0], str(gap)], cwd=BASE, stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [PY, "-c", RESUME, url, ids[0], str(gap)],
+            cwd=BASE,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         assert proc.stdout.readline().startswith("GONE")
         publish(stack, ids, 2000, gap / 2000)
         proc.stdin.write("go\n")
@@ -201,8 +291,11 @@ def resume(stack: Stack, gap: int, trials: int) -> dict:
         times.append(float(proc.stdout.readline().split()[1]))
         proc.wait(30)
     times.sort()
-    return {"resume_gap_events": gap, "trials": trials, "resume_to_caught_up_ms": {
-        "p50": round(times[len(times) // 2] * 1000, 1), "max": round(times[-1] * 1000, 1)}}
+    return {
+        "resume_gap_events": gap,
+        "trials": trials,
+        "resume_to_caught_up_ms": {"p50": round(times[len(times) // 2] * 1000, 1), "max": round(times[-1] * 1000, 1)},
+    }
 
 
 def main() -> None:

@@ -208,6 +208,10 @@ def test_services() -> Iterator[dict[str, str]]:
 
 
 def run_tests(args: list[str]) -> int:
+    if not shutil.which("node"):
+        apt_install("nodejs")  # the browser client's unit tests run on node's test runner
+    if not Path("/usr/bin/chromium").exists():
+        apt_install("chromium")  # the browser tests drive Debian's Chromium with Playwright
     with test_services() as env:
         command = [PYTHON, "-m", "pytest", *args]
         return subprocess.run(command, cwd=BASE_DIR, env={**os.environ, **env}).returncode

@@ -113,7 +113,10 @@ DATABASE_URL = env_url(
     f"sqlite:///{BASE_DIR / 'db.sqlite3'}",
     schemes=("sqlite", "postgres", "postgresql", "pgsql"),
 )
-_database = dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("DB_CONN_MAX_AGE", 0, minimum=0))
+# Persistent connections: the consumers' database calls would otherwise open a connection each time.
+_database = dj_database_url.parse(
+    DATABASE_URL, conn_max_age=env_int("DB_CONN_MAX_AGE", 60, minimum=0), conn_health_checks=True
+)
 if _database["ENGINE"] == "django.db.backends.sqlite3":
     # WAL lets readers and one writer work at once; IMMEDIATE takes the write lock at BEGIN so two
     # processes never deadlock upgrading a read lock, and the timeout makes a writer wait, not fail.
@@ -147,6 +150,19 @@ CHANNEL_LAYERS = {
         },
     },
 }
+# The layer that carries campaign events to the web processes' hubs (realtime.hub). Redis pub/sub
+# by default: one PUBLISH per event and messages pushed to each process, where the core layer
+# pays several round trips per message received. Either way delivery is at-most-once and the
+# hubs fill gaps from the event log; "core" (with CHANNEL_LAYER_CAPACITY) is there to prove it.
+REALTIME_LAYER = env_choice("REALTIME_LAYER", "pubsub", ("pubsub", "core"))
+CHANNEL_LAYERS["realtime"] = (
+    {
+        "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+        "CONFIG": {"hosts": CHANNEL_LAYERS["default"]["CONFIG"]["hosts"], "prefix": "rt"},
+    }
+    if REALTIME_LAYER == "pubsub"
+    else {**CHANNEL_LAYERS["default"], "CONFIG": {**CHANNEL_LAYERS["default"]["CONFIG"], "prefix": "rt"}}
+)
 
 # Longest step we allow (seconds); the broker must not redeliver a task before that.
 ORCHESTRATION_STEP_TIMEOUT = env_int("ORCHESTRATION_STEP_TIMEOUT", 900, minimum=10)
@@ -217,7 +233,9 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
-LOGIN_URL = "/admin/login/"
+LOGIN_URL = "/accounts/login/"
+LOGIN_REDIRECT_URL = "/campaigns/"
+LOGOUT_REDIRECT_URL = "/"
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

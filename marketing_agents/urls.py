@@ -5,6 +5,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 
+from campaigns import pages as campaign_pages
 from campaigns.api.views import CampaignArtifactList, CampaignViewSet
 from marketing_agents import errors, health
 from orchestration.api import (
@@ -15,7 +16,8 @@ from orchestration.api import (
     RunDetail,
     RunRetry,
 )
-from realtime.api import CampaignEventList, CampaignSnapshot, NoticeCreate, RealtimePresence
+from realtime import pages as realtime_pages
+from realtime.api import ActiveRuns, CampaignEventList, CampaignSnapshot, NoticeCreate, RealtimePresence
 from realtime.metrics import metrics_view
 
 router = DefaultRouter()
@@ -40,6 +42,7 @@ api_patterns = [
     path("runs/<str:run_id>/approvals/<str:approval_id>/", ApprovalDecide.as_view(), name="run-approval"),
     path("notices/", NoticeCreate.as_view(), name="notices"),
     path("ops/realtime/", RealtimePresence.as_view(), name="ops-realtime"),
+    path("ops/runs/", ActiveRuns.as_view(), name="ops-runs"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("", include(router.urls)),
@@ -47,6 +50,10 @@ api_patterns = [
 
 urlpatterns = [
     path("", TemplateView.as_view(template_name="home.html"), name="home"),
+    path("accounts/", include("django.contrib.auth.urls")),
+    path("campaigns/", campaign_pages.campaign_list, name="campaign-list"),
+    path("campaigns/<str:campaign_id>/", realtime_pages.campaign_page, name="campaign-page"),
+    path("console/", realtime_pages.console, name="console"),
     path("admin/", admin.site.urls),
     path("api/", include(api_patterns)),
     path("healthz", health.healthz, name="healthz"),

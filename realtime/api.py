@@ -13,7 +13,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from campaigns.api.serializers import StrictCharField
-from campaigns.models import CampaignEvent
+from campaigns.models import FINISHED_STATES, CampaignEvent, OrchestrationRun
 from campaigns.payloads import isoformat
 from campaigns.selectors import EVENTS_MAX_LIMIT, campaign_events, campaign_get_visible
 from realtime.events import event_frame
@@ -115,3 +115,33 @@ class RealtimePresence(APIView):
     @extend_schema(responses=OpenApiTypes.OBJECT)
     def get(self, request: Request) -> Response:
         return Response(presence_overview())
+
+
+class ActiveRuns(APIView):
+    """Staff only: runs active right now across all campaigns (the console polls this)."""
+
+    permission_classes = [IsAdminUser]
+
+    @extend_schema(responses=OpenApiTypes.OBJECT)
+    def get(self, request: Request) -> Response:
+        runs = (
+            OrchestrationRun.objects.exclude(state__in=FINISHED_STATES)
+            .select_related("campaign", "campaign__owner")
+            .order_by("-created_at")[:200]
+        )
+        return Response(
+            {
+                "runs": [
+                    {
+                        "id": run.public_id,
+                        "campaign_id": run.campaign.public_id,
+                        "campaign_name": run.campaign.name,
+                        "owner": run.campaign.owner.get_username(),
+                        "state": run.state,
+                        "progress": run.progress,
+                        "created_at": isoformat(run.created_at),
+                    }
+                    for run in runs
+                ]
+            }
+        )

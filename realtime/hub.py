@@ -21,10 +21,10 @@ from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as aioredis
-from channels.layers import get_channel_layer
 from django.conf import settings
 
 from realtime.events import group_name
+from realtime.layer import realtime_layer
 from realtime.metrics import DELIVERY_LATENCY, OUTBOUND_SIZE
 from realtime.payloads import parse_emitted_at
 
@@ -61,7 +61,7 @@ class Hub:
     async def _start(self) -> None:
         if self.channel is not None:
             return
-        layer = get_channel_layer()
+        layer = realtime_layer()
         self.channel = await layer.new_channel("hub.")
         await layer.group_add(BROADCAST_GROUP, self.channel)
         loop = asyncio.get_running_loop()
@@ -87,7 +87,7 @@ class Hub:
             first = not self.subscriptions[campaign_id]
             self.subscriptions[campaign_id].add(subscription)
             if first:
-                await get_channel_layer().group_add(group_name(campaign_id), self.channel)
+                await realtime_layer().group_add(group_name(campaign_id), self.channel)
                 self._groups_joined_at[campaign_id] = time.monotonic()
 
     async def leave(self, subscription: Subscription) -> None:
@@ -101,14 +101,14 @@ class Hub:
                 del self.subscriptions[campaign_id]
                 self._groups_joined_at.pop(campaign_id, None)
                 try:
-                    await get_channel_layer().group_discard(group_name(campaign_id), self.channel)
+                    await realtime_layer().group_discard(group_name(campaign_id), self.channel)
                 except Exception as exc:  # an expired membership is harmless; it lapses by itself
                     logger.warning("group_discard for %s failed: %s", campaign_id, type(exc).__name__)
 
     # --- reading the layer -----------------------------------------------------------------------------
 
     async def _read(self) -> None:
-        layer = get_channel_layer()
+        layer = realtime_layer()
         failures = 0
         while True:
             try:
@@ -165,12 +165,12 @@ class Hub:
 
     async def _refresh_groups(self) -> None:
         """Re-add long-lived memberships before the layer's group_expiry drops them."""
-        expiry = settings.CHANNEL_LAYERS["default"]["CONFIG"].get("group_expiry", 86400)
+        expiry = settings.CHANNEL_LAYERS["realtime"]["CONFIG"].get("group_expiry", 86400)
         now = time.monotonic()
         for campaign_id, joined in list(self._groups_joined_at.items()):
             if now - joined > expiry / 2:
                 self._groups_joined_at[campaign_id] = now
-                await get_channel_layer().group_add(group_name(campaign_id), self.channel)
+                await realtime_layer().group_add(group_name(campaign_id), self.channel)
 
     def presence(self) -> dict[str, Any]:
         counts = {campaign_id: len(members) for campaign_id, members in self.subscriptions.items() if members}

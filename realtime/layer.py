@@ -42,9 +42,14 @@ def run_sync(coro: Coroutine[Any, Any, Any], timeout: float = SEND_TIMEOUT_SECON
     return asyncio.run_coroutine_threadsafe(coro, _background_loop()).result(timeout)
 
 
+def realtime_layer() -> Any:
+    """The layer between publishers and the web processes' hubs (settings.REALTIME_LAYER)."""
+    return get_channel_layer("realtime")
+
+
 def group_send(group: str, message: dict[str, Any]) -> bool:
     """Send to a group; returns False (and logs) when the layer is unreachable instead of raising."""
-    layer = get_channel_layer()
+    layer = realtime_layer()
     if layer is None:
         return False
     try:

@@ -81,6 +81,8 @@ class CampaignConsumer(RealtimeSession):
     def parse(text: str) -> dict[str, Any]:
         try:
             frame = json.loads(text)
+        except RecursionError:
+            raise ClientError("bad_request", "Frames must not nest that deeply.") from None
         except ValueError:
             raise ClientError("bad_request", "Frames must be JSON objects; this one is not valid JSON.") from None
         if not isinstance(frame, dict):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import queue
 import subprocess
 import sys
 import threading
@@ -29,28 +30,44 @@ def sequences(campaign: Campaign) -> list[int]:
 
 @pytest.fixture
 def listener():
-    """A channel in the campaign's group on the real Redis channel layer; returns a receive function."""
-    channel_layer = get_channel_layer()
-    joined: list[tuple[str, str]] = []
+    """A channel in the campaign's group on the real realtime layer; returns (join, receive).
 
-    def join(campaign: Campaign) -> str:
-        channel = layer.run_sync(channel_layer.new_channel())
-        layer.run_sync(channel_layer.group_add(group_name(campaign.public_id), channel))
-        joined.append((group_name(campaign.public_id), channel))
-        return channel
+    A reader task drains the channel into a thread-safe queue: cancelling a pub/sub receive
+    would unsubscribe the channel, so the test never times out on the layer itself."""
+    channel_layer = get_channel_layer("realtime")
+    joined: list[tuple[str, str, asyncio.Task]] = []
 
-    def receive(channel: str, timeout: float = 2.0) -> dict | None:
-        async def get():
-            try:
-                return await asyncio.wait_for(channel_layer.receive(channel), timeout)
-            except TimeoutError:
-                return None
+    def join(campaign: Campaign) -> queue.Queue:
+        inbox: queue.Queue = queue.Queue()
 
-        return layer.run_sync(get(), timeout + 1)
+        async def start():
+            channel = await channel_layer.new_channel()
+            await channel_layer.group_add(group_name(campaign.public_id), channel)
+
+            async def read():
+                while True:
+                    inbox.put(await channel_layer.receive(channel))
+
+            return channel, asyncio.ensure_future(read())
+
+        channel, task = layer.run_sync(start())
+        joined.append((group_name(campaign.public_id), channel, task))
+        return inbox
+
+    def receive(inbox: queue.Queue, timeout: float = 2.0) -> dict | None:
+        try:
+            return inbox.get(timeout=timeout)
+        except queue.Empty:
+            return None
 
     yield join, receive
-    for group, channel in joined:
-        layer.run_sync(channel_layer.group_discard(group, channel))
+
+    async def leave():
+        for group, channel, task in joined:
+            task.cancel()
+            await channel_layer.group_discard(group, channel)
+
+    layer.run_sync(leave())
 
 
 @pytest.mark.django_db
@@ -146,9 +163,8 @@ def test_transient_event_is_sent_with_after_sequence_and_not_stored(listener):
 @pytest.mark.django_db(transaction=True)
 def test_publisher_survives_an_unreachable_channel_layer(settings):
     campaign = CampaignFactory()
-    settings.CHANNEL_LAYERS = {
-        "default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": ["redis://127.0.0.1:1/0"]}}
-    }
+    unreachable = {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": ["redis://127.0.0.1:1/0"]}}
+    settings.CHANNEL_LAYERS = {"default": unreachable, "realtime": unreachable}
     from channels.layers import channel_layers
 
     channel_layers.backends.clear()

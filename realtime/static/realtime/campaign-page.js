@@ -1,0 +1,272 @@
+// The live campaign page: applies the server-rendered snapshot, then every event from the socket.
+import { CampaignClient } from "./client.js";
+
+const initial = JSON.parse(document.getElementById("initial-state").textContent);
+const root = document.querySelector(".live");
+const campaignId = root.dataset.campaignId;
+const $ = (id) => document.getElementById(id);
+const TYPES = ["Copy", "ShortCopy", "Visual"];
+const FINISHED = ["completed", "failed", "cancelled"];
+const csrf = document.cookie.split("; ").find((c) => c.startsWith("csrftoken="))?.split("=")[1] || "";
+
+const state = { run: initial.run, state: initial.snapshot.current_state, approvalId: null, streaming: {} };
+
+function setState(value) {
+  state.state = value;
+  const badge = $("state");
+  badge.textContent = value.replace("_", " ");
+  badge.className = `badge state-${value}`;
+  const active = !FINISHED.includes(value) && value !== "idle";
+  $("start").disabled = active;
+  $("cancel").disabled = !active || !state.run;
+  $("retry").disabled = !state.run || !["failed", "cancelled"].includes(value);
+}
+
+function setProgress(percentage) {
+  $("progress").setAttribute("aria-valuenow", String(percentage));
+  $("progress-bar").style.width = `${percentage}%`;
+}
+
+function renderSteps(steps) {
+  const list = $("steps");
+  list.replaceChildren(...steps.map((step) => {
+    const item = document.createElement("li");
+    item.id = `step-${step.step}`;
+    item.className = `step step-${step.status}`;
+    item.innerHTML = `<span class="step-name"></span> <span class="step-status"></span>`;
+    item.querySelector(".step-name").textContent = step.step === "audit" ? "Audit" : step.step;
+    item.querySelector(".step-status").textContent = stepLabel(step);
+    return item;
+  }));
+}
+
+function stepLabel(step) {
+  return step.attempt > 1 ? `${step.status}, attempt ${step.attempt}` : step.status;
+}
+
+function updateStep(name, status, attempt) {
+  const item = $(`step-${name}`);
+  if (!item) return;
+  item.className = `step step-${status}`;
+  item.querySelector(".step-status").textContent = stepLabel({ status, attempt });
+}
+
+function showArtifact(artifact) {
+  const box = $(artifact.type);
+  delete state.streaming[artifact.type];
+  $(`${artifact.type}-version`).textContent = `v${artifact.version} · ${artifact.agent_name}`;
+  if (artifact.type === "Visual") {
+    // An <img> never runs script from an SVG, whatever it contains.
+    const image = document.createElement("img");
+    image.alt = artifact.metadata.headline || "Campaign visual";
+    image.src = `data:image/svg+xml;charset=utf-8,${encodeURIComponent(artifact.content)}`;
+    box.replaceChildren(image);
+  } else {
+    const text = document.createElement("div");
+    text.className = "final";
+    text.textContent = artifact.content;
+    box.replaceChildren(text);
+  }
+}
+
+function appendChunk(data) {
+  const box = $(data.artifact_type);
+  if (!box) return;
+  let live = state.streaming[data.artifact_type];
+  if (!live) {
+    live = document.createElement("div");
+    live.className = "streaming";
+    box.replaceChildren(live);
+    state.streaming[data.artifact_type] = live;
+  }
+  live.textContent += data.chunk;
+}
+
+function showCompliance(result) {
+  const box = $("compliance");
+  if (!result) {
+    box.innerHTML = '<p class="empty">The audit runs after the artifacts are ready.</p>';
+    return;
+  }
+  const verdict = result.is_compliant ? "Compliant" : "Not compliant";
+  box.innerHTML = `<p class="score"><strong class="verdict"></strong> <span class="score-value"></span></p>
+    <p class="feedback"></p><ul class="issues"></ul>`;
+  box.querySelector(".verdict").textContent = verdict;
+  box.querySelector(".score-value").textContent = `score ${result.compliance_score} / 100`;
+  box.querySelector(".feedback").textContent = result.feedback;
+  box.querySelector(".issues").replaceChildren(...result.issues.map((issue) => {
+    const item = document.createElement("li");
+    item.className = `severity-${issue.severity}`;
+    item.textContent = `${issue.severity}: ${issue.artifact_type}: ${issue.issue_description}`;
+    return item;
+  }));
+}
+
+function setApproval(approvalId) {
+  state.approvalId = approvalId;
+  $("approval").hidden = !approvalId;
+}
+
+function setUsage(usage) {
+  $("usage").textContent = `${usage.prompt_tokens + usage.completion_tokens} tokens · $${Number(usage.cost).toFixed(4)}`;
+}
+
+function logEvent(frame) {
+  const item = document.createElement("li");
+  item.dataset.sequence = frame.sequence;
+  const time = new Date(frame.emitted_at).toLocaleTimeString();
+  item.textContent = `#${frame.sequence} ${time} ${frame.event}`;
+  const log = $("log");
+  log.append(item);
+  while (log.children.length > 300) log.firstElementChild.remove();
+  log.scrollTop = log.scrollHeight;
+}
+
+function say(text) {
+  $("message").textContent = text;
+}
+
+// --- applying events ---------------------------------------------------------------------------------
+
+function apply(frame, { quiet = false } = {}) {
+  const data = frame.data;
+  switch (frame.event) {
+    case "campaign.started":
+      if (!state.run || state.run.id !== data.run_id || !state.run.steps.length) {
+        state.run = { id: data.run_id, steps: data.plan.map((step) => ({ step, status: "pending", attempt: 0 })) };
+        renderSteps(state.run.steps);
+      }
+      setApproval(null);
+      break;
+    case "orchestration.state_changed":
+      if (data.state === "pending" && (!state.run || state.run.id !== frame.run_id)) {
+        state.run = { id: frame.run_id, steps: [] };
+      }
+      setState(data.state);
+      if (data.state === "pending" && !quiet) { setProgress(0); showCompliance(null); }
+      break;
+    case "step.started":
+      updateStep(data.step, "running", data.attempt);
+      break;
+    case "step.completed":
+      updateStep(data.step, "completed", data.attempt);
+      break;
+    case "progress":
+      setProgress(data.percentage);
+      break;
+    case "artifact.generated":
+      showArtifact(data.artifact);
+      break;
+    case "compliance.completed":
+      showCompliance(data);
+      break;
+    case "approval.required":
+      setApproval(data.approval_id);
+      break;
+    case "approval.resolved":
+      setApproval(null);
+      break;
+    case "usage.updated":
+      setUsage(data);
+      break;
+    case "generation.failed":
+      if (!quiet) say(`Generation failed at ${data.step}: ${data.error_message}`);
+      break;
+    case "run.cancelled":
+      if (!quiet) say(`Run cancelled by ${data.requested_by}.`);
+      break;
+    case "campaign.completed":
+      if (!quiet) say("Campaign ready.");
+      break;
+    default:
+      break;
+  }
+  logEvent(frame);
+}
+
+function applySnapshot(snapshot) {
+  setState(snapshot.current_state);
+  for (const artifact of snapshot.artifacts) showArtifact(artifact);
+  showCompliance(snapshot.compliance);
+}
+
+// --- first paint: the snapshot the server rendered, then the socket from its sequence -----------------
+
+applySnapshot(initial.snapshot);
+if (initial.run) {
+  renderSteps(initial.run.steps);
+  setProgress(initial.run.progress);
+  setUsage(initial.run.usage);
+  const pending = initial.run.approvals.find((a) => a.state === "pending");
+  if (pending && initial.run.state === "awaiting_approval") setApproval(pending.id);
+}
+for (const frame of initial.events) logEvent(frame);
+
+const connection = $("connection");
+let countdown = null;
+const scheme = location.protocol === "https:" ? "wss" : "ws";
+const client = new CampaignClient(`${scheme}://${location.host}/ws/campaigns/`, {
+  onEvent: (frame) => apply(frame),
+  onChunk: (frame) => appendChunk(frame.data),
+  onSnapshot: (snapshot, { resync }) => { if (resync) { applySnapshot(snapshot); say("Caught up from a snapshot."); } },
+  onNotice: (frame) => say(`${frame.level === "info" ? "Notice" : frame.level.toUpperCase()}: ${frame.message}`),
+  onError: (frame) => say(frame.message),
+  onStatus: (status, detail) => {
+    clearInterval(countdown);
+    connection.className = `connection connection-${status}`;
+    if (status === "reconnecting" && detail.delay !== undefined) {
+      const tick = () => {
+        const seconds = Math.max(0, Math.ceil((detail.retryAt - Date.now()) / 1000));
+        connection.textContent = `reconnecting (next try in ${seconds} s)`;
+      };
+      tick();
+      countdown = setInterval(tick, 500);
+    } else {
+      connection.textContent = { connected: "connected", connecting: "connecting…", reconnecting: "reconnecting…",
+        offline: "offline", unauthenticated: "logged out: reload to log in", closed: "closed" }[status] || status;
+    }
+  },
+});
+client.subscribe(campaignId, { lastSequence: initial.snapshot.last_event_sequence });
+window.campaignClient = client;
+
+// --- controls ----------------------------------------------------------------------------------------------
+
+async function post(url, body = {}) {
+  const response = await fetch(url, {
+    method: "POST", credentials: "same-origin",
+    headers: { "Content-Type": "application/json", "X-CSRFToken": csrf }, body: JSON.stringify(body),
+  });
+  const answer = await response.json().catch(() => ({}));
+  if (!response.ok) {
+    const detail = answer.detail || Object.values(answer).flat().join(" ") || `HTTP ${response.status}`;
+    throw new Error(detail);
+  }
+  return answer;
+}
+
+function action(button, run) {
+  $(button).addEventListener("click", async () => {
+    $(button).disabled = true;
+    try {
+      say("");
+      await run();
+    } catch (error) {
+      say(error.message);
+    } finally {
+      setState(state.state);
+    }
+  });
+}
+
+action("start", async () => {
+  const run = await post(`/api/campaigns/${campaignId}/runs/`);
+  state.run = { id: run.id, steps: run.steps };
+  renderSteps(run.steps);
+});
+action("cancel", () => client.cancel(state.run.id));
+action("retry", () => post(`/api/runs/${state.run.id}/retry/`));
+action("approve", () => post(`/api/runs/${state.run.id}/approvals/${state.approvalId}/`, { decision: "approve" }));
+action("reject", () => post(`/api/runs/${state.run.id}/approvals/${state.approvalId}/`, {
+  decision: "reject", comment: $("approval-comment").value, artifact_type: $("approval-type").value || null,
+}));

@@ -1,0 +1,248 @@
+/**
+ * Browser client for the campaign WebSocket (PROTOCOL.md §5). A plain ES module with no dependencies.
+ *
+ *   import { CampaignClient } from "/static/realtime/client.js";
+ *   const client = new CampaignClient(() => `wss://host/ws/campaigns/?access_token=${token()}`, {
+ *     onEvent(frame) {},                 // durable events, in order, each exactly once
+ *     onChunk(frame) {},                 // transient artifact.chunk frames
+ *     onSnapshot(snapshot, { resync }) {},// a snapshot answer, or a resync after a long absence
+ *     onStatus(status, detail) {},       // "connecting" | "connected" | "reconnecting" (detail.delay,
+ *                                        // detail.retryAt) | "offline" | "unauthenticated" | "closed"
+ *     onNotice(frame) {},                // system.notice
+ *     onError(frame) {},                 // error frames that answer no request
+ *   });
+ *   client.subscribe("camp_…", { lastSequence: 17 });   // omit lastSequence to start from now
+ *   await client.snapshot("camp_…"); await client.cancel("run_…");
+ *
+ * It reconnects with exponential backoff and jitter (0, 2, 4, 8, 16, then 30 s), resumes every
+ * subscription from the last sequence it delivered, applies a resync snapshot, and drops
+ * duplicates, so callbacks see each durable event once and in order across reconnects. A URL
+ * function is called for every connection, so it can supply a fresh token.
+ */
+
+export const BACKOFF_MS = [0, 2000, 4000, 8000, 16000, 30000];
+export const PING_INTERVAL_MS = 20000;
+const CLOSE_UNAUTHENTICATED = 4401;
+
+/** The delay before reconnect attempt `attempt` (0-based): the schedule above, ±20 % jitter. */
+export function backoffDelay(attempt, random = Math.random) {
+  const base = BACKOFF_MS[Math.min(attempt, BACKOFF_MS.length - 1)];
+  return base === 0 ? 0 : Math.round(base * (0.8 + 0.4 * random()));
+}
+
+export class CampaignClient {
+  constructor(url, options = {}) {
+    this.url = typeof url === "function" ? url : () => url;
+    this.options = options;
+    this.WebSocket = options.WebSocket || globalThis.WebSocket;
+    this.timers = options.timers || globalThis;
+    this.random = options.random || Math.random;
+    this.subscriptions = new Map(); // campaign id -> { lastSequence: number | null }
+    this.pending = new Map(); // request id -> { resolve, reject }
+    this.nextRequest = 1;
+    this.attempt = 0;
+    this.status = "idle";
+    this.socket = null;
+    this.closedByUser = false;
+    this.retryTimer = null;
+    this.pingTimer = null;
+  }
+
+  // --- public API ------------------------------------------------------------------------------------
+
+  connect() {
+    this.closedByUser = false;
+    if (!this.socket) this.open();
+    return this;
+  }
+
+  subscribe(campaignId, { lastSequence = null } = {}) {
+    this.subscriptions.set(campaignId, { lastSequence });
+    this.sendSubscribe(campaignId);
+    this.connect();
+  }
+
+  unsubscribe(campaignId) {
+    this.subscriptions.delete(campaignId);
+    this.send({ type: "unsubscribe", campaign_id: campaignId });
+  }
+
+  lastSequence(campaignId) {
+    const subscription = this.subscriptions.get(campaignId);
+    return subscription ? subscription.lastSequence : null;
+  }
+
+  snapshot(campaignId) {
+    return this.request({ type: "snapshot", campaign_id: campaignId });
+  }
+
+  cancel(runId) {
+    return this.request({ type: "cancel", run_id: runId });
+  }
+
+  close() {
+    this.closedByUser = true;
+    this.clearTimers();
+    if (this.socket) this.socket.close(1000);
+    this.socket = null;
+    this.setStatus("closed");
+  }
+
+  // --- connection ------------------------------------------------------------------------------------
+
+  async open() {
+    this.setStatus(this.attempt === 0 ? "connecting" : "reconnecting", { attempt: this.attempt });
+    let url;
+    try {
+      url = await this.url();
+    } catch (error) {
+      this.scheduleReconnect();
+      return;
+    }
+    const socket = new this.WebSocket(url);
+    this.socket = socket;
+    socket.onopen = () => this.onOpen(socket);
+    socket.onmessage = (message) => this.onMessage(message.data);
+    socket.onclose = (event) => this.onClose(socket, event);
+    socket.onerror = () => {}; // a close always follows
+  }
+
+  onOpen(socket) {
+    if (socket !== this.socket) return;
+    this.attempt = 0;
+    this.setStatus("connected");
+    for (const campaignId of this.subscriptions.keys()) this.sendSubscribe(campaignId);
+    this.pingTimer = this.timers.setInterval(() => this.send({ type: "ping" }), PING_INTERVAL_MS);
+  }
+
+  onClose(socket, event) {
+    if (socket !== this.socket) return;
+    this.socket = null;
+    this.clearTimers();
+    for (const { reject } of this.pending.values()) reject(new Error("connection closed"));
+    this.pending.clear();
+    if (this.closedByUser) return;
+    if (event && event.code === CLOSE_UNAUTHENTICATED && !this.refreshable) {
+      this.setStatus("unauthenticated", { code: event.code });
+      return;
+    }
+    this.scheduleReconnect();
+  }
+
+  scheduleReconnect() {
+    const offline = globalThis.navigator && globalThis.navigator.onLine === false;
+    if (offline && globalThis.addEventListener) {
+      this.setStatus("offline");
+      const retry = () => {
+        globalThis.removeEventListener("online", retry);
+        if (!this.closedByUser && !this.socket) this.open();
+      };
+      globalThis.addEventListener("online", retry);
+      return;
+    }
+    const delay = backoffDelay(this.attempt, this.random);
+    this.attempt += 1;
+    this.setStatus("reconnecting", { delay, retryAt: Date.now() + delay, attempt: this.attempt });
+    this.retryTimer = this.timers.setTimeout(() => {
+      this.retryTimer = null;
+      if (!this.closedByUser) this.open();
+    }, delay);
+  }
+
+  clearTimers() {
+    if (this.retryTimer) this.timers.clearTimeout(this.retryTimer);
+    if (this.pingTimer) this.timers.clearInterval(this.pingTimer);
+    this.retryTimer = this.pingTimer = null;
+  }
+
+  // --- frames ----------------------------------------------------------------------------------------
+
+  send(frame) {
+    if (this.socket && this.socket.readyState === 1) {
+      this.socket.send(JSON.stringify(frame));
+      return true;
+    }
+    return false;
+  }
+
+  sendSubscribe(campaignId) {
+    const { lastSequence } = this.subscriptions.get(campaignId);
+    const frame = { type: "subscribe", campaign_id: campaignId };
+    if (lastSequence !== null && lastSequence !== undefined) frame.last_sequence = lastSequence;
+    this.send(frame);
+  }
+
+  request(frame) {
+    const requestId = `r${this.nextRequest++}`;
+    return new Promise((resolve, reject) => {
+      if (!this.send({ ...frame, request_id: requestId })) {
+        reject(new Error("not connected"));
+        return;
+      }
+      this.pending.set(requestId, { resolve, reject });
+    });
+  }
+
+  onMessage(text) {
+    let frame;
+    try {
+      frame = JSON.parse(text);
+    } catch (error) {
+      return;
+    }
+    const waiting = frame.request_id && this.pending.get(frame.request_id);
+    if (waiting && frame.type !== "subscribed") {
+      this.pending.delete(frame.request_id);
+      if (frame.type === "error") waiting.reject(Object.assign(new Error(frame.message), { code: frame.code }));
+      else waiting.resolve(frame);
+    }
+    switch (frame.type) {
+      case "subscribed":
+        return this.onSubscribed(frame);
+      case "event":
+        return "sequence" in frame ? this.onEvent(frame) : this.call("onChunk", frame);
+      case "snapshot":
+        return this.onSnapshot(frame);
+      case "system.notice":
+        return this.call("onNotice", frame);
+      case "error":
+        if (frame.code === "unauthenticated" || frame.code === "token_expired") this.refreshable = frame.code === "token_expired";
+        if (!waiting) this.call("onError", frame);
+        return undefined;
+      default:
+        return undefined;
+    }
+  }
+
+  onSubscribed(frame) {
+    const subscription = this.subscriptions.get(frame.campaign_id);
+    if (subscription && (subscription.lastSequence === null || subscription.lastSequence === undefined)) {
+      subscription.lastSequence = frame.last_sequence;
+    }
+    this.call("onSubscribed", frame);
+  }
+
+  onEvent(frame) {
+    const subscription = this.subscriptions.get(frame.campaign_id);
+    if (!subscription) return;
+    if (subscription.lastSequence !== null && frame.sequence <= subscription.lastSequence) return; // duplicate
+    subscription.lastSequence = frame.sequence;
+    this.call("onEvent", frame);
+  }
+
+  onSnapshot(frame) {
+    const subscription = this.subscriptions.get(frame.campaign_id);
+    if (frame.resync && subscription) subscription.lastSequence = frame.snapshot.last_event_sequence;
+    this.call("onSnapshot", frame.snapshot, { resync: Boolean(frame.resync), campaignId: frame.campaign_id });
+  }
+
+  setStatus(status, detail = {}) {
+    this.status = status;
+    this.call("onStatus", status, detail);
+  }
+
+  call(name, ...args) {
+    const callback = this.options[name];
+    if (typeof callback === "function") callback(...args);
+  }
+}

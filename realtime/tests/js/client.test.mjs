@@ -1,0 +1,154 @@
+// Unit tests of static/realtime/client.js: reconnect, resume, resync, duplicates. Run: node --test
+import assert from "node:assert/strict";
+import { test } from "node:test";
+
+import { BACKOFF_MS, CampaignClient, backoffDelay } from "../../static/realtime/client.js";
+
+class FakeSocket {
+  static all = [];
+  constructor(url) {
+    this.url = url;
+    this.sent = [];
+    this.readyState = 0;
+    FakeSocket.all.push(this);
+  }
+  send(text) { this.sent.push(JSON.parse(text)); }
+  close(code = 1000) { this.readyState = 3; this.onclose?.({ code }); }
+  // test helpers
+  open() { this.readyState = 1; this.onopen?.(); }
+  receive(frame) { this.onmessage?.({ data: JSON.stringify(frame) }); }
+  drop(code = 1006) { this.readyState = 3; this.onclose?.({ code }); }
+}
+
+function fakeTimers() {
+  const timers = { queue: [], setTimeout(fn, ms) { const t = { fn, ms }; this.queue.push(t); return t; },
+    clearTimeout(t) { this.queue = this.queue.filter((x) => x !== t); },
+    setInterval() { return {}; }, clearInterval() {} };
+  timers.runNext = () => { const t = timers.queue.shift(); t.fn(); return t.ms; };
+  return timers;
+}
+
+async function setup(extra = {}) {
+  FakeSocket.all = [];
+  const seen = { events: [], chunks: [], statuses: [], snapshots: [] };
+  const timers = fakeTimers();
+  let n = 0;
+  const client = new CampaignClient(() => `ws://test/ws/campaigns/?access_token=t${++n}`, {
+    WebSocket: FakeSocket, timers, random: () => 0.5,
+    onEvent: (f) => seen.events.push(f.sequence), onChunk: (f) => seen.chunks.push(f.data.chunk),
+    onStatus: (s, d) => seen.statuses.push([s, d.delay]), onSnapshot: (s, o) => seen.snapshots.push([s, o]),
+    ...extra,
+  });
+  return { client, seen, timers };
+}
+
+const flush = () => new Promise((resolve) => setImmediate(resolve));
+const event = (sequence) => ({ type: "event", event: "progress", campaign_id: "camp_a", sequence, data: {} });
+
+test("the backoff schedule is 0, 2, 4, 8, 16, then 30 s, with jitter", () => {
+  assert.deepEqual(BACKOFF_MS, [0, 2000, 4000, 8000, 16000, 30000]);
+  assert.equal(backoffDelay(0, () => 0.9), 0);
+  assert.equal(backoffDelay(1, () => 0.5), 2000);
+  assert.equal(backoffDelay(9, () => 0.5), 30000);
+  assert.equal(backoffDelay(3, () => 0), 6400);
+  assert.equal(backoffDelay(3, () => 1), 9600);
+});
+
+test("subscribes on open and delivers events in order, once", async () => {
+  const { client, seen } = await setup();
+  client.subscribe("camp_a");
+  await flush();
+  const socket = FakeSocket.all[0];
+  socket.open();
+  assert.deepEqual(socket.sent, [{ type: "subscribe", campaign_id: "camp_a" }]);
+  socket.receive({ type: "subscribed", campaign_id: "camp_a", last_sequence: 4 });
+  socket.receive(event(5));
+  socket.receive(event(5));
+  socket.receive(event(3));
+  socket.receive(event(6));
+  assert.deepEqual(seen.events, [5, 6]);
+  assert.equal(client.lastSequence("camp_a"), 6);
+});
+
+test("reconnects with backoff and resumes from the last delivered sequence", async () => {
+  const { client, seen, timers } = await setup();
+  client.subscribe("camp_a", { lastSequence: 10 });
+  await flush();
+  FakeSocket.all[0].open();
+  FakeSocket.all[0].receive(event(11));
+  FakeSocket.all[0].drop();
+  assert.deepEqual(seen.statuses.at(-1), ["reconnecting", 0]);
+  assert.equal(timers.runNext(), 0);
+  await flush();
+  FakeSocket.all[1].drop(); // the server is still down
+  assert.equal(timers.runNext(), 2000);
+  await flush();
+  FakeSocket.all[2].drop();
+  assert.equal(timers.runNext(), 4000);
+  await flush();
+  const socket = FakeSocket.all[3];
+  assert.equal(socket.url, "ws://test/ws/campaigns/?access_token=t4", "a fresh URL (token) per connection");
+  socket.open();
+  assert.deepEqual(socket.sent, [{ type: "subscribe", campaign_id: "camp_a", last_sequence: 11 }]);
+  socket.receive({ type: "subscribed", campaign_id: "camp_a", last_sequence: 13 });
+  socket.receive({ ...event(11), replayed: true });
+  socket.receive({ ...event(12), replayed: true });
+  socket.receive({ ...event(13), replayed: true });
+  socket.receive(event(13));
+  assert.deepEqual(seen.events, [11, 12, 13]);
+  FakeSocket.all[3].drop();
+  assert.equal(timers.runNext(), 0, "a connection that opened resets the backoff");
+});
+
+test("a resync snapshot replaces the position", async () => {
+  const { client, seen } = await setup();
+  client.subscribe("camp_a", { lastSequence: 2 });
+  await flush();
+  const socket = FakeSocket.all[0];
+  socket.open();
+  const snapshot = { campaign_id: "camp_a", last_event_sequence: 500, current_state: "completed" };
+  socket.receive({ type: "snapshot", campaign_id: "camp_a", snapshot, resync: true });
+  socket.receive(event(500));
+  socket.receive(event(501));
+  assert.deepEqual(seen.snapshots, [[snapshot, { resync: true, campaignId: "camp_a" }]]);
+  assert.deepEqual(seen.events, [501]);
+});
+
+test("chunks go to onChunk and requests resolve by request_id", async () => {
+  const { client, seen } = await setup();
+  client.subscribe("camp_a");
+  await flush();
+  const socket = FakeSocket.all[0];
+  socket.open();
+  socket.receive({ type: "event", event: "artifact.chunk", campaign_id: "camp_a", after_sequence: 3,
+                   data: { chunk: "Hello " } });
+  assert.deepEqual(seen.chunks, ["Hello "]);
+  const answer = client.cancel("run_x");
+  const sent = socket.sent.at(-1);
+  assert.equal(sent.type, "cancel");
+  socket.receive({ type: "cancellation_ack", run_id: "run_x", request_id: sent.request_id });
+  assert.deepEqual(await answer, { type: "cancellation_ack", run_id: "run_x", request_id: sent.request_id });
+  const refused = client.snapshot("camp_b");
+  socket.receive({ type: "error", code: "not_found", message: "Campaign not found.",
+                   request_id: socket.sent.at(-1).request_id });
+  await assert.rejects(refused, /Campaign not found/);
+});
+
+test("an unauthenticated close stops retrying; an expired token reconnects with a new one", async () => {
+  const { client, seen, timers } = await setup();
+  client.subscribe("camp_a");
+  await flush();
+  FakeSocket.all[0].open();
+  FakeSocket.all[0].receive({ type: "error", code: "token_expired", message: "expired" });
+  FakeSocket.all[0].drop(4401);
+  assert.equal(seen.statuses.at(-1)[0], "reconnecting");
+  timers.runNext();
+  await flush();
+  FakeSocket.all[1].open();
+  FakeSocket.all[1].receive({ type: "error", code: "unauthenticated", message: "no" });
+  FakeSocket.all[1].drop(4401);
+  assert.equal(seen.statuses.at(-1)[0], "unauthenticated");
+  assert.equal(timers.queue.length, 0);
+  client.close();
+  assert.equal(seen.statuses.at(-1)[0], "closed");
+});

@@ -1,0 +1,175 @@
+"""The live campaign page in a real headless Chromium (Debian's), against daphne, a worker, Redis, PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+from campaigns.models import Campaign, CampaignEvent, RunState
+from campaigns.tests.factories import PASSWORD, CampaignFactory, UserFactory
+from orchestration.tests.conftest import wait_for_run
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+ARTIFACTS = Path(settings.BASE_DIR) / "test-artifacts"
+CHROMIUM = "/usr/bin/chromium"
+SLOW = "20000"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    # Playwright's sync API keeps an event loop running in this thread; the test's own ORM calls
+    # (setting up rows, reading the log) are still plain synchronous code.
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    with sync_playwright() as playwright:
+        instance = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+                "--disable-quic",
+            ],
+        )
+        yield instance
+        instance.close()
+    os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1200, "height": 1000})
+    context.set_default_timeout(float(SLOW))
+    page = context.new_page()
+    yield page
+    context.close()
+
+
+def log_in(page, server, username: str) -> None:
+    page.goto(f"{server.url}/accounts/login/")
+    page.fill("#id_username", username)
+    page.fill("#id_password", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(re.compile(r".*/campaigns/$"))
+
+
+def page_sequences(page) -> list[int]:
+    return [int(value) for value in page.eval_on_selector_all("#log li", "items => items.map(i => i.dataset.sequence)")]
+
+
+def log_sequences(campaign: Campaign) -> list[int]:
+    return list(CampaignEvent.objects.filter(campaign=campaign).order_by("sequence").values_list("sequence", flat=True))
+
+
+def test_create_a_campaign_start_a_run_and_watch_it_complete(page, start_web, start_worker):
+    server = start_web()
+    start_worker(AGENT_CHUNK_DELAY_MS="15")
+    UserFactory(username="alice")
+    log_in(page, server, "alice")
+    page.fill("#id_name", "Spring launch")
+    page.fill("#id_brief", "Launch our reusable water bottle to commuters who care about the planet.")
+    page.fill("#id_audience", "urban commuters")
+    page.fill("#id_tone", "friendly")
+    page.click("text=Create campaign")
+    page.wait_for_selector("#connection.connection-connected")
+    assert page.inner_text("#state") == "idle"
+    page.click("#start")
+    # The copy grows chunk by chunk before the final artifact replaces it.
+    page.wait_for_selector("#Copy .streaming")
+    first = len(page.inner_text("#Copy .streaming"))
+    page.wait_for_function(f"document.querySelector('#Copy .streaming, #Copy .final').textContent.length > {first}")
+    page.wait_for_selector("#Copy .final")
+    page.wait_for_selector("#ShortCopy .final")
+    page.wait_for_selector("#Visual img")
+    page.wait_for_selector("#compliance .verdict")
+    page.wait_for_function("document.querySelector('#state').textContent === 'completed'")
+    assert "urban commuters" in page.inner_text("#Copy .final")
+    assert page.get_attribute("#progress", "aria-valuenow") == "100"
+    assert page.inner_text("#compliance .verdict") in ("Compliant", "Not compliant")
+    assert page.get_attribute("#Visual img", "src").startswith("data:image/svg+xml")
+    campaign = Campaign.objects.get(name="Spring launch")
+    assert page_sequences(page) == log_sequences(campaign)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "live-page.png"), full_page=True)
+
+
+def test_the_page_reconnects_after_a_server_restart_and_misses_nothing(page, start_web, start_worker):
+    from marketing_agents.tests.processes import WebServer
+
+    server = start_web()
+    start_worker(AGENT_CHUNK_DELAY_MS="10")
+    alice = UserFactory(username="alice")
+    campaign = CampaignFactory(
+        owner=alice, settings={"simulate": {"ShortCopy": {"delay_ms": 60}, "Visual": {"delay_ms": 60}}}
+    )
+    log_in(page, server, "alice")
+    page.goto(f"{server.url}/campaigns/{campaign.public_id}/")
+    page.wait_for_selector("#connection.connection-connected")
+    page.click("#start")
+    page.wait_for_selector("#Copy .final")
+    server.stop()  # the web server goes away mid-run
+    page.wait_for_selector("#connection.connection-reconnecting")
+    assert "next try in" in page.inner_text("#connection") or "reconnecting" in page.inner_text("#connection")
+    restarted = WebServer(server.log_path.parent, port=server.port).start()
+    try:
+        page.wait_for_selector("#connection.connection-connected", timeout=60000)
+        page.wait_for_function("document.querySelector('#state').textContent === 'completed'", timeout=60000)
+        sequences = page_sequences(page)
+        assert sequences == sorted(set(sequences)), "no duplicate in the page's log"
+        assert sequences == log_sequences(campaign), "no missing event"
+    finally:
+        restarted.stop()
+
+
+def test_cancel_a_run_from_the_page(page, start_web, start_worker):
+    server = start_web()
+    start_worker()
+    alice = UserFactory(username="alice")
+    campaign = CampaignFactory(owner=alice, settings={"simulate": {"Copy": {"delay_ms": 200}}})
+    log_in(page, server, "alice")
+    page.goto(f"{server.url}/campaigns/{campaign.public_id}/")
+    page.wait_for_selector("#connection.connection-connected")
+    page.click("#start")
+    page.wait_for_selector("#Copy .streaming")
+    page.click("#cancel")
+    page.wait_for_function("document.querySelector('#state').textContent === 'cancelled'")
+    assert "cancelled by alice" in page.inner_text("#message")
+    assert campaign.runs.get().state == RunState.CANCELLED
+
+
+def test_approve_a_run_waiting_for_approval(page, start_web, start_worker):
+    server = start_web()
+    start_worker()
+    alice = UserFactory(username="alice")
+    campaign = CampaignFactory(owner=alice, settings={"require_approval": True})
+    log_in(page, server, "alice")
+    page.goto(f"{server.url}/campaigns/{campaign.public_id}/")
+    page.wait_for_selector("#connection.connection-connected")
+    page.click("#start")
+    page.wait_for_selector("#approval:not([hidden])")
+    assert page.inner_text("#state") == "awaiting approval"
+    page.click("#approve")
+    page.wait_for_function("document.querySelector('#state').textContent === 'completed'")
+    assert page.is_hidden("#approval")
+    assert wait_for_run(campaign.runs.get()).state == RunState.COMPLETED
+
+
+def test_a_second_user_cannot_open_the_first_users_campaign(page, start_web):
+    server = start_web()
+    alice = UserFactory(username="alice")
+    UserFactory(username="bob")
+    campaign = CampaignFactory(owner=alice)
+    log_in(page, server, "bob")
+    response = page.goto(f"{server.url}/campaigns/{campaign.public_id}/")
+    assert response.status == 404
+    assert campaign.name not in page.content()
