@@ -51,8 +51,11 @@ class Hub:
         self._tasks: list[asyncio.Task] = []
         self._lock = asyncio.Lock()
         self._groups_joined_at: dict[str, float] = {}
+        self.stopping = False
 
     def cancel_tasks(self) -> None:
+        # redis-py can swallow a CancelledError that lands mid-command; the loops check this flag too.
+        self.stopping = True
         for task in self._tasks:
             task.cancel()
 
@@ -110,7 +113,7 @@ class Hub:
     async def _read(self) -> None:
         layer = realtime_layer()
         failures = 0
-        while True:
+        while not self.stopping:
             try:
                 message = await layer.receive(self.channel)
                 failures = 0
@@ -154,7 +157,7 @@ class Hub:
 
     async def _tick(self) -> None:
         """Watch congested connections: resume them when they drain, close them if they stay behind."""
-        while True:
+        while not self.stopping:
             await asyncio.sleep(TICK_SECONDS)
             for connection in list(self.congested):
                 try:
@@ -187,11 +190,13 @@ class Hub:
         client = aioredis.Redis.from_url(settings.REDIS_URL)
         key = PRESENCE_PREFIX + self.process_id
         try:
-            while True:
+            while not self.stopping:
                 try:
                     await client.set(key, json.dumps(self.presence()), ex=PRESENCE_TTL)
                 except Exception as exc:
                     logger.warning("presence update failed: %s", type(exc).__name__)
+                if self.stopping:
+                    return
                 await asyncio.sleep(PRESENCE_SECONDS)
         finally:
             await client.aclose()

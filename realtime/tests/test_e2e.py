@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import time
 
 import pytest
@@ -137,21 +138,24 @@ async def test_a_slow_client_is_closed_and_the_others_are_unaffected(start_web):
     campaign = await database_sync_to_async(CampaignFactory)(owner=alice)
     fast = await connect(server, alice)
     await subscribe(fast, campaign.public_id)
-    # The slow client stops reading: its socket buffers fill, then the server's.
+    # The slow client stops reading (a 4 KB receive buffer, one queued frame): its socket buffers
+    # fill, then the server's.
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", server.port))
     slow = await websockets.connect(
-        f"{server.ws_url}/ws/campaigns/?access_token={token_for(alice)}",
-        max_size=None,
-        max_queue=1,
+        f"{server.ws_url}/ws/campaigns/?access_token={token_for(alice)}", max_size=None, max_queue=1, sock=sock
     )
     await subscribe(slow, campaign.public_id)
 
     def flood():
+        # Durable events cannot be shed (chunks can): 200 of them, 60 KB each, outgrow every buffer.
         for i in range(200):
-            publish(campaign, "progress", {"percentage": i % 100, "message": "x"})
+            publish(campaign, "progress", {"percentage": i % 100, "message": "y" * 60_000})
             publish_transient(
                 campaign,
                 "artifact.chunk",
-                {"artifact_type": "Copy", "chunk": "y" * 60_000, "chunk_index": i, "is_complete": False},
+                {"artifact_type": "Copy", "chunk": "z" * 1000, "chunk_index": i, "is_complete": False},
             )
 
     await database_sync_to_async(flood)()
