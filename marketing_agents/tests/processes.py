@@ -44,59 +44,47 @@ def process_env(**overrides: str) -> dict[str, str]:
     }
 
 
-class Worker:
-    """A Celery worker (with its beat scheduler, which runs the recovery task) in its own process."""
+def free_port() -> int:
+    import socket
 
-    def __init__(self, log_dir: Path, concurrency: int = 2, **env: str) -> None:
-        self.name = f"w{uuid.uuid4().hex[:8]}"
-        self.log_path = log_dir / f"{self.name}.log"
-        self.schedule = log_dir / f"{self.name}-beat"
-        self.concurrency = concurrency
-        self.env = process_env(**env)
-        self.process: subprocess.Popen | None = None
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
-    def start(self, timeout: float = 60) -> Worker:
+
+class ManagedProcess:
+    """A project process in its own session (so kill reaches its children), logging to a file."""
+
+    name = "process"
+    log_path: Path
+    env: dict[str, str]
+    process: subprocess.Popen | None = None
+
+    def argv(self) -> list[str]:
+        raise NotImplementedError
+
+    def ready(self) -> bool:
+        raise NotImplementedError
+
+    def start(self, timeout: float = 60):
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "marketing_agents",
-                "worker",
-                "-n",
-                f"{self.name}@%h",
-                "--loglevel",
-                "INFO",
-                "--concurrency",
-                str(self.concurrency),
-                "--without-mingle",
-                "--without-gossip",
-                "--beat",
-                "--schedule",
-                str(self.schedule),
-            ],
-            cwd=BASE_DIR,
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+            self.argv(), cwd=BASE_DIR, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"worker exited early:\n{self.log()}")
-            if " ready." in self.log():
+                raise RuntimeError(f"{self.name} exited early:\n{self.log()}")
+            if self.ready():
                 return self
             time.sleep(0.1)
-        raise RuntimeError(f"worker not ready in {timeout} s:\n{self.log()}")
+        raise RuntimeError(f"{self.name} not ready in {timeout} s:\n{self.log()}")
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def kill(self) -> None:
-        """kill -9 of the worker and every process it forked, as when a machine dies."""
+        """kill -9 of the process and every process it forked, as when a machine dies."""
         if self.process and self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(10)
@@ -110,22 +98,50 @@ class Worker:
                 self.kill()
 
 
-def free_port() -> int:
-    import socket
+class Worker(ManagedProcess):
+    """A Celery worker (with its beat scheduler, which runs the recovery task)."""
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    def __init__(self, log_dir: Path, concurrency: int = 2, **env: str) -> None:
+        self.name = f"w{uuid.uuid4().hex[:8]}"
+        self.log_path = log_dir / f"{self.name}.log"
+        self.schedule = log_dir / f"{self.name}-beat"
+        self.concurrency = concurrency
+        self.env = process_env(**env)
+
+    def argv(self) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "marketing_agents",
+            "worker",
+            "-n",
+            f"{self.name}@%h",
+            "--loglevel",
+            "INFO",
+            "--concurrency",
+            str(self.concurrency),
+            "--without-mingle",
+            "--without-gossip",
+            "--beat",
+            "--schedule",
+            str(self.schedule),
+        ]
+
+    def ready(self) -> bool:
+        return " ready." in self.log()
 
 
-class WebServer:
+class WebServer(ManagedProcess):
     """daphne serving the project (marketing_agents.serve), as `make run` starts it."""
+
+    name = "daphne"
 
     def __init__(self, log_dir: Path, port: int | None = None, **env: str) -> None:
         self.port = port or free_port()
         self.log_path = log_dir / f"daphne-{self.port}-{uuid.uuid4().hex[:6]}.log"
         self.env = process_env(**env)
-        self.process: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
@@ -135,45 +151,14 @@ class WebServer:
     def ws_url(self) -> str:
         return f"ws://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 60) -> WebServer:
+    def argv(self) -> list[str]:
+        return [sys.executable, "-m", "marketing_agents.serve", "-b", "127.0.0.1", "-p", str(self.port)]
+
+    def ready(self) -> bool:
         import urllib.request
 
-        log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "marketing_agents.serve", "-b", "127.0.0.1", "-p", str(self.port)],
-            cwd=BASE_DIR,
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"daphne exited early:\n{self.log()}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/healthz", timeout=1) as response:
-                    if response.status == 200:
-                        return self
-            except OSError:
-                time.sleep(0.1)
-        raise RuntimeError(f"daphne not ready in {timeout} s:\n{self.log()}")
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def rss_kib(self) -> int:
-        with open(f"/proc/{self.process.pid}/status") as status:
-            for line in status:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-        return 0
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(10)
+        try:
+            with urllib.request.urlopen(f"{self.url}/healthz", timeout=1) as response:
+                return response.status == 200
+        except OSError:
+            return False
