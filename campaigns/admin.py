@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.utils.html import format_html
 
 from campaigns.errors import Conflict
 from campaigns.models import (
@@ -110,6 +111,7 @@ class OrchestrationRunAdmin(admin.ModelAdmin):
     search_fields = ["public_id", "campaign__public_id", "campaign__name", "error"]
     list_select_related = ["campaign"]
     readonly_fields = [
+        "live_page",
         "public_id",
         "campaign",
         "kind",
@@ -132,6 +134,10 @@ class OrchestrationRunAdmin(admin.ModelAdmin):
     ]
     date_hierarchy = "created_at"
     inlines = [StepInline, ArtifactInline, ApprovalInline, EventInline]
+
+    @admin.display(description="Live page")
+    def live_page(self, run: OrchestrationRun) -> str:
+        return format_html('<a href="{}">Watch {} live</a>', run.campaign.get_absolute_url(), run.campaign.name)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         # Runs are started through the run services (admin action, API), never typed in by hand.
