@@ -66,10 +66,6 @@ class Campaign(models.Model):
     def __str__(self) -> str:
         return f"{self.name} ({self.public_id})"
 
-    def get_absolute_url(self) -> str:
-        """The live campaign page (the admin's "View on site")."""
-        return f"/campaigns/{self.public_id}/"
-
     def save(self, *args: Any, **kwargs: Any) -> None:
         # last_sequence belongs to the publisher alone (an atomic UPDATE … RETURNING). A save of an
         # instance loaded earlier (an admin form, a service) must not write back a stale value, or
@@ -81,6 +77,10 @@ class Campaign(models.Model):
                 if not field.primary_key and field.name != "last_sequence"
             ]
         super().save(*args, **kwargs)
+
+    def get_absolute_url(self) -> str:
+        """The live campaign page (the admin's "View on site")."""
+        return f"/campaigns/{self.public_id}/"
 
 
 class OrchestrationRun(models.Model):
