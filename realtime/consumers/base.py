@@ -72,17 +72,21 @@ class RealtimeSession(Connection, AsyncWebsocketConsumer):
 
     async def start_session(self) -> bool:
         """Accept, then refuse politely if unauthenticated (the client can read why)."""
-        await self.accept()
-        self.accepted = True
         error = self.scope.get("auth_error")
         if error or self.user is None or not self.user.is_authenticated:
             code = error or "unauthenticated"
             AUTH_FAILURES.labels(code).inc()
             logger.info("ws %s refused: %s", self.connection_id, code)
+            await self.accept()
+            self.accepted = True
             await self.send_error(ClientError(code))
             await self.close(CLOSE_UNAUTHENTICATED)
             return False
+        # Join the hub (and so the broadcast group) before accepting: a notice sent the moment the
+        # client sees the handshake complete must reach it.
         await self.hub.add_connection(self)
+        await self.accept()
+        self.accepted = True
         CONNECTIONS.labels(self.protocol_name).inc()
         logger.info(
             "ws %s connected: user=%s protocol=%s", self.connection_id, self.user.get_username(), self.protocol_name
