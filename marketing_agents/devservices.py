@@ -207,11 +207,25 @@ def test_services() -> Iterator[dict[str, str]]:
         shutil.rmtree(root, ignore_errors=True)
 
 
+SIGNALR_CLIENT_DIR = BASE_DIR / "realtime" / "tests" / "js_signalr"
+
+
+def install_signalr_client() -> None:
+    """The real @microsoft/signalr client (pinned in package-lock.json) for test_signalr_client.py."""
+    if (SIGNALR_CLIENT_DIR / "node_modules" / "@microsoft" / "signalr").is_dir():
+        return
+    if not shutil.which("npm"):
+        apt_install("npm")
+    say("npm ci in realtime/tests/js_signalr (@microsoft/signalr)")
+    subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--loglevel", "error"], cwd=SIGNALR_CLIENT_DIR, check=True)
+
+
 def run_tests(args: list[str]) -> int:
     if not shutil.which("node"):
         apt_install("nodejs")  # the browser client's unit tests run on node's test runner
     if not Path("/usr/bin/chromium").exists():
         apt_install("chromium")  # the browser tests drive Debian's Chromium with Playwright
+    install_signalr_client()
     with test_services() as env:
         command = [PYTHON, "-m", "pytest", *args]
         return subprocess.run(command, cwd=BASE_DIR, env={**os.environ, **env}).returncode

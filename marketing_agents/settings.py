@@ -12,6 +12,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
+from corsheaders.defaults import default_headers
 from django.core.exceptions import ImproperlyConfigured
 
 from marketing_agents.env import (
@@ -272,6 +273,10 @@ SPECTACULAR_SETTINGS = {
 CORS_ALLOWED_ORIGINS = ALLOWED_ORIGINS
 CORS_ALLOW_CREDENTIALS = True
 CORS_URLS_REGEX = r"^/(api|hubs)/.*$"
+# What the SignalR clients send on negotiate (docs/SIGNALR.md), besides django-cors-headers' defaults.
+CORS_ALLOW_HEADERS = tuple(
+    dict.fromkeys((*default_headers, "authorization", "x-requested-with", "x-signalr-user-agent"))
+)
 CSRF_TRUSTED_ORIGINS = ALLOWED_ORIGINS
 
 # --- Static files, i18n ---------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from orchestration.api import (
     RunRetry,
 )
 from realtime import pages as realtime_pages
+from realtime import signalr
 from realtime.api import ActiveRuns, CampaignEventList, CampaignSnapshot, NoticeCreate, RealtimePresence
 from realtime.metrics import metrics_view
 
@@ -56,6 +57,7 @@ urlpatterns = [
     path("console/", realtime_pages.console, name="console"),
     path("admin/", admin.site.urls),
     path("api/", include(api_patterns)),
+    path("hubs/campaign/negotiate", signalr.negotiate, name="signalr-negotiate"),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
     path("metrics", metrics_view, name="metrics"),

@@ -1,0 +1,396 @@
+"""The SignalR-compatible hub, ``/hubs/campaign`` (docs/SIGNALR.md): the JSON hub protocol over WebSockets.
+
+It is a ``RealtimeSession`` like the native consumer: authentication, authorization, limits,
+subscriptions and gap-free delivery are the shared ones; this class parses hub-protocol records and
+renders frames as client-method invocations of the family a subscription was made with.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import parse_qs
+
+from django.conf import settings
+
+from realtime import signalr
+from realtime.consumers.base import CLOSE_TOO_BIG, CLOSE_UNAUTHENTICATED, ClientError, RealtimeSession
+from realtime.delivery import Subscription
+from realtime.metrics import ERRORS
+from realtime.signalr import (
+    CANCEL_INVOCATION,
+    CLOSE,
+    COMPLETION,
+    INVOCATION,
+    PING,
+    REALTIME_API,
+    RS,
+    STREAM_INVOCATION,
+    STREAM_ITEM,
+    TASK012,
+    camel,
+    invocation,
+    record,
+)
+
+logger = logging.getLogger("realtime.connections")
+
+CLOSE_NORMAL = 1000
+CLOSE_GOING_AWAY = 1001
+# Codes whose error ends the connection: sent as a Close message, not as a Completion.
+FATAL_CODES = {"unauthenticated", "token_expired"}
+SHUTDOWN_FLUSH_SECONDS = 0.2
+
+
+def _reactor_stopping() -> bool:
+    """True once daphne's Twisted reactor is stopping (daphne cancels applications for other reasons too)."""
+    reactor = sys.modules.get("twisted.internet.reactor")  # installed by daphne; never import it here
+    return bool(getattr(reactor, "running", False) and getattr(reactor, "_stopped", False))
+
+
+class InvalidRecord(Exception):
+    """A record that breaks the hub protocol: the connection is closed (with a Close message saying why)."""
+
+
+class Invocation:
+    """The hub-method call being handled: its id (None for a fire-and-forget send) and whether it was answered."""
+
+    def __init__(self, invocation_id: str | None) -> None:
+        self.invocation_id = invocation_id
+        self.completed = False
+
+
+class SignalRHubConsumer(RealtimeSession):
+    protocol_name = "signalr"
+
+    # --- lifecycle ------------------------------------------------------------------------------------------
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        except asyncio.CancelledError:
+            # daphne cancels every application when it shuts down: tell the client to come back.
+            if _reactor_stopping() and getattr(self, "_protocol", None) is not None:
+                logger.info("signalr %s: the server is shutting down", getattr(self, "connection_id", "-"))
+                signalr.begin_shutdown()
+            await self._say_goodbye()
+            raise
+
+    async def on_connect(self) -> None:
+        self.handshake_done = False
+        self.invocation: Invocation | None = None
+        self.last_write = time.monotonic()
+        self._pinger: asyncio.Task | None = None
+        self._closed = False  # no more hub-protocol output
+        self._socket_closed = False  # the WebSocket close was sent
+        query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
+        token = query.get("id", [None])[0]
+        if signalr.shutting_down():
+            await self.close()
+            return
+        if token is not None and signalr.check_connection_token(token) is None:
+            logger.info("signalr %s refused: unknown or expired connection id", self.connection_id)
+            await self.close()  # before accept: the handshake is refused (HTTP 403)
+            return
+        # Accepted; whether the user may stay is told after the hub handshake, which must come first.
+        await self.accept()
+
+    async def accept(self, subprotocol: str | None = None, headers: Any = None) -> None:
+        """Once: RealtimeSession.start_session accepts again after the hub handshake."""
+        if not self.accepted:
+            self.accepted = True
+            await super().accept(subprotocol, headers)
+
+    async def websocket_disconnect(self, message: dict[str, Any]) -> None:
+        self._closed = True
+        if self._pinger is not None:
+            self._pinger.cancel()
+        await super().websocket_disconnect(message)
+
+    async def _say_goodbye(self) -> None:
+        if getattr(self, "handshake_done", False) and not self._closed:
+            self._closed = True
+            try:
+                await self.write(
+                    record({"type": CLOSE, "error": "The server is shutting down.", "allowReconnect": True})
+                )
+                await self.close(CLOSE_GOING_AWAY)
+                # Let the reactor write it out before it drops every connection at shutdown.
+                await asyncio.sleep(SHUTDOWN_FLUSH_SECONDS)
+            except Exception:  # the transport may already be gone
+                pass
+
+    async def close_with(self, error: str | None, *, allow_reconnect: bool = False, code: int = CLOSE_NORMAL) -> None:
+        """A Close message (why, and whether to reconnect), then the WebSocket close."""
+        if self._closed:
+            return
+        message: dict[str, Any] = {"type": CLOSE}
+        if error:
+            message["error"] = error
+        if allow_reconnect:
+            message["allowReconnect"] = True
+        await self.write(record(message))
+        self._closed = True
+        await self.close(code)
+
+    # --- writing --------------------------------------------------------------------------------------------
+
+    async def write(self, text: str) -> None:
+        if not text:  # an event this family has no client method for
+            return
+        self.last_write = time.monotonic()
+        await super().write(text)
+
+    async def _ping_loop(self) -> None:
+        """A Ping whenever nothing else was sent for WS_PING_INTERVAL_SECONDS (the client gives up after 30 s)."""
+        interval = settings.WS_PING_INTERVAL_SECONDS
+        while not self._closed:
+            wait = self.last_write + interval - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+                continue
+            await self.write(record({"type": PING}))
+
+    # --- rendering (overrides of realtime.connection) ---------------------------------------------------------
+
+    def render_event(self, subscription: Subscription, message: dict[str, Any]) -> str:
+        # The hub hands one message dict to every local subscriber: render once per family.
+        rendered = message.setdefault("_signalr", {})
+        if subscription.family not in rendered:
+            rendered[subscription.family] = signalr.render_frame(subscription.family, json.loads(message["frame"]))
+        return rendered[subscription.family]
+
+    def render_replayed(self, subscription: Subscription, frame: dict[str, Any]) -> str:
+        return signalr.render_frame(subscription.family, frame)
+
+    def render_notice(self, message: dict[str, Any]) -> str:
+        frame = json.loads(message["frame"])
+        return invocation("ReceiveSystemNotice", camel({k: v for k, v in frame.items() if k != "type"}))
+
+    # --- what RealtimeSession asks for ---------------------------------------------------------------------------
+
+    async def send_error(self, error: ClientError, request_id: Any = None) -> None:
+        ERRORS.labels(error.code).inc()
+        if error.code in FATAL_CODES:
+            await self.close_with(
+                error.message, allow_reconnect=error.code == "token_expired", code=CLOSE_UNAUTHENTICATED
+            )
+        elif error.code == "message_too_large":
+            await self.close_with(error.message, code=CLOSE_TOO_BIG)
+        elif error.code == "internal_error" and self.invocation is None:
+            # A subscription's delivery broke: reconnecting (and re-joining) starts it afresh.
+            await self.close_with(error.message, allow_reconnect=True)
+        else:
+            await self.complete(error=error.message)
+
+    async def send_subscribed(self, subscription: Subscription, last_sequence: int) -> None:
+        # Answered here, before the subscription's catch-up can send any event.
+        await self.complete()
+
+    async def send_snapshot(self, subscription: Subscription, snapshot: dict[str, Any], *, resync: bool) -> None:
+        target = "ReceiveCampaignSnapshot" if subscription.family == TASK012 else "OnCampaignStatusReceived"
+        await self.write(invocation(target, camel(snapshot)))
+
+    async def close(self, code: int | None = None, reason: str | None = None) -> None:
+        if code == 1008 and not self._closed:  # the rate limit, kept up (RealtimeSession.check_rate)
+            await self.write(record({"type": CLOSE, "error": ClientError("rate_limited").message}))
+        self._closed = True
+        if self._socket_closed:
+            return
+        self._socket_closed = True
+        await super().close(code, reason)
+
+    async def complete(self, result: Any = None, *, error: str | None = None, has_result: bool = False) -> None:
+        """The Completion of the current invocation (nothing for a fire-and-forget send, nor twice)."""
+        current = self.invocation
+        if current is None or current.completed:
+            return
+        current.completed = True
+        if current.invocation_id is None:
+            return
+        message: dict[str, Any] = {"type": COMPLETION, "invocationId": current.invocation_id}
+        if error is not None:
+            message["error"] = error
+        elif has_result:
+            message["result"] = result
+        await self.write(record(message))
+
+    # --- records from the client ------------------------------------------------------------------------------
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if self._closed or self.closing_slow:
+            return
+        try:
+            if text_data is None:
+                raise InvalidRecord("Binary frames are not supported; use the JSON protocol.")
+            self.check_size(text_data)
+        except ClientError as error:
+            await self.send_error(error)
+            return
+        except InvalidRecord as error:
+            await self.close_with(str(error))
+            return
+        if not text_data.endswith(RS):
+            await self.close_with("Every record must end with the record separator (0x1E).")
+            return
+        if not self.handshake_done:
+            await self.handshake(text_data)
+            return
+        if not self.user or not self.user.is_authenticated:
+            return
+        allowed = await self.check_rate()
+        for text in text_data.split(RS)[:-1]:
+            if self._closed:
+                return
+            try:
+                message = self.parse(text)
+            except InvalidRecord as error:
+                logger.info("signalr %s: invalid record (%s)", self.connection_id, error)
+                await self.close_with(f"Invalid record: {error}")
+                return
+            if not allowed:
+                if message["type"] in (INVOCATION, STREAM_INVOCATION) and message.get("invocationId") is not None:
+                    self.invocation = Invocation(message["invocationId"])
+                    await self.complete(error=ClientError("rate_limited").message)
+                    self.invocation = None
+                continue
+            await self.handle(message)
+
+    async def handshake(self, text: str) -> None:
+        first, _, rest = text.partition(RS)
+        try:
+            request = json.loads(first)
+        except ValueError:
+            request = None
+        if not isinstance(request, dict) or request.get("protocol") != "json" or request.get("version") != 1:
+            protocol = request.get("protocol") if isinstance(request, dict) else None
+            error = (
+                f"The protocol {protocol!r} is not supported; this server speaks 'json' version 1."
+                if isinstance(protocol, str)
+                else 'Invalid handshake: expected {"protocol":"json","version":1}.'
+            )
+            await self.write(record({"error": error[:200]}))
+            self._closed = True
+            await self.close(CLOSE_NORMAL)
+            return
+        self.handshake_done = True
+        await self.write(record({}))
+        if not await self.start_session():
+            return
+        self._pinger = asyncio.ensure_future(self._ping_loop())
+        if rest:
+            await self.receive(text_data=rest)
+
+    @staticmethod
+    def parse(text: str) -> dict[str, Any]:
+        try:
+            message = json.loads(text)
+        except RecursionError:
+            raise InvalidRecord("records must not nest that deeply.") from None
+        except ValueError:
+            raise InvalidRecord("not valid JSON.") from None
+        if not isinstance(message, dict):
+            raise InvalidRecord("a record must be a JSON object.")
+        kind = message.get("type")
+        if not isinstance(kind, int) or isinstance(kind, bool):
+            raise InvalidRecord('a record needs an integer "type".')
+        invocation_id = message.get("invocationId")
+        if invocation_id is not None and not isinstance(invocation_id, str):
+            raise InvalidRecord('"invocationId" must be a string.')
+        if kind in (INVOCATION, STREAM_INVOCATION):
+            if not isinstance(message.get("target"), str):
+                raise InvalidRecord('an invocation needs a "target" string.')
+            if not isinstance(message.get("arguments"), list):
+                raise InvalidRecord('an invocation needs an "arguments" array.')
+            if kind == STREAM_INVOCATION and invocation_id is None:
+                raise InvalidRecord('a stream invocation needs an "invocationId".')
+        return message
+
+    async def handle(self, message: dict[str, Any]) -> None:
+        kind = message["type"]
+        if kind == CLOSE:
+            self._closed = True
+            await self.close(CLOSE_NORMAL)
+            return
+        if kind in (PING, CANCEL_INVOCATION, STREAM_ITEM, COMPLETION) or kind not in (INVOCATION, STREAM_INVOCATION):
+            return  # pings keep the connection alive; there are no server streams; unknown types are ignored
+        self.invocation = Invocation(message.get("invocationId"))
+        try:
+            if kind == STREAM_INVOCATION:
+                raise ClientError("bad_request", "Streaming hub methods are not supported by this server.")
+            if message.get("streamIds"):
+                raise ClientError("bad_request", "Streaming arguments are not supported by this server.")
+            await self.invoke(message["target"], message["arguments"])
+        except ClientError as error:
+            logger.info(
+                "signalr %s user=%s: %s failed: %s",
+                self.connection_id,
+                self.user.get_username(),
+                message["target"][:40],
+                error.message,
+            )
+            await self.send_error(error)
+        except Exception:
+            logger.exception("signalr %s: %s failed", self.connection_id, message["target"][:40])
+            await self.complete(error=ClientError("internal_error").message)
+        else:
+            await self.complete()
+        finally:
+            self.invocation = None
+
+    async def invoke(self, target: str, arguments: list[Any]) -> None:
+        entry = HUB_METHODS.get(target.lower())
+        if entry is None:
+            raise ClientError("unknown_type", f"Unknown hub method {target[:40]!r}.")
+        name, count, method = entry
+        if len(arguments) != count:
+            plural = "" if count == 1 else "s"
+            raise ClientError("bad_request", f"{name} takes {count} argument{plural}; got {len(arguments)}.")
+        if not all(isinstance(argument, str) for argument in arguments):
+            raise ClientError("bad_request", f"The arguments of {name} must be strings.")
+        await method(self, *arguments)
+
+    # --- hub methods --------------------------------------------------------------------------------------------
+
+    async def subscribe_to_campaign(self, campaign_id: str) -> None:
+        await self.subscribe(campaign_id, family=TASK012)
+
+    async def join_campaign_group(self, campaign_id: str) -> None:
+        await self.subscribe(campaign_id, family=REALTIME_API)
+
+    async def leave(self, campaign_id: str) -> None:
+        await self.drop_subscription(campaign_id)  # leaving a group one is not in is not an error
+
+    async def get_campaign_snapshot(self, campaign_id: str) -> None:
+        snapshot = camel(await self.snapshot(await self.visible_campaign(campaign_id)))
+        await self.write(invocation("ReceiveCampaignSnapshot", snapshot))
+        await self.complete(snapshot, has_result=True)
+
+    async def request_campaign_status(self, campaign_id: str) -> None:
+        snapshot = camel(await self.snapshot(await self.visible_campaign(campaign_id)))
+        await self.write(invocation("OnCampaignStatusReceived", snapshot))
+
+    async def cancel(self, run_id: str) -> None:
+        run_id = await self.cancel_run(run_id)
+        await self.write(invocation("ReceiveCancellationAcknowledgement", run_id))
+
+
+Method = Callable[..., Awaitable[None]]
+# lower-cased name -> (name, number of arguments, method)
+HUB_METHODS: dict[str, tuple[str, int, Method]] = {
+    name.lower(): (name, 1, method)
+    for name, method in {
+        "SubscribeToCampaign": SignalRHubConsumer.subscribe_to_campaign,
+        "UnsubscribeFromCampaign": SignalRHubConsumer.leave,
+        "GetCampaignSnapshot": SignalRHubConsumer.get_campaign_snapshot,
+        "CancelRun": SignalRHubConsumer.cancel,
+        "JoinCampaignGroup": SignalRHubConsumer.join_campaign_group,
+        "LeaveCampaignGroup": SignalRHubConsumer.leave,
+        "RequestCampaignStatus": SignalRHubConsumer.request_campaign_status,
+    }.items()
+}

@@ -1,0 +1,224 @@
+// The real @microsoft/signalr client against the running server, for realtime/tests/test_signalr_client.py.
+//
+//   node hub_client.mjs <scenario>
+//
+// Environment: BASE_URL (http://127.0.0.1:PORT), HUB_USERNAME, HUB_PASSWORD, CAMPAIGN_ID, OTHER_CAMPAIGN_ID.
+// Prints one JSON object per line on stdout; the pytest test asserts on them. Client logs go to stderr.
+import * as signalR from "@microsoft/signalr";
+import WebSocket from "ws";
+
+const BASE_URL = process.env.BASE_URL;
+const HUB_URL = `${BASE_URL}/hubs/campaign`;
+const CAMPAIGN_ID = process.env.CAMPAIGN_ID;
+
+const out = (record) => console.log(JSON.stringify(record));
+const logger = {
+  log(level, message) {
+    if (level >= signalR.LogLevel.Information) process.stderr.write(`[signalr ${level}] ${message}\n`);
+  },
+};
+
+async function getToken() {
+  const response = await fetch(`${BASE_URL}/api/auth/token/`, {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ username: process.env.HUB_USERNAME, password: process.env.HUB_PASSWORD }),
+  });
+  if (!response.ok) throw new Error(`token: ${response.status}`);
+  return (await response.json()).access;
+}
+
+async function startRun(token) {
+  const response = await fetch(`${BASE_URL}/api/campaigns/${CAMPAIGN_ID}/runs/`, {
+    method: "POST",
+    headers: { "Content-Type": "application/json", Authorization: `Bearer ${token}` },
+    body: "{}",
+  });
+  if (response.status !== 202) throw new Error(`start run: ${response.status} ${await response.text()}`);
+  return (await response.json()).id;
+}
+
+function build(token, options = {}, reconnect = false) {
+  let builder = new signalR.HubConnectionBuilder()
+    .withUrl(HUB_URL, { accessTokenFactory: () => token, ...options })
+    .configureLogging(logger);
+  if (reconnect) builder = builder.withAutomaticReconnect();
+  return builder.build();
+}
+
+function waitFor(check, what, timeoutMs = 60000) {
+  return new Promise((resolve, reject) => {
+    const started = Date.now();
+    const timer = setInterval(() => {
+      if (check()) {
+        clearInterval(timer);
+        resolve();
+      } else if (Date.now() - started > timeoutMs) {
+        clearInterval(timer);
+        reject(new Error(`timed out waiting for ${what}`));
+      }
+    }, 20);
+  });
+}
+
+// The seed's realtime-api family: JoinCampaignGroup, then a run's events in order.
+async function realtimeApi() {
+  const token = await getToken();
+  const connection = build(token);
+  let completed = false;
+  connection.on("OnCampaignStarted", (campaignId) => out({ event: "OnCampaignStarted", campaignId }));
+  connection.on("OnChunkReceived", (chunk) => out({ event: "OnChunkReceived", chunk }));
+  connection.on("OnArtifactGenerated", (artifact) => out({ event: "OnArtifactGenerated", artifact }));
+  connection.on("OnComplianceCheckCompleted", (result) => out({ event: "OnComplianceCheckCompleted", result }));
+  connection.on("OnGenerationFailed", (error) => out({ event: "OnGenerationFailed", error }));
+  connection.on("OnCampaignCompleted", (campaignId) => {
+    out({ event: "OnCampaignCompleted", campaignId });
+    completed = true;
+  });
+  await connection.start();
+  out({ event: "connected", connectionId: connection.connectionId, state: connection.state });
+  const joined = await connection.invoke("JoinCampaignGroup", CAMPAIGN_ID);
+  out({ event: "joined", result: joined ?? null });
+  const runId = await startRun(token);
+  out({ event: "run_started", runId });
+  await waitFor(() => completed, "OnCampaignCompleted");
+  await connection.invoke("LeaveCampaignGroup", CAMPAIGN_ID);
+  await connection.stop();
+  out({ event: "stopped", state: connection.state });
+}
+
+// The task-012 family: SubscribeToCampaign, GetCampaignSnapshot, events with sequences, CancelRun.
+async function task012() {
+  const token = await getToken();
+  const connection = build(token);
+  let runId = null;
+  let cancelRequested = false;
+  let acknowledged = false;
+  let cancelled = false;
+  connection.on("ReceiveCampaignSnapshot", (snapshot) => out({ event: "ReceiveCampaignSnapshot", snapshot }));
+  connection.on("ReceiveArtifactUpdate", (update) => out({ event: "ReceiveArtifactUpdate", update }));
+  connection.on("ReceiveCancellationAcknowledgement", (id) => {
+    out({ event: "ReceiveCancellationAcknowledgement", runId: id });
+    acknowledged = true;
+  });
+  connection.on("ReceiveOrchestrationEvent", (evt) => {
+    out({ event: "ReceiveOrchestrationEvent", evt });
+    if (evt.event === "run.cancelled") cancelled = true;
+    if (evt.event === "artifact.generated" && !cancelRequested) {
+      cancelRequested = true;
+      connection
+        .invoke("CancelRun", evt.runId)
+        .then(() => out({ event: "cancel_completed" }))
+        .catch((error) => out({ event: "cancel_failed", error: String(error.message) }));
+    }
+  });
+  await connection.start();
+  await connection.invoke("SubscribeToCampaign", CAMPAIGN_ID);
+  const snapshot = await connection.invoke("GetCampaignSnapshot", CAMPAIGN_ID);
+  out({ event: "snapshot_result", snapshot });
+  runId = await startRun(token);
+  out({ event: "run_started", runId });
+  await waitFor(() => acknowledged && cancelled, "the cancellation");
+  const after = await connection.invoke("GetCampaignSnapshot", CAMPAIGN_ID);
+  out({ event: "snapshot_after", snapshot: after });
+  await connection.stop();
+}
+
+// withAutomaticReconnect(): the test restarts the server; the client re-joins in onreconnected.
+async function reconnect() {
+  const token = await getToken();
+  const connection = build(token, {}, true);
+  let done = false;
+  connection.on("OnCampaignCompleted", (campaignId) => {
+    out({ event: "OnCampaignCompleted", campaignId });
+    done = true;
+  });
+  connection.onreconnecting((error) => out({ event: "reconnecting", error: error ? String(error.message) : null }));
+  connection.onreconnected(async (connectionId) => {
+    out({ event: "reconnected", connectionId });
+    await connection.invoke("JoinCampaignGroup", CAMPAIGN_ID);
+    out({ event: "rejoined" });
+  });
+  connection.onclose((error) => out({ event: "closed", error: error ? String(error.message) : null }));
+  await connection.start();
+  await connection.invoke("JoinCampaignGroup", CAMPAIGN_ID);
+  out({ event: "joined", connectionId: connection.connectionId });
+  await waitFor(() => done, "OnCampaignCompleted after the reconnect", 90000);
+  await connection.stop();
+}
+
+// Refusals with readable errors, skipNegotiation, and a malformed record closing only its own connection.
+async function refusals() {
+  const bad = build("not-a-valid-token");
+  try {
+    await bad.start();
+    out({ event: "bad_token", ok: true });
+  } catch (error) {
+    out({ event: "bad_token", ok: false, error: String(error.message) });
+  }
+
+  const badSkip = build("not-a-valid-token", { skipNegotiation: true, transport: signalR.HttpTransportType.WebSockets });
+  try {
+    await badSkip.start();
+    out({ event: "bad_token_skip_negotiation", ok: true });
+  } catch (error) {
+    out({ event: "bad_token_skip_negotiation", ok: false, error: String(error.message) });
+  }
+
+  const token = await getToken();
+  const connection = build(token);
+  await connection.start();
+  try {
+    await connection.invoke("JoinCampaignGroup", process.env.OTHER_CAMPAIGN_ID);
+    out({ event: "foreign_campaign", ok: true });
+  } catch (error) {
+    out({ event: "foreign_campaign", ok: false, error: String(error.message) });
+  }
+  try {
+    await connection.invoke("NoSuchMethod", CAMPAIGN_ID);
+    out({ event: "unknown_method", ok: true });
+  } catch (error) {
+    out({ event: "unknown_method", ok: false, error: String(error.message) });
+  }
+
+  const skip = build(token, { skipNegotiation: true, transport: signalR.HttpTransportType.WebSockets });
+  await skip.start();
+  await skip.invoke("JoinCampaignGroup", CAMPAIGN_ID);
+  out({ event: "skip_negotiation", ok: true, state: skip.state });
+  await skip.stop();
+
+  // A raw WebSocket speaking the protocol badly, next to the real client.
+  const raw = new WebSocket(`${HUB_URL.replace(/^http/, "ws")}?access_token=${token}`);
+  const received = [];
+  const closed = new Promise((resolve) => raw.on("close", (code) => resolve(code)));
+  raw.on("message", (data) => received.push(String(data)));
+  await new Promise((resolve, reject) => {
+    raw.on("open", resolve);
+    raw.on("error", reject);
+  });
+  raw.send('{"protocol":"json","version":1}\x1e');
+  await waitFor(() => received.length >= 1, "the handshake answer", 5000);
+  raw.send("this is not json\x1e");
+  const code = await closed;
+  out({ event: "malformed", received, code });
+
+  await connection.invoke("JoinCampaignGroup", CAMPAIGN_ID);
+  out({ event: "other_connection_still_works", state: connection.state });
+  await connection.stop();
+}
+
+const scenarios = { "realtime-api": realtimeApi, task012, reconnect, refusals };
+const scenario = scenarios[process.argv[2]];
+if (!scenario) {
+  console.error(`unknown scenario ${process.argv[2]}; one of ${Object.keys(scenarios).join(", ")}`);
+  process.exit(2);
+}
+scenario()
+  .then(() => {
+    out({ event: "done" });
+    process.exit(0);
+  })
+  .catch((error) => {
+    out({ event: "error", error: String(error && error.stack ? error.stack : error) });
+    process.exit(1);
+  });

@@ -1,0 +1,647 @@
+"""The SignalR-compatible hub (docs/SIGNALR.md) through the ASGI application: negotiate, handshake,
+records, every message type, both method families. The real npm client: test_signalr_client.py."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+from channels.db import database_sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.db import connections
+from django.test import Client
+from rest_framework_simplejwt.tokens import AccessToken
+
+from campaigns.tests.factories import ArtifactFactory, CampaignFactory, RunFactory, UserFactory
+from marketing_agents.asgi import application
+from realtime import signalr
+from realtime.events import publish, publish_transient
+from realtime.hub import get_hub
+from realtime.signalr import RS, camel, check_connection_token, connection_token
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+db = database_sync_to_async
+PATH = "/hubs/campaign"
+NEGOTIATE = "/hubs/campaign/negotiate"
+HANDSHAKE = '{"protocol":"json","version":1}' + RS
+
+
+def token_for(user) -> str:
+    return str(AccessToken.for_user(user))
+
+
+def rec(message: dict[str, Any]) -> str:
+    return json.dumps(message) + RS
+
+
+def invoke(target: str, *arguments: Any, invocation_id: str | None = None) -> str:
+    message: dict[str, Any] = {"type": 1, "target": target, "arguments": list(arguments)}
+    if invocation_id is not None:
+        message["invocationId"] = invocation_id
+    return rec(message)
+
+
+class Hub:
+    """A hub connection seen from the client: raw frames in, records out."""
+
+    def __init__(self, comm: WebsocketCommunicator) -> None:
+        self.comm = comm
+        self.pending: list[Any] = []
+
+    async def send(self, text: str) -> None:
+        await self.comm.send_input({"type": "websocket.receive", "text": text})
+
+    async def next(self, timeout: float = 5) -> Any:
+        """The next record (a dict), or the websocket.close output."""
+        while not self.pending:
+            output = await self.comm.receive_output(timeout)
+            if output["type"] == "websocket.close":
+                return output
+            assert output["text"].endswith(RS), output
+            self.pending = [json.loads(part) for part in output["text"].split(RS)[:-1]]
+        return self.pending.pop(0)
+
+    async def call(self, target: str, *arguments: Any, invocation_id: str = "1") -> dict[str, Any]:
+        """Invoke and return the Completion (client-method calls arriving before it are kept in ``calls``)."""
+        await self.send(invoke(target, *arguments, invocation_id=invocation_id))
+        self.calls: list[dict[str, Any]] = []
+        while True:
+            message = await self.next()
+            if message.get("type") == 3 and message.get("invocationId") == invocation_id:
+                return message
+            self.calls.append(message)
+
+    async def until(self, target: str, timeout: float = 5) -> list[dict[str, Any]]:
+        """Records up to and including the first call of ``target``."""
+        seen = []
+        while True:
+            message = await self.next(timeout)
+            assert message.get("type") != "websocket.close", (target, seen)
+            if message.get("type") == 6:
+                continue
+            seen.append(message)
+            if message.get("type") == 1 and message["target"] == target:
+                return seen
+
+    async def quiet(self, timeout: float = 0.4) -> bool:
+        return not self.pending and await self.comm.receive_nothing(timeout=timeout, interval=0.02)
+
+
+@pytest.fixture
+async def hub(transactional_db):
+    opened: list[WebsocketCommunicator] = []
+
+    async def open_hub(user=None, *, path: str | None = None, handshake: bool = True) -> Hub:
+        if path is None:
+            path = f"{PATH}?id={connection_token(signalr.new_connection_id())}"
+            if user is not None:
+                path += f"&access_token={token_for(user)}"
+        comm = WebsocketCommunicator(application, path)
+        opened.append(comm)
+        connected, _ = await comm.connect(timeout=5)
+        assert connected, "the WebSocket was refused"
+        connection = Hub(comm)
+        if handshake:
+            await connection.send(HANDSHAKE)
+            assert await connection.next() == {}
+        return connection
+
+    yield open_hub
+
+    for comm in opened:
+        try:
+            await comm.disconnect(timeout=2)
+        except (Exception, asyncio.CancelledError):  # finished already (closed, or cancelled by the test)
+            pass
+    hub_instance = get_hub()
+    for _ in range(200):
+        pending = [task for task in hub_instance._tasks if not task.done()]
+        if not pending:
+            break
+        for task in pending:
+            task.cancel()
+        await asyncio.wait(pending, timeout=0.05)
+    await db(connections.close_all)()
+
+
+@pytest.fixture
+def users(transactional_db):
+    return {"alice": UserFactory(username="alice"), "bob": UserFactory(username="bob")}
+
+
+def assert_readable(error: str) -> None:
+    assert isinstance(error, str) and error.strip()
+    assert "Traceback" not in error and "File " not in error and "Exception" not in error
+
+
+# --- negotiate ---------------------------------------------------------------------------------------------
+
+
+def test_negotiate_version_1(users):
+    response = Client().post(
+        f"{NEGOTIATE}?negotiateVersion=1", HTTP_AUTHORIZATION=f"Bearer {token_for(users['alice'])}"
+    )
+    assert response.status_code == 200
+    body = response.json()
+    assert set(body) == {"negotiateVersion", "connectionId", "connectionToken", "availableTransports"}
+    assert body["negotiateVersion"] == 1
+    assert body["availableTransports"] == [{"transport": "WebSockets", "transferFormats": ["Text"]}]
+    for value in (body["connectionId"], body["connectionToken"]):
+        assert all(c.isalnum() or c in "-_." for c in value), value
+    assert check_connection_token(body["connectionToken"]) == body["connectionId"]
+    assert "ProtocolVersion" not in body and "useStatefulReconnect" not in body
+
+
+def test_negotiate_version_0_has_no_connection_token(users):
+    response = Client().post(NEGOTIATE, HTTP_AUTHORIZATION=f"Bearer {token_for(users['alice'])}")
+    body = response.json()
+    assert response.status_code == 200
+    assert set(body) == {"connectionId", "availableTransports"}
+    assert check_connection_token(body["connectionId"]) is not None  # the id is what goes in ?id=
+
+
+def test_negotiate_with_the_session(users):
+    client = Client()
+    client.force_login(users["alice"])
+    assert client.post(f"{NEGOTIATE}?negotiateVersion=1").status_code == 200
+
+
+@pytest.mark.parametrize("authorization", [None, "Bearer not-a-token"])
+def test_negotiate_without_authentication_is_401(users, authorization):
+    extra = {"HTTP_AUTHORIZATION": authorization} if authorization else {}
+    response = Client().post(f"{NEGOTIATE}?negotiateVersion=1", **extra)
+    assert response.status_code == 401
+    assert_readable(response.json()["error"])
+
+
+def test_negotiate_needs_post(users):
+    client = Client()
+    client.force_login(users["alice"])
+    assert client.get(NEGOTIATE).status_code == 405
+
+
+def test_negotiate_is_csrf_exempt(users):
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(users["alice"])
+    assert client.post(f"{NEGOTIATE}?negotiateVersion=1").status_code == 200
+
+
+def test_cors_preflight_allows_the_signalr_headers(users, settings):
+    settings.CORS_ALLOWED_ORIGINS = ["http://app.example"]
+    response = Client().options(
+        f"{NEGOTIATE}?negotiateVersion=1",
+        HTTP_ORIGIN="http://app.example",
+        HTTP_ACCESS_CONTROL_REQUEST_METHOD="POST",
+        HTTP_ACCESS_CONTROL_REQUEST_HEADERS="authorization,x-requested-with,x-signalr-user-agent",
+    )
+    assert response.status_code == 200
+    assert response["Access-Control-Allow-Origin"] == "http://app.example"
+    assert response["Access-Control-Allow-Credentials"] == "true"
+    allowed = {h.strip() for h in response["Access-Control-Allow-Headers"].split(",")}
+    assert {"authorization", "x-requested-with", "x-signalr-user-agent"} <= allowed
+    post = Client().post(
+        f"{NEGOTIATE}?negotiateVersion=1",
+        HTTP_ORIGIN="http://app.example",
+        HTTP_AUTHORIZATION=f"Bearer {token_for(users['alice'])}",
+    )
+    assert post["Access-Control-Allow-Origin"] == "http://app.example"
+
+
+def test_cors_preflight_from_a_foreign_origin_is_not_allowed(settings):
+    settings.CORS_ALLOWED_ORIGINS = ["http://app.example"]
+    response = Client().options(NEGOTIATE, HTTP_ORIGIN="http://evil.example", HTTP_ACCESS_CONTROL_REQUEST_METHOD="POST")
+    assert "Access-Control-Allow-Origin" not in response
+
+
+def test_connection_tokens_expire_and_are_tamper_proof():
+    token = connection_token("abc")
+    assert check_connection_token(token) == "abc"
+    assert check_connection_token(token, max_age=-1) is None
+    assert check_connection_token(token[:-1] + ("A" if token[-1] != "A" else "B")) is None
+    assert check_connection_token("abc") is None
+
+
+def test_camel_case_keys_recursively_but_never_values():
+    data = {"campaign_id": "camp_a_b", "data": {"is_compliant": True, "issues": [{"artifact_type": "Copy"}]}}
+    assert camel(data) == {
+        "campaignId": "camp_a_b",
+        "data": {"isCompliant": True, "issues": [{"artifactType": "Copy"}]},
+    }
+    assert camel({"content": "snake_case_text"}) == {"content": "snake_case_text"}
+
+
+# --- connect and handshake ------------------------------------------------------------------------------------
+
+
+async def test_handshake_answers_an_empty_object(hub, users):
+    connection = await hub(users["alice"], handshake=False)
+    await connection.send(HANDSHAKE)
+    output = await connection.comm.receive_output(5)
+    assert output["text"] == "{}" + RS
+
+
+async def test_handshake_followed_by_a_ping_in_the_same_frame(hub, users):
+    connection = await hub(users["alice"], handshake=False)
+    await connection.send(HANDSHAKE + rec({"type": 6}))
+    assert await connection.next() == {}
+    assert await connection.quiet()
+
+
+@pytest.mark.parametrize(
+    "request_text",
+    ['{"protocol":"messagepack","version":1}', '{"protocol":"json","version":2}', "not json"],
+)
+async def test_another_protocol_gets_a_handshake_error_and_close(hub, users, request_text):
+    connection = await hub(users["alice"], handshake=False)
+    await connection.send(request_text + RS)
+    answer = await connection.next()
+    assert set(answer) == {"error"}
+    assert_readable(answer["error"])
+    assert (await connection.next())["type"] == "websocket.close"
+
+
+async def test_unknown_connection_id_is_refused(users):
+    comm = WebsocketCommunicator(application, f"{PATH}?id=forged&access_token={token_for(users['alice'])}")
+    connected, _ = await comm.connect(timeout=5)
+    assert not connected
+
+
+async def test_expired_connection_id_is_refused(users, monkeypatch):
+    token = connection_token("abc")
+    monkeypatch.setattr(signalr, "CONNECTION_TOKEN_MAX_AGE", -1)
+    comm = WebsocketCommunicator(application, f"{PATH}?id={token}&access_token={token_for(users['alice'])}")
+    connected, _ = await comm.connect(timeout=5)
+    assert not connected
+
+
+async def test_skip_negotiation_no_id_is_accepted(hub, users):
+    connection = await hub(path=f"{PATH}?access_token={token_for(users['alice'])}")
+    campaign = await db(CampaignFactory)(owner=users["alice"])
+    assert await connection.call("JoinCampaignGroup", campaign.public_id) == {"type": 3, "invocationId": "1"}
+
+
+async def test_bearer_header_authenticates(users):
+    comm = WebsocketCommunicator(
+        application, PATH, headers=[(b"authorization", f"Bearer {token_for(users['alice'])}".encode())]
+    )
+    assert (await comm.connect(timeout=5))[0]
+    connection = Hub(comm)
+    await connection.send(HANDSHAKE)
+    assert await connection.next() == {}
+    assert await connection.quiet()
+    await comm.disconnect()
+
+
+@pytest.mark.parametrize("token", [None, "garbage"])
+async def test_unauthenticated_gets_a_close_message_after_the_handshake(hub, users, token):
+    path = PATH if token is None else f"{PATH}?access_token={token}"
+    connection = await hub(path=path)
+    close = await connection.next()
+    assert close["type"] == 7 and close.get("allowReconnect") is not True
+    assert_readable(close["error"])
+    assert "Authentication required" in close["error"]
+    assert (await connection.next())["type"] == "websocket.close"
+
+
+# --- messages ---------------------------------------------------------------------------------------------------
+
+
+async def test_two_invocations_in_one_frame_get_two_completions(hub, users):
+    campaign = await db(CampaignFactory)(owner=users["alice"])
+    connection = await hub(users["alice"])
+    await connection.send(
+        invoke("JoinCampaignGroup", campaign.public_id, invocation_id="a")
+        + invoke("LeaveCampaignGroup", campaign.public_id, invocation_id="b")
+    )
+    assert await connection.next() == {"type": 3, "invocationId": "a"}
+    assert await connection.next() == {"type": 3, "invocationId": "b"}
+
+
+async def test_an_invocation_without_id_gets_no_answer(hub, users):
+    campaign = await db(CampaignFactory)(owner=users["alice"])
+    connection = await hub(users["alice"])
+    await connection.send(invoke("JoinCampaignGroup", campaign.public_id) + invoke("NoSuchMethod"))
+    assert await connection.quiet()
+    await db(publish)(campaign, "campaign.started", {"run_id": "run_x", "plan": []})
+    assert (await connection.next())["target"] == "OnCampaignStarted"  # the send did subscribe
+
+
+async def test_method_names_are_case_insensitive(hub, users):
+    campaign = await db(CampaignFactory)(owner=users["alice"])
+    connection = await hub(users["alice"])
+    assert await connection.call("joincampaigngroup", campaign.public_id) == {"type": 3, "invocationId": "1"}
+
+
+async def test_unknown_method_is_a_readable_completion_error(hub, users):
+    connection = await hub(users["alice"])
+    answer = await connection.call("DropAllTables")
+    assert set(answer) == {"type", "invocationId", "error"}
+    assert_readable(answer["error"])
+    assert "DropAllTables" in answer["error"]
+    assert await connection.call("Ping") is not None  # still usable
+
+
+@pytest.mark.parametrize("arguments", [[], ["a", "b"], [42], [None], [{"campaignId": "x"}]])
+async def test_bad_arguments_are_a_readable_completion_error(hub, users, arguments):
+    connection = await hub(users["alice"])
+    answer = await connection.call("JoinCampaignGroup", *arguments)
+    assert_readable(answer["error"])
+    assert "JoinCampaignGroup" in answer["error"]
+
+
+@pytest.mark.parametrize(
+    "method", ["JoinCampaignGroup", "SubscribeToCampaign", "GetCampaignSnapshot", "RequestCampaignStatus"]
+)
+async def test_another_users_campaign_is_not_found_like_a_missing_one(hub, users, method):
+    bobs = await db(CampaignFactory)(owner=users["bob"])
+    connection = await hub(users["alice"])
+    foreign = await connection.call(method, bobs.public_id, invocation_id="f")
+    missing = await connection.call(method, "camp_doesnotexist", invocation_id="m")
+    assert foreign["error"] == missing["error"] == "Campaign not found."
+    assert "result" not in foreign
+
+
+async def test_stream_invocation_is_a_completion_error(hub, users):
+    connection = await hub(users["alice"])
+    await connection.send(rec({"type": 4, "invocationId": "s", "target": "Anything", "arguments": []}))
+    answer = await connection.next()
+    assert answer["type"] == 3 and answer["invocationId"] == "s"
+    assert_readable(answer["error"])
+    assert "result" not in answer
+
+
+async def test_cancel_invocation_stream_item_completion_and_ping_are_ignored(hub, users):
+    connection = await hub(users["alice"])
+    await connection.send(
+        rec({"type": 5, "invocationId": "x"})
+        + rec({"type": 2, "invocationId": "x", "item": 1})
+        + rec({"type": 3, "invocationId": "x", "result": 1})
+        + rec({"type": 6})
+    )
+    assert await connection.quiet()
+    assert (await connection.call("JoinCampaignGroup", "camp_nope"))["error"] == "Campaign not found."
+
+
+async def test_close_message_from_the_client_closes(hub, users):
+    connection = await hub(users["alice"])
+    await connection.send(rec({"type": 7}))
+    assert (await connection.next())["type"] == "websocket.close"
+
+
+async def test_server_pings_when_idle(hub, users, settings):
+    settings.WS_PING_INTERVAL_SECONDS = 1
+    connection = await hub(users["alice"])
+    assert await connection.next(timeout=3) == {"type": 6}
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "not json" + RS,
+        "[1,2]" + RS,
+        '{"target":"JoinCampaignGroup"}' + RS,
+        '{"type":"1","target":"x","arguments":[]}' + RS,
+        '{"type":1,"arguments":[]}' + RS,
+        '{"type":1,"target":"x","arguments":"camp_a"}' + RS,
+        '{"type":1,"invocationId":7,"target":"x","arguments":[]}' + RS,
+        '{"type":6}',  # no record separator
+    ],
+)
+async def test_an_invalid_record_closes_only_that_connection(hub, users, bad):
+    campaign = await db(CampaignFactory)(owner=users["alice"])
+    broken = await hub(users["alice"])
+    other = await hub(users["alice"])
+    await broken.send(bad)
+    close = await broken.next()
+    assert close["type"] == 7
+    assert_readable(close["error"])
+    assert (await broken.next())["type"] == "websocket.close"
+    assert await other.call("JoinCampaignGroup", campaign.public_id) == {"type": 3, "invocationId": "1"}
+
+
+async def test_binary_frames_close_the_connection(hub, users):
+    connection = await hub(users["alice"])
+    await connection.comm.send_input({"type": "websocket.receive", "bytes": b"\x01"})
+    assert (await connection.next())["type"] == 7
+
+
+async def test_a_frame_over_the_limit_is_closed_with_a_reason(hub, users):
+    connection = await hub(users["alice"])
+    await connection.send(invoke("JoinCampaignGroup", "x" * 200_000, invocation_id="big"))
+    close = await connection.next()
+    assert close["type"] == 7 and "KB" in close["error"]
+
+
+# --- the task-012 family ----------------------------------------------------------------------------------------
+
+
+async def test_task012_family_gets_receive_orchestration_event_in_camel_case(hub, users):
+    campaign = await db(CampaignFactory)(owner=users["alice"])
+    run = await db(RunFactory)(campaign=campaign, state="generating")
+    artifact = await db(ArtifactFactory)(run=run, type="Copy")
+    connection = await hub(users["alice"])
+    assert await connection.call("SubscribeToCampaign", campaign.public_id) == {"type": 3, "invocationId": "1"}
+    await db(publish)(
+        campaign, "orchestration.state_changed", {"state": "generating", "previous_state": "planning"}, run
+    )
+    from campaigns.payloads import artifact_payload
+
+    payload = await db(artifact_payload)(artifact)
+    await db(publish)(campaign, "artifact.generated", {"artifact": payload}, run)
+
+    first = await connection.next()
+    assert first["type"] == 1 and "invocationId" not in first
+    assert first["target"] == "ReceiveOrchestrationEvent"
+    evt = first["arguments"][0]
+    assert evt["event"] == "orchestration.state_changed"
+    assert evt["campaignId"] == campaign.public_id and evt["runId"] == run.public_id
+    assert evt["sequence"] == 1 and "emittedAt" in evt
+    assert evt["data"] == {"state": "generating", "previousState": "planning"}
+
+    second, update = await connection.next(), await connection.next()
+    assert second["target"] == "ReceiveOrchestrationEvent" and second["arguments"][0]["sequence"] == 2
+    assert update["target"] == "ReceiveArtifactUpdate" and "invocationId" not in update
+    sent = update["arguments"][0]
+    assert sent["campaignId"] == campaign.public_id and sent["sequence"] == 2
+    assert sent["artifact"]["id"] == artifact.public_id and sent["artifact"]["content"] == artifact.content
+    assert {"campaignId", "createdAt", "agentName", "runId"} <= set(sent["artifact"])
+
+
+async def test_get_campaign_snapshot_returns_and_sends_it(hub, users):
+    campaign = await db(CampaignFactory)(owner=users["alice"])
+    connection = await hub(users["alice"])
+    answer = await connection.call("GetCampaignSnapshot", campaign.public_id)
+    snapshot = answer["result"]
+    assert "error" not in answer
+    assert snapshot["campaignId"] == campaign.public_id and snapshot["currentState"] == "idle"
+    assert {"lastEventSequence", "completedArtifacts", "pendingArtifacts", "auditStatus"} <= set(snapshot)
+    assert [c["target"] for c in connection.calls] == ["ReceiveCampaignSnapshot"]
+    assert connection.calls[0]["arguments"] == [snapshot]
+
+
+async def test_cancel_run_is_acknowledged(hub, users):
+    campaign = await db(CampaignFactory)(owner=users["alice"])
+    run = await db(RunFactory)(campaign=campaign, state="generating")
+    connection = await hub(users["alice"])
+    await connection.call("SubscribeToCampaign", campaign.public_id, invocation_id="s")
+    answer = await connection.call("CancelRun", run.public_id, invocation_id="c")
+    assert answer == {"type": 3, "invocationId": "c"}
+    acks = [c for c in connection.calls if c.get("target") == "ReceiveCancellationAcknowledgement"]
+    assert acks == [{"type": 1, "target": "ReceiveCancellationAcknowledgement", "arguments": [run.public_id]}]
+    seen = connection.calls + await connection.until("ReceiveOrchestrationEvent")
+    events = [c["arguments"][0]["event"] for c in seen if c.get("target") == "ReceiveOrchestrationEvent"]
+    while "run.cancelled" not in events:
+        events.append((await connection.until("ReceiveOrchestrationEvent"))[-1]["arguments"][0]["event"])
+    assert "run.cancelled" in events
+
+
+async def test_cancel_of_a_foreign_or_finished_run_is_a_readable_error(hub, users):
+    bobs = await db(RunFactory)(campaign=await db(CampaignFactory)(owner=users["bob"]), state="generating")
+    done = await db(RunFactory)(campaign=await db(CampaignFactory)(owner=users["alice"]), state="completed")
+    connection = await hub(users["alice"])
+    assert (await connection.call("CancelRun", bobs.public_id))["error"] == "Run not found."
+    error = (await connection.call("CancelRun", done.public_id))["error"]
+    assert_readable(error)
+    assert "completed" in error
+
+
+# --- the realtime-api family ------------------------------------------------------------------------------------
+
+
+async def test_realtime_api_family_gets_its_client_methods(hub, users):
+    campaign = await db(CampaignFactory)(owner=users["alice"])
+    run = await db(RunFactory)(campaign=campaign, state="generating")
+    artifact = await db(ArtifactFactory)(run=run, type="ShortCopy")
+    from campaigns.payloads import artifact_payload
+
+    payload = await db(artifact_payload)(artifact)
+    connection = await hub(users["alice"])
+    assert await connection.call("JoinCampaignGroup", campaign.public_id) == {"type": 3, "invocationId": "1"}
+
+    await db(publish)(campaign, "campaign.started", {"run_id": run.public_id, "plan": ["Copy"]}, run)
+    await db(publish)(campaign, "progress", {"percentage": 10, "message": "working"}, run)  # no method: not sent
+    await db(publish_transient)(
+        campaign,
+        "artifact.chunk",
+        {"artifact_type": "Copy", "chunk": "Hel", "chunk_index": 0, "is_complete": False},
+        run,
+    )
+    await db(publish)(campaign, "artifact.generated", {"artifact": payload}, run)
+    audit = {
+        "is_compliant": True,
+        "compliance_score": 92,
+        "issues": [{"artifact_type": "Copy", "issue_description": "fine", "severity": "Low"}],
+        "feedback": "ok",
+        "audited_at": "2026-11-22T03:40:00Z",
+    }
+    await db(publish)(campaign, "compliance.completed", audit, run)
+    await db(publish)(
+        campaign, "generation.failed", {"error_message": "boom", "failed_at": "2026-11-22T03:41:00Z"}, run
+    )
+    await db(publish)(campaign, "campaign.completed", {"run_id": run.public_id}, run)
+
+    calls = await connection.until("OnCampaignCompleted")
+    assert all("invocationId" not in c for c in calls)
+    by_target = {c["target"]: c["arguments"] for c in calls}
+    assert [c["target"] for c in calls] == [
+        "OnCampaignStarted",
+        "OnChunkReceived",
+        "OnArtifactGenerated",
+        "OnComplianceCheckCompleted",
+        "OnGenerationFailed",
+        "OnCampaignCompleted",
+    ]
+    assert by_target["OnCampaignStarted"] == [campaign.public_id]
+    assert by_target["OnCampaignCompleted"] == [campaign.public_id]
+    chunk = by_target["OnChunkReceived"][0]
+    assert {k: chunk[k] for k in ("campaignId", "artifactType", "chunk", "isComplete")} == {
+        "campaignId": campaign.public_id,
+        "artifactType": "Copy",
+        "chunk": "Hel",
+        "isComplete": False,
+    }
+    generated = by_target["OnArtifactGenerated"][0]
+    assert {"id", "campaignId", "type", "content", "metadata", "createdAt", "agentName"} <= set(generated)
+    assert generated["type"] == "ShortCopy" and generated["content"] == artifact.content
+    compliance = by_target["OnComplianceCheckCompleted"][0]
+    assert compliance["campaignId"] == campaign.public_id and compliance["isCompliant"] is True
+    assert compliance["complianceScore"] == 92 and compliance["auditedAt"] == "2026-11-22T03:40:00Z"
+    assert compliance["issues"] == [{"artifactType": "Copy", "issueDescription": "fine", "severity": "Low"}]
+    failed = by_target["OnGenerationFailed"][0]
+    assert failed["campaignId"] == campaign.public_id and failed["errorMessage"] == "boom"
+    assert failed["failedAt"] == "2026-11-22T03:41:00Z"
+
+
+async def test_request_campaign_status_answers_on_campaign_status_received(hub, users):
+    campaign = await db(CampaignFactory)(owner=users["alice"])
+    connection = await hub(users["alice"])
+    answer = await connection.call("RequestCampaignStatus", campaign.public_id)
+    assert answer == {"type": 3, "invocationId": "1"}
+    assert [c["target"] for c in connection.calls] == ["OnCampaignStatusReceived"]
+    assert connection.calls[0]["arguments"][0]["campaignId"] == campaign.public_id
+
+
+async def test_families_are_per_subscription(hub, users):
+    campaign = await db(CampaignFactory)(owner=users["alice"])
+    task012 = await hub(users["alice"])
+    seed = await hub(users["alice"])
+    await task012.call("SubscribeToCampaign", campaign.public_id)
+    await seed.call("JoinCampaignGroup", campaign.public_id)
+    await db(publish)(campaign, "campaign.completed", {"run_id": None})
+    assert (await task012.next())["target"] == "ReceiveOrchestrationEvent"
+    assert (await seed.next())["arguments"] == [campaign.public_id]
+
+
+async def test_leave_stops_the_events(hub, users):
+    campaign = await db(CampaignFactory)(owner=users["alice"])
+    connection = await hub(users["alice"])
+    await connection.call("JoinCampaignGroup", campaign.public_id, invocation_id="j")
+    assert await connection.call("LeaveCampaignGroup", campaign.public_id, invocation_id="l") == {
+        "type": 3,
+        "invocationId": "l",
+    }
+    await db(publish)(campaign, "campaign.completed", {"run_id": None})
+    assert await connection.quiet(0.5)
+    await connection.call("SubscribeToCampaign", campaign.public_id, invocation_id="s")
+    assert await connection.call("UnsubscribeFromCampaign", campaign.public_id, invocation_id="u") == {
+        "type": 3,
+        "invocationId": "u",
+    }
+
+
+async def test_system_notices_reach_hub_clients(hub, users):
+    from realtime.services import notice_send
+
+    connection = await hub(users["alice"])
+    await connection.call("JoinCampaignGroup", "camp_missing")  # the hub is running
+    await db(notice_send)(level="warning", message="Maintenance at noon", sent_by=None)
+    call = await connection.until("ReceiveSystemNotice")
+    assert call[-1]["arguments"][0]["message"] == "Maintenance at noon"
+
+
+async def test_server_shutdown_sends_close_with_allow_reconnect(hub, users):
+    connection = await hub(users["alice"])
+    assert "error" in await connection.call("JoinCampaignGroup", "camp_missing")  # the session is set up
+    connection.comm.future.cancel()  # what daphne does to every application when it stops
+    await asyncio.sleep(0.5)
+    outputs = []
+    while not connection.comm.output_queue.empty():
+        outputs.append(connection.comm.output_queue.get_nowait())
+    texts = [o["text"] for o in outputs if o["type"] == "websocket.send"]
+    assert texts == [
+        json.dumps({"type": 7, "error": "The server is shutting down.", "allowReconnect": True}, separators=(",", ":"))
+        + RS
+    ]
+    assert outputs[-1]["type"] == "websocket.close"
+    assert not signalr.shutting_down()  # only a real daphne process turns new connections away
+
+
+async def test_while_shutting_down_new_connections_and_negotiations_are_refused(hub, users, monkeypatch):
+    monkeypatch.setitem(signalr._shutdown, "started", True)
+    comm = WebsocketCommunicator(application, f"{PATH}?access_token={token_for(users['alice'])}")
+    assert not (await comm.connect(timeout=5))[0]
+    response = await db(Client().post)(NEGOTIATE, HTTP_AUTHORIZATION=f"Bearer {token_for(users['alice'])}")
+    assert response.status_code == 503 and "shutting down" in response.json()["error"]
