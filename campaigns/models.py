@@ -125,10 +125,6 @@ class OrchestrationRun(models.Model):
     def __str__(self) -> str:
         return f"{self.public_id} ({self.state})"
 
-    @property
-    def is_finished(self) -> bool:
-        return self.state in FINISHED_STATES
-
 
 class StepStatus(models.TextChoices):
     PENDING = "pending"  # waiting for the steps it depends on

@@ -9,7 +9,7 @@ from django.db.models import Case, IntegerField, OuterRef, QuerySet, Subquery, V
 from django.db.models.functions import Coalesce
 
 from campaigns.errors import NotFound
-from campaigns.models import ARTIFACT_ORDER, Artifact, Campaign, CampaignEvent, OrchestrationRun
+from campaigns.models import ARTIFACT_ORDER, FINISHED_STATES, Artifact, Campaign, CampaignEvent, OrchestrationRun
 
 EVENTS_MAX_LIMIT = 1000
 PUBLIC_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -48,6 +48,15 @@ def run_get_visible(user: AbstractBaseUser | AnonymousUser, public_id: str) -> O
     if run is None:
         raise NotFound("Run not found.")
     return run
+
+
+def runs_active(limit: int = 200) -> QuerySet[OrchestrationRun]:
+    """Runs not finished yet, across all campaigns, newest first (the operators' view)."""
+    return (
+        OrchestrationRun.objects.exclude(state__in=FINISHED_STATES)
+        .select_related("campaign", "campaign__owner")
+        .order_by("-created_at")[:limit]
+    )
 
 
 def campaign_artifacts(campaign: Campaign, *, artifact_type: str | None = None) -> QuerySet[Artifact]:

@@ -13,9 +13,9 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from campaigns.api.serializers import StrictCharField
-from campaigns.models import FINISHED_STATES, CampaignEvent, OrchestrationRun
+from campaigns.models import CampaignEvent
 from campaigns.payloads import isoformat
-from campaigns.selectors import EVENTS_MAX_LIMIT, campaign_events, campaign_get_visible
+from campaigns.selectors import EVENTS_MAX_LIMIT, campaign_events, campaign_get_visible, runs_active
 from realtime.events import event_frame
 from realtime.presence import presence_overview
 from realtime.services import notice_send
@@ -124,11 +124,7 @@ class ActiveRuns(APIView):
 
     @extend_schema(responses=OpenApiTypes.OBJECT)
     def get(self, request: Request) -> Response:
-        runs = (
-            OrchestrationRun.objects.exclude(state__in=FINISHED_STATES)
-            .select_related("campaign", "campaign__owner")
-            .order_by("-created_at")[:200]
-        )
+        runs = runs_active()
         return Response(
             {
                 "runs": [

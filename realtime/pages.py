@@ -10,8 +10,8 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 
 from campaigns.errors import NotFound
-from campaigns.models import FINISHED_STATES, Campaign, CampaignEvent, OrchestrationRun, RunState
-from campaigns.selectors import campaign_get_visible
+from campaigns.models import Campaign, CampaignEvent, OrchestrationRun, RunState
+from campaigns.selectors import campaign_get_visible, runs_active
 from orchestration.serializers import run_payload
 from realtime.api import rest_event
 from realtime.presence import presence_overview
@@ -45,11 +45,7 @@ def campaign_page(request: HttpRequest, campaign_id: str) -> HttpResponse:
 
 @staff_member_required
 def console(request: HttpRequest) -> HttpResponse:
-    active = (
-        OrchestrationRun.objects.exclude(state__in=FINISHED_STATES)
-        .select_related("campaign", "campaign__owner")
-        .order_by("-created_at")[:200]
-    )
+    active = runs_active()
     failures = (
         OrchestrationRun.objects.filter(state=RunState.FAILED).select_related("campaign").order_by("-finished_at")[:20]
     )
