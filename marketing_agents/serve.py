@@ -6,15 +6,24 @@ daphne's own access log prints each request's path with its query string, and br
 SignalR clients put ``access_token`` there; this swaps in a log line with secrets redacted. WebSocket
 pings every WS_PING_INTERVAL_SECONDS, and a connection that answers nothing for
 WS_IDLE_TIMEOUT_SECONDS is closed (PROTOCOL.md §5).
+
+It also lets go of the HTTP request a WebSocket was upgraded from (see ``Server``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
+from collections import deque
+from functools import partial
+from typing import Any
 
 import daphne.cli
+import daphne.server
 from daphne.access import AccessLogGenerator
+from daphne.http_protocol import WebRequest
+from daphne.ws_protocol import WebSocketProtocol
 
 from marketing_agents.logging import redact
 
@@ -22,6 +31,89 @@ from marketing_agents.logging import redact
 class RedactedAccessLog(AccessLogGenerator):
     def write_entry(self, host, date, request, status=None, length=None, ident=None, user=None) -> None:
         super().write_entry(host, date, redact(request), status, length, ident, user)
+
+
+class ApplicationQueue:
+    """The queue behind an application's ``receive``, as daphne uses it (``put_nowait`` and ``get``).
+
+    daphne gives every connection an ``asyncio.Queue``: four deques of 624 bytes each (items,
+    getters, putters, and the ``join`` event's waiters) before the first message. This keeps the
+    items' deque and no more; one coroutine at a time waits on a connection's ``receive``.
+    """
+
+    __slots__ = ("_getters", "_items")
+
+    def __init__(self) -> None:
+        self._items: deque[Any] = deque()
+        self._getters: list[asyncio.Future] = []
+
+    def put_nowait(self, item: Any) -> None:
+        self._items.append(item)
+        self._wake_next()
+
+    def _wake_next(self) -> None:
+        while self._getters:
+            getter = self._getters.pop(0)
+            if not getter.done():
+                getter.set_result(None)
+                return
+
+    async def get(self) -> Any:
+        while not self._items:
+            getter = asyncio.get_running_loop().create_future()
+            self._getters.append(getter)
+            try:
+                await getter
+            except BaseException:
+                getter.cancel()
+                if getter in self._getters:
+                    self._getters.remove(getter)
+                elif self._items and not getter.cancelled():
+                    self._wake_next()  # it was woken for an item it will not take
+                raise
+        return self._items.popleft()
+
+
+class Server(daphne.server.Server):
+    """daphne's server, with less memory held per WebSocket.
+
+    ``create_application`` is daphne's, with an ``ApplicationQueue`` in place of ``asyncio.Queue``.
+
+    When a request upgrades to a WebSocket, daphne hands the TCP transport to the WebSocket
+    protocol but leaves twisted's HTTPChannel registered as the transport's producer; through it the
+    channel, its WebRequest, the request's headers and parser state stay reachable until the socket
+    closes (about 4 KiB per idle WebSocket). That registration does nothing for an upgraded request
+    (the channel has no request producer, and it never pauses a transport while a request is being
+    handled), so drop it once daphne reports the request done; the channel is then garbage.
+    """
+
+    def protocol_disconnected(self, protocol) -> None:
+        super().protocol_disconnected(protocol)
+        if not isinstance(protocol, WebRequest) or protocol.transport is not None:
+            return  # not a request daphne has just upgraded (it hands its transport over)
+        channel = protocol.channel
+        transport = getattr(channel, "transport", None)
+        upgraded = isinstance(getattr(transport, "protocol", None), WebSocketProtocol)
+        if upgraded and getattr(transport, "producer", None) is channel:
+            transport.unregisterProducer()
+
+    def create_application(self, protocol: Any, scope: dict[str, Any]) -> ApplicationQueue | None:
+        assert "application_instance" not in self.connections[protocol]
+        input_queue = ApplicationQueue()
+        scope.setdefault("asgi", {"version": "3.0"})
+        application_instance = self.application(
+            scope=scope, receive=input_queue.get, send=partial(self.handle_reply, protocol)
+        )
+        if protocol not in self.connections:
+            return None
+        self.connections[protocol]["application_instance"] = asyncio.ensure_future(
+            application_instance, loop=asyncio.get_event_loop()
+        )
+        return input_queue
+
+
+class CommandLineInterface(daphne.cli.CommandLineInterface):
+    server_class = Server
 
 
 def main(argv: list[str]) -> None:
@@ -41,7 +133,7 @@ def main(argv: list[str]) -> None:
         "--application-close-timeout",
         "5",
     ]
-    daphne.cli.CommandLineInterface().run([*defaults, *argv, "marketing_agents.asgi:application"])
+    CommandLineInterface().run([*defaults, *argv, "marketing_agents.asgi:application"])
 
 
 if __name__ == "__main__":

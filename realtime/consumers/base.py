@@ -12,7 +12,9 @@ import time
 import uuid
 from typing import Any
 
+from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
@@ -54,11 +56,32 @@ class ClientError(Exception):
 class RealtimeSession(Connection, AsyncWebsocketConsumer):
     """Subclasses parse and render their protocol; this class owns the state and the rules."""
 
-    # Consumers never join the channel layer themselves: the process hub does, once per campaign.
-    channel_layer_alias = "__no_layer__"
     protocol_name = "native"
 
     # --- lifecycle ------------------------------------------------------------------------------------
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """channels' AsyncConsumer.__call__ without the channel layer. Consumers never join the layer
+        themselves (the process hub does, once per campaign), so this reads the client's messages
+        directly, where channels wraps every wait in a task (await_many_dispatch): that cost each
+        idle connection a task, a future and a set, and each frame a task."""
+        self.scope = scope
+        self.channel_layer = None
+        self.base_send = send
+        try:
+            while True:
+                await self.dispatch(await receive())
+        except StopConsumer:
+            pass
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        """channels' dispatch, minus its ``aclose_old_connections()``: that is a trip to the database
+        thread before every client frame, and every database call here already goes through
+        ``database_sync_to_async``, which closes stale connections around itself."""
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
 
     async def websocket_connect(self, message: dict[str, Any]) -> None:
         self.connection_id = uuid.uuid4().hex[:12]

@@ -1,0 +1,146 @@
+"""marketing_agents.serve: daphne as this project runs it, holding less per WebSocket."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import weakref
+
+import pytest
+from twisted.internet.address import IPv4Address
+from twisted.internet.testing import StringTransport
+
+from marketing_agents.serve import ApplicationQueue, Server
+
+UPGRADE = (
+    b"GET /ws/campaigns/?access_token=x HTTP/1.1\r\n"
+    b"Host: testserver\r\n"
+    b"Upgrade: websocket\r\n"
+    b"Connection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    b"Sec-WebSocket-Version: 13\r\n\r\n"
+)
+
+
+async def settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+# --- ApplicationQueue --------------------------------------------------------------------------------------
+
+
+async def test_queue_hands_items_over_in_order():
+    queue = ApplicationQueue()
+    queue.put_nowait(1)
+    queue.put_nowait(2)
+    waiting = asyncio.ensure_future(queue.get())
+    assert await queue.get() == 1
+    assert await waiting == 2
+
+
+async def test_a_waiting_get_wakes_on_the_next_item():
+    queue = ApplicationQueue()
+    waiting = asyncio.ensure_future(queue.get())
+    await settle()
+    assert not waiting.done()
+    queue.put_nowait("message")
+    assert await asyncio.wait_for(waiting, 1) == "message"
+
+
+async def test_a_cancelled_get_leaves_its_item_for_the_next_one():
+    queue = ApplicationQueue()
+    first = asyncio.ensure_future(queue.get())
+    second = asyncio.ensure_future(queue.get())
+    await settle()
+    queue.put_nowait("message")  # wakes the first...
+    first.cancel()  # ...which leaves before taking it
+    await settle()
+    assert first.cancelled()
+    assert await asyncio.wait_for(second, 1) == "message"
+
+
+async def test_a_cancelled_get_is_forgotten():
+    queue = ApplicationQueue()
+    waiting = asyncio.ensure_future(queue.get())
+    await settle()
+    waiting.cancel()
+    await settle()
+    queue.put_nowait("message")
+    assert await asyncio.wait_for(queue.get(), 1) == "message"
+
+
+# --- the server ------------------------------------------------------------------------------------------
+
+
+def make_server(application) -> Server:
+    from daphne.http_protocol import HTTPFactory
+    from daphne.ws_protocol import WebSocketFactory
+
+    server = Server(application, endpoints=["tcp:port=0:interface=127.0.0.1"], signal_handlers=False)
+    # What Server.run() sets up before it listens.
+    server.connections = {}
+    server.http_factory = HTTPFactory(server)
+    server.ws_factory = WebSocketFactory(server, server=server.server_name)
+    return server
+
+
+@pytest.fixture
+def accepted():
+    scopes = []
+
+    async def application(scope, receive, send):
+        scopes.append(scope)
+        assert (await receive())["type"] == "websocket.connect"
+        await send({"type": "websocket.accept"})
+        await receive()  # until the socket goes
+
+    return application, scopes
+
+
+async def test_an_upgraded_request_is_let_go_while_the_websocket_lives(accepted):
+    application, scopes = accepted
+    server = make_server(application)
+    transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 50000))
+    http = server.http_factory.buildProtocol(transport.getPeer())
+    http.makeConnection(transport)
+    channel = weakref.ref(http._channel)
+    assert transport.producer is http._channel  # twisted registers the HTTP channel as the producer
+
+    http.dataReceived(UPGRADE)
+    await settle()
+
+    websocket = transport.protocol
+    assert type(websocket).__name__ == "WebSocketProtocol"
+    assert b"101 Switching Protocols" in transport.value()
+    assert scopes and scopes[0]["path"] == "/ws/campaigns/"
+    assert transport.producer is None
+
+    server.application_checker()  # daphne's reaper: forgets the finished HTTP request
+    del http
+    gc.collect()
+    assert channel() is None, "the HTTP channel is still reachable"
+    assert websocket in server.connections  # the WebSocket itself is untouched
+
+    for details in server.connections.values():
+        details["application_instance"].cancel()
+    await settle()
+
+
+async def test_a_plain_http_request_keeps_its_producer():
+    async def application(scope, receive, send):
+        await receive()
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    server = make_server(application)
+    transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 50001))
+    http = server.http_factory.buildProtocol(transport.getPeer())
+    http.makeConnection(transport)
+    http.dataReceived(b"GET /healthz HTTP/1.1\r\nHost: testserver\r\n\r\n")
+    for _ in range(20):
+        await settle()
+        if transport.value().endswith(b"ok"):
+            break
+    assert transport.value().startswith(b"HTTP/1.1 200")
+    assert transport.producer is http._channel  # keep-alive HTTP still pauses and resumes the socket
