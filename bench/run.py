@@ -189,15 +189,20 @@ def publish(stack: Stack, campaigns: list[str], rate: float, duration: float) ->
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def server_latency(stack: Stack) -> dict[str, float]:
-    """Quantiles of realtime_event_delivery_seconds (emitted_at -> written to the sockets) from /metrics."""
+def delivery_buckets(stack: Stack) -> dict[float, float]:
+    """realtime_event_delivery_seconds (emitted_at -> written to the sockets), cumulative buckets from /metrics."""
     text = urllib.request.urlopen(f"http://127.0.0.1:{stack.port}/metrics", timeout=10).read().decode()
-    buckets = []
+    buckets = {}
     for line in text.splitlines():
         if line.startswith("realtime_event_delivery_seconds_bucket"):
             bound = line.split('le="')[1].split('"')[0]
-            buckets.append((float("inf") if bound == "+Inf" else float(bound), float(line.rsplit(" ", 1)[1])))
-    buckets.sort()
+            buckets[float("inf") if bound == "+Inf" else float(bound)] = float(line.rsplit(" ", 1)[1])
+    return buckets
+
+
+def server_latency(before: dict[float, float], after: dict[float, float]) -> dict:
+    """Quantiles (as the upper bounds of their buckets) of the events delivered between two readings."""
+    buckets = sorted((bound, count - before.get(bound, 0.0)) for bound, count in after.items())
     total = buckets[-1][1] if buckets else 0
     out = {}
     for name, q in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99)):
@@ -208,12 +213,13 @@ def server_latency(stack: Stack) -> dict[str, float]:
 def fanout(stack: Stack, clients: int, campaigns: int, rate: float, duration: float) -> dict:
     token, ids = stack.campaigns(campaigns)
     client = Client(stack, token, ids, clients)
+    buckets_before = delivery_buckets(stack)
     cpu_before = stack.cpu_seconds()
     summary = publish(stack, ids, rate, duration)
     result = client.ask("DRAIN " + json.dumps({"window": summary["window"], "counts": summary["counts"]}), "RESULT")
     cpu = stack.cpu_seconds() - cpu_before
     client.close()
-    result["server_side_delivery_ms"] = server_latency(stack)
+    result["server_side_delivery_ms"] = server_latency(buckets_before, delivery_buckets(stack))
     return {
         "clients": clients,
         "campaigns": campaigns,
