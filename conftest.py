@@ -8,6 +8,17 @@ from rest_framework.test import APIClient
 from campaigns.tests.factories import UserFactory
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _close_executor_connections(django_db_setup):
+    """Async tests reach the database from asgiref's executor thread; its persistent connection
+    must be closed before pytest-django drops the test database (which refuses while it is open)."""
+    yield
+    from asgiref.sync import SyncToAsync
+    from django.db import connections
+
+    SyncToAsync.single_thread_executor.submit(connections.close_all).result(10)
+
+
 @pytest.fixture
 def alice(db):
     return UserFactory(username="alice")

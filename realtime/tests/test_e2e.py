@@ -190,3 +190,63 @@ async def test_a_second_user_is_refused_another_users_campaign(start_web):
     assert json.loads(await asyncio.wait_for(ws.recv(), 10)) == {"type": "pong"}
     await ws.close()
     assert "access_token=ey" not in server.log(), "tokens never reach the log"
+
+
+async def group_state(campaign_ids: list[str]) -> int:
+    """What Redis holds for these campaigns' groups: pub/sub subscribers, or core-layer group members."""
+    import redis.asyncio as aioredis
+    from django.conf import settings
+
+    client = aioredis.Redis.from_url(settings.REDIS_URL)
+    try:
+        held = 0
+        for campaign_id in campaign_ids:
+            channels = await client.pubsub_channels(f"*campaign.{campaign_id}*")
+            if channels:
+                held += sum(count for _, count in await client.pubsub_numsub(*channels))
+            for key in await client.keys(f"*group*campaign.{campaign_id}*"):
+                held += await client.zcard(key)
+        return held
+    finally:
+        await client.aclose()
+
+
+@pytest.mark.parametrize("layer", ["pubsub", "core"])
+async def test_a_mass_disconnect_leaves_no_group_state(start_web, settings, layer):
+    server = start_web(REALTIME_LAYER=layer)
+    if layer == "core":  # publish over the layer the server reads (channels resets its layers)
+        core = settings.CHANNEL_LAYERS["default"]
+        settings.CHANNEL_LAYERS = {
+            **settings.CHANNEL_LAYERS,
+            "realtime": {**core, "CONFIG": {**core["CONFIG"], "prefix": "rt"}},
+        }
+    alice = await database_sync_to_async(UserFactory)(username="alice")
+    campaigns = [await database_sync_to_async(CampaignFactory)(owner=alice) for _ in range(5)]
+    ids = [c.public_id for c in campaigns]
+    limit = asyncio.Semaphore(50)
+
+    async def open_one(i: int):
+        async with limit:
+            ws = await connect(server, alice)
+            await subscribe(ws, ids[i % len(ids)])
+            return ws
+
+    clients = await asyncio.gather(*(open_one(i) for i in range(300)))
+    assert await group_state(ids) == len(ids), "one membership per campaign for the whole process"
+
+    for ws in clients:  # all at once, without a close handshake, as when a network drops
+        ws.transport.abort()
+    deadline = time.monotonic() + 15
+    while await group_state(ids) and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+    assert await group_state(ids) == 0, "no group membership outlives the connections"
+    log = server.log()
+    assert "Traceback" not in log and " ERROR " not in log, log[-3000:]
+
+    # The process still serves: a new subscriber gets the next event live.
+    ws = await connect(server, alice)
+    await subscribe(ws, ids[0])
+    await database_sync_to_async(publish)(campaigns[0], "progress", {"percentage": 5, "message": "after"})
+    frame = json.loads(await asyncio.wait_for(ws.recv(), 10))
+    assert frame["type"] == "event" and frame["data"]["message"] == "after"
+    await ws.close()
