@@ -13,6 +13,7 @@ It also lets go of the HTTP request a WebSocket was upgraded from (see ``Server`
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import sys
 from collections import deque
@@ -24,8 +25,14 @@ import daphne.server
 from daphne.access import AccessLogGenerator
 from daphne.http_protocol import WebRequest
 from daphne.ws_protocol import WebSocketProtocol
+from twisted.internet import defer
 
 from marketing_agents.logging import redact
+
+logger = logging.getLogger(__name__)
+
+# At shutdown, how long the frames telling WebSocket clients to reconnect get to leave.
+SHUTDOWN_GOODBYE_SECONDS = 1.0
 
 
 class RedactedAccessLog(AccessLogGenerator):
@@ -75,7 +82,14 @@ class ApplicationQueue:
 
 
 class Server(daphne.server.Server):
-    """daphne's server, with less memory held per WebSocket.
+    """daphne's server, with WebSocket clients told to reconnect at shutdown, and less memory held
+    per WebSocket.
+
+    ``kill_all_applications`` (daphne runs it before the reactor shuts down, then cancels every
+    application) first closes every WebSocket with 1001, the SignalR hub's after its Close message
+    with ``allowReconnect``, and waits until those frames are written (at most
+    SHUTDOWN_GOODBYE_SECONDS). Otherwise the sockets drop when the process exits (1006), and a
+    SignalR client that reads no Close message may not reconnect.
 
     ``create_application`` is daphne's, with an ``ApplicationQueue`` in place of ``asyncio.Queue``.
 
@@ -96,6 +110,17 @@ class Server(daphne.server.Server):
         upgraded = isinstance(getattr(transport, "protocol", None), WebSocketProtocol)
         if upgraded and getattr(transport, "producer", None) is channel:
             transport.unregisterProducer()
+
+    def kill_all_applications(self) -> defer.Deferred:
+        from realtime.hub import close_all_connections
+
+        def failed(failure) -> None:
+            logger.warning("closing the WebSockets at shutdown failed: %s", failure.getErrorMessage())
+
+        goodbye = defer.Deferred.fromFuture(asyncio.ensure_future(close_all_connections(SHUTDOWN_GOODBYE_SECONDS)))
+        goodbye.addErrback(failed)
+        goodbye.addCallback(lambda _: daphne.server.Server.kill_all_applications(self))
+        return goodbye
 
     def create_application(self, protocol: Any, scope: dict[str, Any]) -> ApplicationQueue | None:
         assert "application_instance" not in self.connections[protocol]

@@ -27,6 +27,7 @@ from realtime.metrics import CHUNKS_SHED, SLOW_CLIENTS_CLOSED
 logger = logging.getLogger(__name__)
 
 MERGED_CHUNK_LIMIT = 64 * 1024
+CLOSE_GOING_AWAY = 1001
 CLOSE_TRY_AGAIN_LATER = 1013
 
 
@@ -40,7 +41,7 @@ class Connection:
         self.subscriptions = {}
         self.congested_since: float | None = None
         self.held_chunks: dict[tuple[str, str], dict[str, Any]] = {}
-        self.closing_slow = False
+        self.closing = False  # closed by the server (slow client, shutdown): the client is no longer heard
         self._echo: dict[str, str] = {}
         protocol = getattr(self.base_send, "args", (None,))[0]
         self._protocol = protocol if hasattr(protocol, "sendCloseFrame") else None
@@ -48,13 +49,19 @@ class Connection:
 
     async def close(self, code: int | None = None, reason: str | None = None) -> None:
         """Close with any code. Autobahn (under daphne) refuses application close codes other than
-        1000 and 3000-4999, but the protocol needs 1008, 1009 and 1013: write that close frame directly."""
+        1000 and 3000-4999, but the protocol needs 1001, 1008, 1009 and 1013: write that close frame directly."""
         protocol = self._protocol
         if protocol is not None and isinstance(code, int) and code != 1000 and not 3000 <= code <= 4999:
             if protocol.state == protocol.STATE_OPEN:
                 protocol.sendCloseFrame(code=code, reasonUtf8=reason.encode() if reason else None, isReply=False)
             return
         await super().close(code, reason)
+
+    async def say_goodbye(self) -> None:
+        """The server is shutting down: close with 1001 (going away); the client reconnects to
+        another process and resumes from its last sequence. The SignalR hub overrides this."""
+        self.closing = True
+        await self.close(CLOSE_GOING_AWAY)
 
     # --- rendering (the native protocol; the SignalR hub overrides these) --------------------------------
 
@@ -154,8 +161,8 @@ class Connection:
                 subscription.catch_up()
             return
         behind = time.monotonic() - self.congested_since
-        if behind > settings.WS_SLOW_CLIENT_SECONDS and not self.closing_slow:
-            self.closing_slow = True
+        if behind > settings.WS_SLOW_CLIENT_SECONDS and not self.closing:
+            self.closing = True
             SLOW_CLIENTS_CLOSED.inc()
             logger.warning("connection %s closed with 1013: %.0f s behind", self.connection_id, behind)
             await self.close(CLOSE_TRY_AGAIN_LATER)

@@ -108,6 +108,21 @@ class Hub:
                 except Exception as exc:  # an expired membership is harmless; it lapses by itself
                     logger.warning("group_discard for %s failed: %s", campaign_id, type(exc).__name__)
 
+    async def close_all(self, timeout: float) -> None:
+        """The process is stopping: every connection is told, in its protocol's way, to reconnect
+        elsewhere, and the frames saying so get up to ``timeout`` seconds to leave."""
+        self.stopping = True  # nothing more is fanned out
+        connections = list(self.connections)
+        for connection in connections:
+            try:
+                await connection.say_goodbye()
+            except Exception as exc:  # its transport may be gone already
+                logger.info("goodbye to %s failed: %s", getattr(connection, "connection_id", "-"), type(exc).__name__)
+        deadline = time.monotonic() + timeout
+        while any(connection.buffered_bytes() for connection in connections) and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        logger.info("shutdown: %d connection(s) told to reconnect", len(connections))
+
     # --- reading the layer -----------------------------------------------------------------------------
 
     async def _read(self) -> None:
@@ -203,6 +218,13 @@ class Hub:
 
 
 _hubs: dict[asyncio.AbstractEventLoop, Hub] = {}
+
+
+async def close_all_connections(timeout: float = 1.0) -> None:
+    """At shutdown (marketing_agents.serve): the running loop's hub, if it has one, closes its connections."""
+    hub = _hubs.get(asyncio.get_running_loop())
+    if hub is not None:
+        await hub.close_all(timeout)
 
 
 def get_hub() -> Hub:

@@ -49,7 +49,7 @@ class CampaignConsumer(RealtimeSession):
     # --- frames from the client ----------------------------------------------------------------------------
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
-        if not self.user or not self.user.is_authenticated or self.closing_slow:
+        if not self.user or not self.user.is_authenticated or self.closing:
             return
         if not await self.check_rate():
             return

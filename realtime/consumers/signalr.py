@@ -78,7 +78,8 @@ class SignalRHubConsumer(RealtimeSession):
             if _reactor_stopping() and getattr(self, "_protocol", None) is not None:
                 logger.info("signalr %s: the server is shutting down", getattr(self, "connection_id", "-"))
                 signalr.begin_shutdown()
-            await self._say_goodbye()
+            if await self._say_goodbye():
+                await asyncio.sleep(SHUTDOWN_FLUSH_SECONDS)  # let the reactor write it before it stops
             raise
 
     async def on_connect(self) -> None:
@@ -112,18 +113,24 @@ class SignalRHubConsumer(RealtimeSession):
             self._pinger.cancel()
         await super().websocket_disconnect(message)
 
-    async def _say_goodbye(self) -> None:
-        if getattr(self, "handshake_done", False) and not self._closed:
-            self._closed = True
-            try:
-                await self.write(
-                    record({"type": CLOSE, "error": "The server is shutting down.", "allowReconnect": True})
-                )
-                await self.close(CLOSE_GOING_AWAY)
-                # Let the reactor write it out before it drops every connection at shutdown.
-                await asyncio.sleep(SHUTDOWN_FLUSH_SECONDS)
-            except Exception:  # the transport may already be gone
-                pass
+    async def say_goodbye(self) -> None:
+        """The server is shutting down (told by marketing_agents.serve before any application is
+        cancelled): the hub's Close message with allowReconnect, then the WebSocket close."""
+        signalr.begin_shutdown()
+        if not await self._say_goodbye():
+            await super().say_goodbye()
+
+    async def _say_goodbye(self) -> bool:
+        """The Close message (allowReconnect) and close 1001, once, after the hub handshake; True if sent."""
+        if not getattr(self, "handshake_done", False) or self._closed:
+            return False
+        self._closed = True
+        try:
+            await self.write(record({"type": CLOSE, "error": "The server is shutting down.", "allowReconnect": True}))
+            await self.close(CLOSE_GOING_AWAY)
+        except Exception:  # the transport may already be gone
+            return False
+        return True
 
     async def close_with(self, error: str | None, *, allow_reconnect: bool = False, code: int = CLOSE_NORMAL) -> None:
         """A Close message (why, and whether to reconnect), then the WebSocket close."""
@@ -223,7 +230,7 @@ class SignalRHubConsumer(RealtimeSession):
     # --- records from the client ------------------------------------------------------------------------------
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
-        if self._closed or self.closing_slow:
+        if self._closed or self.closing:
             return
         try:
             if text_data is None:

@@ -250,3 +250,17 @@ async def test_a_mass_disconnect_leaves_no_group_state(start_web, settings, laye
     frame = json.loads(await asyncio.wait_for(ws.recv(), 10))
     assert frame["type"] == "event" and frame["data"]["message"] == "after"
     await ws.close()
+
+
+async def test_a_server_shutdown_tells_clients_to_reconnect(start_web):
+    server = start_web()
+    alice = await database_sync_to_async(UserFactory)(username="alice")
+    campaign = await database_sync_to_async(CampaignFactory)(owner=alice)
+    clients = [await connect(server, alice) for _ in range(3)]
+    for ws in clients:
+        await subscribe(ws, campaign.public_id)
+    await asyncio.get_running_loop().run_in_executor(None, server.stop)  # SIGTERM, as a deploy does
+    for ws in clients:
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await asyncio.wait_for(ws.recv(), 10)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001, closed.value  # going away
