@@ -8,10 +8,10 @@ from rest_framework.test import APIClient
 from campaigns.tests.factories import UserFactory
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _close_executor_connections(django_db_setup):
-    """Async tests reach the database from asgiref's executor thread; its persistent connection
-    must be closed before pytest-django drops the test database (which refuses while it is open)."""
+@pytest.fixture(autouse=True)
+def _close_executor_connections():
+    """Async tests reach the database from asgiref's executor thread; its connection is closed after
+    each test, so none is left open when pytest-django drops the test database (which it refuses)."""
     yield
     from asgiref.sync import SyncToAsync
     from django.db import connections

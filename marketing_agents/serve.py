@@ -112,15 +112,31 @@ class Server(daphne.server.Server):
             transport.unregisterProducer()
 
     def kill_all_applications(self) -> defer.Deferred:
+        from realtime import signalr
         from realtime.hub import close_all_connections
 
         def failed(failure) -> None:
             logger.warning("closing the WebSockets at shutdown failed: %s", failure.getErrorMessage())
 
+        signalr.begin_shutdown()  # negotiations and new hub connections are turned away from now on
         goodbye = defer.Deferred.fromFuture(asyncio.ensure_future(close_all_connections(SHUTDOWN_GOODBYE_SECONDS)))
         goodbye.addErrback(failed)
-        goodbye.addCallback(lambda _: daphne.server.Server.kill_all_applications(self))
+        goodbye.addCallback(lambda _: self._cancel_applications())
         return goodbye
+
+    def _cancel_applications(self) -> defer.Deferred:
+        """daphne's kill_all_applications, except that a request still arriving (registered, with no
+        application yet) is skipped instead of raising KeyError and leaving every application running."""
+        waiting = []
+        for details in self.connections.values():
+            application_instance = details.get("application_instance")
+            if application_instance is not None and not application_instance.done():
+                application_instance.cancel()
+                waiting.append(application_instance)
+        logger.info("Killed %i pending application instances", len(waiting))
+        cancelled = defer.Deferred.fromFuture(asyncio.gather(*waiting))
+        cancelled.addErrback(lambda _: None)
+        return cancelled
 
     def create_application(self, protocol: Any, scope: dict[str, Any]) -> ApplicationQueue | None:
         assert "application_instance" not in self.connections[protocol]

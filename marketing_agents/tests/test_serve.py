@@ -144,3 +144,31 @@ async def test_a_plain_http_request_keeps_its_producer():
             break
     assert transport.value().startswith(b"HTTP/1.1 200")
     assert transport.producer is http._channel  # keep-alive HTTP still pauses and resumes the socket
+
+
+async def test_shutdown_cancels_the_applications_even_with_a_request_still_arriving(monkeypatch):
+    from realtime import signalr
+
+    monkeypatch.setitem(signalr._shutdown, "started", False)
+
+    async def application(scope, receive, send):
+        await asyncio.sleep(3600)
+
+    server = make_server(application)
+    websocket = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 50002))
+    upgraded = server.http_factory.buildProtocol(websocket.getPeer())
+    upgraded.makeConnection(websocket)
+    upgraded.dataReceived(UPGRADE)
+    arriving = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 50003))
+    request = server.http_factory.buildProtocol(arriving.getPeer())
+    request.makeConnection(arriving)
+    request.dataReceived(b"POST /api/campaigns/ HTTP/1.1\r\nHost: testserver\r\nContent-Length: 100\r\n\r\n{")
+    await settle()
+    applications = [d["application_instance"] for d in server.connections.values() if "application_instance" in d]
+    # The POST (and the request just upgraded, until daphne reaps it) have no application yet.
+    assert len(applications) == 1 and len(server.connections) == 3
+
+    await asyncio.wait_for(server.kill_all_applications().asFuture(asyncio.get_running_loop()), 5)
+
+    assert applications[0].cancelled()
+    assert signalr.shutting_down()  # negotiations are turned away from now on

@@ -105,6 +105,11 @@ class RealtimeSession(Connection, AsyncWebsocketConsumer):
             await self.send_error(ClientError(code))
             await self.close(CLOSE_UNAUTHENTICATED)
             return False
+        if self.hub.stopping:  # the process is shutting down: reconnect to another one
+            await self.accept()
+            self.accepted = True
+            await self.say_goodbye()
+            return False
         # Join the hub (and so the broadcast group) before accepting: a notice sent the moment the
         # client sees the handshake complete must reach it.
         await self.hub.add_connection(self)

@@ -1136,6 +1136,18 @@ async def test_system_notice_reaches_every_connected_client(ws, users):
         await expect_silence(comm, 0.2)
 
 
+async def test_at_shutdown_every_client_is_told_to_reconnect_and_newcomers_too(ws, users):
+    campaign = await db(CampaignFactory)(owner=users["alice"])
+    alice, bob = await ws(users["alice"]), await ws(users["bob"])
+    await subscribe(alice, campaign)
+    await assert_usable(bob)
+    await get_hub().close_all(timeout=0.5)  # what marketing_agents.serve does when daphne stops
+    for comm in (alice, bob):
+        await expect_close(comm, 1001)  # going away
+    late = await ws(users["alice"])  # accepted during the shutdown window, then sent on its way
+    await expect_close(late, 1001)
+
+
 async def test_system_notice_is_not_sent_to_refused_connections(ws, users):
     anonymous = await ws()
     await expect_error(anonymous, "unauthenticated")
