@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -44,13 +43,6 @@ CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001
 # Codes whose error ends the connection: sent as a Close message, not as a Completion.
 FATAL_CODES = {"unauthenticated", "token_expired"}
-SHUTDOWN_FLUSH_SECONDS = 0.2
-
-
-def _reactor_stopping() -> bool:
-    """True once daphne's Twisted reactor is stopping (daphne cancels applications for other reasons too)."""
-    reactor = sys.modules.get("twisted.internet.reactor")  # installed by daphne; never import it here
-    return bool(getattr(reactor, "running", False) and getattr(reactor, "_stopped", False))
 
 
 class InvalidRecord(Exception):
@@ -69,18 +61,6 @@ class SignalRHubConsumer(RealtimeSession):
     protocol_name = "signalr"
 
     # --- lifecycle ------------------------------------------------------------------------------------------
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        except asyncio.CancelledError:
-            # daphne cancels every application when it shuts down: tell the client to come back.
-            if _reactor_stopping() and getattr(self, "_protocol", None) is not None:
-                logger.info("signalr %s: the server is shutting down", getattr(self, "connection_id", "-"))
-                signalr.begin_shutdown()
-            if await self._say_goodbye():
-                await asyncio.sleep(SHUTDOWN_FLUSH_SECONDS)  # let the reactor write it before it stops
-            raise
 
     async def on_connect(self) -> None:
         self.handshake_done = False
@@ -114,23 +94,12 @@ class SignalRHubConsumer(RealtimeSession):
         await super().websocket_disconnect(message)
 
     async def say_goodbye(self) -> None:
-        """The server is shutting down (told by marketing_agents.serve before any application is
-        cancelled): the hub's Close message with allowReconnect, then the WebSocket close."""
-        signalr.begin_shutdown()
-        if not await self._say_goodbye():
+        """The server is shutting down (marketing_agents.serve, before any application is cancelled):
+        after the hub handshake, the hub's Close message with allowReconnect; then close 1001."""
+        if self.handshake_done and not self._closed:
+            await self.close_with("The server is shutting down.", allow_reconnect=True, code=CLOSE_GOING_AWAY)
+        else:
             await super().say_goodbye()
-
-    async def _say_goodbye(self) -> bool:
-        """The Close message (allowReconnect) and close 1001, once, after the hub handshake; True if sent."""
-        if not getattr(self, "handshake_done", False) or self._closed:
-            return False
-        self._closed = True
-        try:
-            await self.write(record({"type": CLOSE, "error": "The server is shutting down.", "allowReconnect": True}))
-            await self.close(CLOSE_GOING_AWAY)
-        except Exception:  # the transport may already be gone
-            return False
-        return True
 
     async def close_with(self, error: str | None, *, allow_reconnect: bool = False, code: int = CLOSE_NORMAL) -> None:
         """A Close message (why, and whether to reconnect), then the WebSocket close."""

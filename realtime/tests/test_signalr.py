@@ -625,8 +625,7 @@ async def test_system_notices_reach_hub_clients(hub, users):
 async def test_server_shutdown_sends_close_with_allow_reconnect(hub, users):
     connection = await hub(users["alice"])
     assert "error" in await connection.call("JoinCampaignGroup", "camp_missing")  # the session is set up
-    connection.comm.future.cancel()  # what daphne does to every application when it stops
-    await asyncio.sleep(0.5)
+    await get_hub().close_all(timeout=0.5)  # what marketing_agents.serve does when daphne stops
     outputs = []
     while not connection.comm.output_queue.empty():
         outputs.append(connection.comm.output_queue.get_nowait())
@@ -636,7 +635,8 @@ async def test_server_shutdown_sends_close_with_allow_reconnect(hub, users):
         + RS
     ]
     assert outputs[-1]["type"] == "websocket.close"
-    assert not signalr.shutting_down()  # only a real daphne process turns new connections away
+    assert outputs[-1].get("code") == 1001  # going away
+    assert not signalr.shutting_down()  # only marketing_agents.serve turns new connections away
 
 
 async def test_while_shutting_down_new_connections_and_negotiations_are_refused(hub, users, monkeypatch):
