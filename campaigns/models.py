@@ -156,7 +156,7 @@ class RunStep(models.Model):
     error = models.TextField(blank=True)
 
     class Meta:
-        ordering = ["run", "position"]
+        ordering = ["run_id", "position"]
         constraints = [models.UniqueConstraint(fields=["run", "name"], name="one_step_per_name")]
         indexes = [models.Index(fields=["status", "lease_expires_at"]), models.Index(fields=["status", "queued_at"])]
 

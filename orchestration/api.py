@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from django.db.models import QuerySet
+from django.db.models import Prefetch, QuerySet
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import generics, serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from campaigns.models import OrchestrationRun
+from campaigns.models import Approval, OrchestrationRun
 from campaigns.selectors import campaign_get_visible, run_get_visible
 from orchestration import services
 from orchestration.serializers import (
@@ -27,7 +27,11 @@ class CampaignRunList(generics.ListAPIView):
 
     def get_queryset(self) -> QuerySet[OrchestrationRun]:
         campaign = campaign_get_visible(self.request.user, self.kwargs["campaign_id"])
-        return campaign.runs.select_related("campaign").order_by("-created_at", "-id")
+        return (
+            campaign.runs.select_related("campaign")
+            .prefetch_related("steps", Prefetch("approvals", Approval.objects.select_related("decided_by")))
+            .order_by("-created_at", "-id")
+        )
 
     @extend_schema(request=RunStartSerializer, responses={202: RunSerializer})
     def post(self, request: Request, campaign_id: str) -> Response:

@@ -25,6 +25,7 @@ from django.utils import timezone
 from campaigns import ids
 from campaigns.models import Artifact, ComplianceAudit, OrchestrationRun, RunKind, RunState, RunStep, StepStatus
 from campaigns.payloads import artifact_payload, audit_payload
+from campaigns.selectors import campaign_artifacts
 from orchestration import plan as plan_
 from orchestration.agents import WRITERS, AgentContext, Draft
 from orchestration.agents.auditor import AuditResult, audit
@@ -46,6 +47,7 @@ from orchestration.providers.base import (
     TransientProviderError,
     Usage,
     estimate_tokens,
+    tokens_for_chars,
 )
 from realtime.events import publish, publish_transient
 
@@ -154,16 +156,20 @@ class Guard:
 
     def __init__(self, claim: Claim, provider: Provider, prompt_tokens: int) -> None:
         self.claim, self.provider, self.prompt_tokens = claim, provider, prompt_tokens
+        self.completion_chars = 0
         self.checked_at = self.beat_at = time.monotonic()
 
-    def usage(self, text: str) -> Usage:
-        completion = estimate_tokens(text)
+    def usage(self) -> Usage:
+        completion = tokens_for_chars(self.completion_chars)
         return Usage(self.prompt_tokens, completion, self.provider.price(self.prompt_tokens, completion))
 
-    def check(self, text: str, *, force: bool = False) -> None:
-        over = over_budget(self.claim.run, self.usage(text))
+    def check(self, piece: str = "", *, force: bool = False) -> None:
+        """Count ``piece`` of the completion; stop if the budget is gone; renew the lease now and then."""
+        self.completion_chars += len(piece)
+        usage = self.usage()
+        over = over_budget(self.claim.run, usage)
         if over:
-            raise BudgetExceeded(over, self.usage(text))
+            raise BudgetExceeded(over, usage)
         now = time.monotonic()
         if force or now - self.checked_at >= CHECK_EVERY_SECONDS:
             self.checked_at = now
@@ -211,12 +217,12 @@ def _write(claim: Claim) -> tuple[Draft, Usage]:
             usage = item
             continue
         pieces.append(item)
-        guard.check("".join(pieces))
+        guard.check(item)
         _chunk(claim, item, len(pieces) - 1, complete=False)
     text = "".join(pieces)
-    guard.check(text, force=True)
+    guard.check(force=True)
     _chunk(claim, "", len(pieces), complete=True)
-    return agent.finish(text, claim.context), usage or guard.usage(text)
+    return agent.finish(text, claim.context), usage or guard.usage()
 
 
 def _audit(claim: Claim) -> AuditResult:
@@ -226,13 +232,9 @@ def _audit(claim: Claim) -> AuditResult:
     if claim.step.attempt <= simulation.get("fail_times", 0):
         raise TransientProviderError("The compliance check is temporarily unavailable (simulated transient failure).")
     time.sleep(simulation.get("delay_ms", 0) / 1000)
-    newest = {}
-    for artifact_type in plan_.GENERATION_STEPS:
-        latest = Artifact.objects.filter(campaign_id=claim.run.campaign_id, type=artifact_type).order_by("-version")
-        if artifact := latest.first():
-            newest[artifact_type] = (artifact.content, artifact.metadata)
+    newest = {a.type: (a.content, a.metadata) for a in campaign_artifacts(claim.run.campaign).filter(is_newest=1)}
     result = audit(newest, brief=claim.context.brief, tone=claim.context.tone)
-    Guard(claim, get_provider(), 0).check("", force=True)
+    Guard(claim, get_provider(), 0).renew(time.monotonic())  # raises if the claim was lost meanwhile
     return result
 
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from operator import attrgetter
 from typing import Any
 
 from rest_framework import serializers
@@ -46,7 +47,7 @@ def run_payload(run: OrchestrationRun) -> dict[str, Any]:
         "kind": run.kind,
         "state": run.state,
         "plan": run.plan,
-        "steps": [step_payload(step) for step in run.steps.order_by("position")],
+        "steps": [step_payload(step) for step in run.steps.all()],
         "attempts": run.attempts,
         "progress": run.progress,
         "usage": {
@@ -57,7 +58,7 @@ def run_payload(run: OrchestrationRun) -> dict[str, Any]:
         "error": run.error or None,
         "settings": run.settings,
         "cancel_requested": run.cancel_requested,
-        "approvals": [approval_payload(a) for a in run.approvals.select_related("decided_by").order_by("created_at")],
+        "approvals": [approval_payload(a) for a in sorted(run.approvals.all(), key=attrgetter("created_at", "pk"))],
         "created_at": isoformat(run.created_at),
         "started_at": isoformat(run.started_at),
         "finished_at": isoformat(run.finished_at),

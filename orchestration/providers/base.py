@@ -51,7 +51,11 @@ class Provider(Protocol):
 
 def estimate_tokens(text: str) -> int:
     """About four characters a token, the usual rule of thumb for English text."""
-    return max(1, round(len(text) / 4)) if text else 0
+    return tokens_for_chars(len(text))
+
+
+def tokens_for_chars(chars: int) -> int:
+    return max(1, round(chars / 4)) if chars else 0
 
 
 def price(prompt_tokens: int, completion_tokens: int, prompt_per_1k: Decimal, completion_per_1k: Decimal) -> Decimal:

@@ -141,11 +141,8 @@ def test_follow_prints_only_the_new_runs_events(worker):
     assert names(events_of(campaign)).count("campaign.completed") == 2
 
 
-@pytest.mark.e2e
-def test_campaign_run_as_a_real_process_exits_0(worker):
-    campaign = CampaignFactory()
-
-    process = subprocess.run(
+def run_as_process(campaign) -> subprocess.CompletedProcess:
+    return subprocess.run(
         [sys.executable, "manage.py", "campaign_run", campaign.public_id, "--follow", "--timeout", "90"],
         cwd=BASE_DIR,
         env=process_env(),
@@ -153,6 +150,13 @@ def test_campaign_run_as_a_real_process_exits_0(worker):
         text=True,
         timeout=120,
     )
+
+
+@pytest.mark.e2e
+def test_campaign_run_as_a_real_process_exits_0(worker):
+    campaign = CampaignFactory()
+
+    process = run_as_process(campaign)
 
     assert process.returncode == 0, process.stdout + process.stderr
     assert process.stdout.startswith("Started run_")
@@ -165,14 +169,7 @@ def test_campaign_run_as_a_real_process_exits_0(worker):
 def test_campaign_run_as_a_real_process_exits_1_when_the_run_fails(worker):
     campaign = CampaignFactory(settings={"simulate": {"Copy": {"fail_permanently": True}}})
 
-    process = subprocess.run(
-        [sys.executable, "manage.py", "campaign_run", campaign.public_id, "--follow", "--timeout", "90"],
-        cwd=BASE_DIR,
-        env=process_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    process = run_as_process(campaign)
 
     assert process.returncode == 1, process.stdout + process.stderr
     assert "generation.failed" in process.stdout

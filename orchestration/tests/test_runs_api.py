@@ -324,6 +324,27 @@ def test_runs_are_listed_newest_first_and_paginated(alice_api, campaign):
     assert [run["id"] for run in second["results"]] == [old[0].public_id]
 
 
+def test_listing_runs_costs_the_same_queries_for_one_run_or_many(alice_api, campaign, operator):
+    from django.test.utils import CaptureQueriesContext
+
+    def listed() -> tuple[int, list[dict[str, Any]]]:
+        with CaptureQueriesContext(connection) as queries:
+            response = alice_api.get(runs_url(campaign))
+        assert response.status_code == 200
+        return len(queries), response.json()["results"]
+
+    RunFactory(campaign=campaign, state="completed")
+    one, _ = listed()
+    for _ in range(4):
+        run = RunFactory(campaign=campaign, state="completed")
+        Approval.objects.create(run=run, step="Copy", state="approved", decided_by=operator)
+    many, results = listed()
+
+    assert many == one
+    assert all(r["approvals"] and r["approvals"][0]["decided_by"] == "charlie" for r in results[:4]), results[0]
+    assert all([s["step"] for s in r["steps"]] == r["plan"] for r in results), results[0]
+
+
 def test_a_campaign_that_never_ran_has_an_empty_run_list(alice_api, campaign):
     response = alice_api.get(runs_url(campaign))
 

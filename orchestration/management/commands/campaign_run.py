@@ -10,6 +10,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from campaigns.errors import ServiceError
 from campaigns.models import Campaign, CampaignEvent, OrchestrationRun
+from campaigns.selectors import EVENTS_MAX_LIMIT, campaign_events
 from orchestration import services
 
 ENDINGS = {"campaign.completed": 0, "generation.failed": 1, "run.cancelled": 2}
@@ -82,9 +83,7 @@ class Command(BaseCommand):
         after = (after or 1) - 1
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            for event in CampaignEvent.objects.filter(campaign_id=run.campaign_id, sequence__gt=after).order_by(
-                "sequence"
-            ):
+            for event in campaign_events(run.campaign, after=after, limit=EVENTS_MAX_LIMIT):
                 after = event.sequence
                 self.print_event(event)
                 if event.run_id == run.pk and event.event in ENDINGS:
