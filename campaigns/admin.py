@@ -84,6 +84,16 @@ class CampaignAdmin(admin.ModelAdmin):
             return False
         return super().has_delete_permission(request, obj)
 
+    def get_deleted_objects(self, objs, request: HttpRequest):
+        """The event log is read-only in the admin, but it goes with its campaign: its rows must not
+        count as objects the operator lacks permission to delete."""
+        deleted, model_count, perms_needed, protected = super().get_deleted_objects(objs, request)
+        perms_needed.discard(CampaignEvent._meta.verbose_name)
+        return deleted, model_count, perms_needed, protected
+
+    def delete_model(self, request: HttpRequest, obj: Campaign) -> None:
+        self.delete_queryset(request, Campaign.objects.filter(pk=obj.pk))
+
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Campaign]) -> None:
         for campaign in queryset:
             try:

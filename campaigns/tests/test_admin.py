@@ -229,3 +229,28 @@ def test_anonymous_is_sent_to_the_login_page():
 
     assert response.status_code == 302
     assert response["Location"].startswith("/admin/login/")
+
+
+def test_an_operator_deletes_a_finished_campaign_with_its_history(admin_client_, objects):
+    campaign = objects["campaign"]  # a completed run, an artifact, an audit, an approval, an event
+    url = f"/admin/campaigns/campaign/{campaign.pk}/delete/"
+
+    confirm = admin_client_.get(url)
+    assert confirm.status_code == 200
+    assert "Are you sure" in confirm.content.decode(), "the admin refused: " + confirm.content.decode()[:500]
+
+    response = admin_client_.post(url, {"post": "yes"})
+
+    assert response.status_code == 302
+    assert not type(campaign).objects.filter(pk=campaign.pk).exists()
+    assert not CampaignEvent.objects.filter(campaign_id=campaign.pk).exists()
+
+
+def test_the_bulk_delete_action_deletes_finished_campaigns(admin_client_, objects, alice):
+    finished, other = objects["campaign"], CampaignFactory(owner=alice)
+    data = {"action": "delete_selected", "_selected_action": [finished.pk, other.pk], "post": "yes"}
+
+    response = admin_client_.post(changelist_url("campaign"), data)
+
+    assert response.status_code == 302
+    assert not type(finished).objects.filter(pk__in=[finished.pk, other.pk]).exists()
