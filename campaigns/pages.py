@@ -25,7 +25,7 @@ class CampaignForm(forms.ModelForm):
 
 @login_required
 def campaign_list(request: HttpRequest) -> HttpResponse:
-    form = CampaignForm(request.POST or None)
+    form = CampaignForm(request.POST if request.method == "POST" else None)
     if request.method == "POST" and form.is_valid():
         try:
             campaign = services.campaign_create(owner=request.user, **form.cleaned_data)

@@ -42,6 +42,8 @@ def test_the_campaign_list_creates_campaigns_and_shows_errors(client, alice):
     assert "No campaigns yet" in empty.content.decode()
     refused = client.post("/campaigns/", {"name": "", "brief": "x"})
     assert refused.status_code == 200 and "This field is required" in refused.content.decode()
+    blank = client.post("/campaigns/", {})  # an empty form is a form with errors, not a fresh one
+    assert blank.status_code == 200 and "This field is required" in blank.content.decode()
     created = client.post("/campaigns/", {"name": "Spring", "brief": "A bottle.", "audience": "", "tone": ""})
     assert created.status_code == 302 and created["Location"].startswith("/campaigns/camp_")
     assert "Spring" in client.get("/campaigns/").content.decode()
