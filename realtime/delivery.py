@@ -111,7 +111,7 @@ class Subscription:
                 await self._send_backlog()
         except Exception:
             logger.exception("catch-up of %s failed", self.campaign_id)
-            await self.connection.fail("internal_error")
+            await self.connection.delivery_failed()
 
     async def _send_from_log(self) -> bool:
         while True:

@@ -115,5 +115,5 @@ def publish_transient(
         "after_sequence": after,
         "frame": json.dumps(frame, separators=(",", ":")),
     }
-    transaction.on_commit(lambda: layer.group_send(group_name(campaign.public_id), message))
+    transaction.on_commit(lambda: _send(campaign.public_id, event, message))
     return frame

@@ -18,13 +18,16 @@ PAGE = 500
 @dataclass(frozen=True)
 class LogPosition:
     last_sequence: int
-    first_retained: int | None  # the oldest sequence still in the log, None when it is empty
+    first_retained: int | None  # the oldest sequence still in the log (None when empty, or not asked)
 
 
 @database_sync_to_async
-def log_position(campaign_pk: int) -> LogPosition:
+def log_position(campaign_pk: int, *, resuming: bool = False) -> LogPosition:
+    """Where the campaign's log ends; where it starts too when a client resumes (pruning may have cut it)."""
     last = Campaign.objects.filter(pk=campaign_pk).values_list("last_sequence", flat=True).first() or 0
-    first = CampaignEvent.objects.filter(campaign_id=campaign_pk).aggregate(first=Min("sequence"))["first"]
+    first = None
+    if resuming:
+        first = CampaignEvent.objects.filter(campaign_id=campaign_pk).aggregate(first=Min("sequence"))["first"]
     return LogPosition(last_sequence=last, first_retained=first)
 
 

@@ -33,8 +33,11 @@ DELIVERY_LATENCY = Histogram(
     "From an event's emitted_at to its frame written to the sockets of a process.",
     buckets=LATENCY_BUCKETS,
 )
-FRAMES_SENT = Counter("realtime_frames_sent", "Frames written to client sockets.", ["kind"])
-OUTBOUND_SIZE = Histogram("realtime_outbound_message_bytes", "Size of frames sent to clients.", buckets=SIZE_BUCKETS)
+# Observed once per event per web process, not per socket write: the fan-out path stays free of
+# per-connection bookkeeping. Event frames are ASCII JSON, so characters are bytes.
+OUTBOUND_SIZE = Histogram(
+    "realtime_outbound_message_bytes", "Size of the event frames fanned out to clients.", buckets=SIZE_BUCKETS
+)
 RECONNECTIONS = Counter("realtime_resumed_subscriptions", "Subscriptions resumed with last_sequence.")
 SNAPSHOT_LATENCY = Histogram("realtime_snapshot_seconds", "Time to build a campaign snapshot.", buckets=LATENCY_BUCKETS)
 ERRORS = Counter("realtime_errors", "Error frames sent to clients, by code.", ["code"])

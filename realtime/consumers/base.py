@@ -26,7 +26,7 @@ from realtime.connection import Connection
 from realtime.delivery import Subscription
 from realtime.hub import get_hub
 from realtime.log import log_position
-from realtime.metrics import AUTH_FAILURES, CONNECTIONS, ERRORS, RECONNECTIONS, SNAPSHOT_LATENCY, SUBSCRIPTIONS
+from realtime.metrics import AUTH_FAILURES, CONNECTIONS, RECONNECTIONS, SNAPSHOT_LATENCY, SUBSCRIPTIONS
 from realtime.snapshots import campaign_snapshot
 
 logger = logging.getLogger("realtime.connections")
@@ -34,6 +34,7 @@ logger = logging.getLogger("realtime.connections")
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_POLICY = 1008
 CLOSE_TOO_BIG = 1009
+CLOSE_INTERNAL_ERROR = 1011
 
 MESSAGES = {
     "unauthenticated": "Authentication required: send an access token or log in.",
@@ -198,7 +199,7 @@ class RealtimeSession(Connection, AsyncWebsocketConsumer):
         self.subscriptions[campaign_id] = subscription
         SUBSCRIPTIONS.labels(self.protocol_name).inc()
         await self.hub.join(subscription)  # from here on, live messages wait in its backlog
-        position = await log_position(campaign.pk)
+        position = await log_position(campaign.pk, resuming=last_sequence is not None)
         await self.send_subscribed(subscription, position.last_sequence)
         if last_sequence is None:
             subscription.last_sent = position.last_sequence
@@ -267,6 +268,9 @@ class RealtimeSession(Connection, AsyncWebsocketConsumer):
     async def send_snapshot(self, subscription: Subscription, snapshot: dict[str, Any], *, resync: bool) -> None:
         raise NotImplementedError
 
-    async def fail(self, code: str) -> None:
-        ERRORS.labels(code).inc()
-        await self.send_error(ClientError(code))
+    async def delivery_failed(self) -> None:
+        """A subscription could not be caught up (the log could not be read). Rather than live on
+        without its events, the connection ends; the client reconnects and resumes from its last
+        sequence. Native: an ``internal_error`` frame, then close 1011."""
+        await self.send_error(ClientError("internal_error"))
+        await self.close(CLOSE_INTERNAL_ERROR)

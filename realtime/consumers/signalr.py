@@ -18,7 +18,14 @@ from urllib.parse import parse_qs
 from django.conf import settings
 
 from realtime import signalr
-from realtime.consumers.base import CLOSE_TOO_BIG, CLOSE_UNAUTHENTICATED, ClientError, RealtimeSession
+from realtime.connection import CLOSE_GOING_AWAY
+from realtime.consumers.base import (
+    CLOSE_TOO_BIG,
+    CLOSE_UNAUTHENTICATED,
+    MESSAGES,
+    ClientError,
+    RealtimeSession,
+)
 from realtime.delivery import Subscription
 from realtime.metrics import ERRORS
 from realtime.signalr import (
@@ -40,7 +47,6 @@ from realtime.signalr import (
 logger = logging.getLogger("realtime.connections")
 
 CLOSE_NORMAL = 1000
-CLOSE_GOING_AWAY = 1001
 # Codes whose error ends the connection: sent as a Close message, not as a Completion.
 FATAL_CODES = {"unauthenticated", "token_expired"}
 
@@ -158,11 +164,13 @@ class SignalRHubConsumer(RealtimeSession):
             )
         elif error.code == "message_too_large":
             await self.close_with(error.message, code=CLOSE_TOO_BIG)
-        elif error.code == "internal_error" and self.invocation is None:
-            # A subscription's delivery broke: reconnecting (and re-joining) starts it afresh.
-            await self.close_with(error.message, allow_reconnect=True)
         else:
             await self.complete(error=error.message)
+
+    async def delivery_failed(self) -> None:
+        """A subscription's delivery broke: reconnecting (and re-joining) starts it afresh."""
+        ERRORS.labels("internal_error").inc()
+        await self.close_with(MESSAGES["internal_error"], allow_reconnect=True)
 
     async def send_subscribed(self, subscription: Subscription, last_sequence: int) -> None:
         # Answered here, before the subscription's catch-up can send any event.
@@ -219,7 +227,6 @@ class SignalRHubConsumer(RealtimeSession):
             return
         if not self.user or not self.user.is_authenticated:
             return
-        allowed = await self.check_rate()
         for text in text_data.split(RS)[:-1]:
             if self._closed:
                 return
@@ -229,7 +236,7 @@ class SignalRHubConsumer(RealtimeSession):
                 logger.info("signalr %s: invalid record (%s)", self.connection_id, error)
                 await self.close_with(f"Invalid record: {error}")
                 return
-            if not allowed:
+            if not await self.check_rate():  # records are counted, not frames: a frame may hold many
                 if message["type"] in (INVOCATION, STREAM_INVOCATION) and message.get("invocationId") is not None:
                     self.invocation = Invocation(message["invocationId"])
                     await self.complete(error=ClientError("rate_limited").message)
@@ -313,7 +320,7 @@ class SignalRHubConsumer(RealtimeSession):
             await self.send_error(error)
         except Exception:
             logger.exception("signalr %s: %s failed", self.connection_id, message["target"][:40])
-            await self.complete(error=ClientError("internal_error").message)
+            await self.send_error(ClientError("internal_error"))
         else:
             await self.complete()
         finally:

@@ -320,6 +320,16 @@ async def test_two_invocations_in_one_frame_get_two_completions(hub, users):
     assert await connection.next() == {"type": 3, "invocationId": "b"}
 
 
+async def test_the_rate_limit_counts_records_not_frames(hub, users, settings):
+    settings.WS_MAX_FRAMES_PER_SECOND = 5
+    connection = await hub(users["alice"])
+    await connection.send("".join(invoke("JoinCampaignGroup", "camp_missing", invocation_id=str(i)) for i in range(8)))
+    answers = [await connection.next() for _ in range(8)]
+    assert [a["invocationId"] for a in answers] == [str(i) for i in range(8)]
+    assert [a["error"] for a in answers[5:]] == ["Too many frames; slow down."] * 3
+    assert all(a["error"] != "Too many frames; slow down." for a in answers[:5])
+
+
 async def test_an_invocation_without_id_gets_no_answer(hub, users):
     campaign = await db(CampaignFactory)(owner=users["alice"])
     connection = await hub(users["alice"])
