@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from django.test import Client
 from rest_framework.test import APIClient
 
 from campaigns.tests.factories import UserFactory
@@ -32,6 +33,14 @@ def bob(db):
 @pytest.fixture
 def operator(db):
     return UserFactory(username="charlie", is_staff=True, is_superuser=True)
+
+
+@pytest.fixture
+def operator_client(operator) -> Client:
+    """An operator's browser: logged in to the admin and the staff pages."""
+    client = Client()
+    client.force_login(operator)
+    return client
 
 
 def _client_for(user) -> APIClient:

@@ -8,6 +8,7 @@ from django.conf import settings as django_settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
+from django.urls import reverse
 
 from campaigns import ids
 from campaigns.validation import validate_settings
@@ -80,7 +81,7 @@ class Campaign(models.Model):
 
     def get_absolute_url(self) -> str:
         """The live campaign page (the admin's "View on site")."""
-        return f"/campaigns/{self.public_id}/"
+        return reverse("campaign-page", args=[self.public_id])
 
 
 class OrchestrationRun(models.Model):

@@ -274,9 +274,7 @@ CORS_ALLOWED_ORIGINS = ALLOWED_ORIGINS
 CORS_ALLOW_CREDENTIALS = True
 CORS_URLS_REGEX = r"^/(api|hubs)/.*$"
 # What the SignalR clients send on negotiate (docs/SIGNALR.md), besides django-cors-headers' defaults.
-CORS_ALLOW_HEADERS = tuple(
-    dict.fromkeys((*default_headers, "authorization", "x-requested-with", "x-signalr-user-agent"))
-)
+CORS_ALLOW_HEADERS = (*default_headers, "x-signalr-user-agent")
 CSRF_TRUSTED_ORIGINS = ALLOWED_ORIGINS
 
 # --- Static files, i18n ---------------------------------------------------------------------------

@@ -4,15 +4,11 @@ import factory
 from django.contrib.auth import get_user_model
 
 from campaigns.models import Artifact, Campaign, ComplianceAudit, OrchestrationRun, RunState, RunStep
+from orchestration.plan import FULL_PLAN, STEP_AGENTS
 
 PASSWORD = "correct-horse-battery-staple"
 
-DEFAULT_PLAN = [
-    ("Copy", "copywriter"),
-    ("ShortCopy", "short_copywriter"),
-    ("Visual", "visual_designer"),
-    ("audit", "compliance_auditor"),
-]
+DEFAULT_PLAN = [(name, STEP_AGENTS[name]) for name in FULL_PLAN]
 
 
 class UserFactory(factory.django.DjangoModelFactory):

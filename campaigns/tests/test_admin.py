@@ -24,13 +24,6 @@ def change_url(obj: Model) -> str:
 
 
 @pytest.fixture
-def admin_client_(operator) -> Client:
-    client = Client()
-    client.force_login(operator)
-    return client
-
-
-@pytest.fixture
 def objects(alice) -> dict[str, Model]:
     campaign = CampaignFactory(owner=alice, name="Bottle launch", tone="friendly", settings={"max_tokens": 500})
     run = RunFactory(campaign=campaign, state=RunState.COMPLETED, settings={"require_approval": True})
@@ -51,8 +44,8 @@ def objects(alice) -> dict[str, Model]:
     }
 
 
-def test_admin_index_lists_every_model(admin_client_):
-    response = admin_client_.get("/admin/")
+def test_admin_index_lists_every_model(operator_client):
+    response = operator_client.get("/admin/")
 
     assert response.status_code == 200
     html = response.content.decode()
@@ -61,53 +54,53 @@ def test_admin_index_lists_every_model(admin_client_):
 
 
 @pytest.mark.parametrize("model", MODELS)
-def test_every_changelist_loads(admin_client_, objects, model):
-    response = admin_client_.get(changelist_url(model))
+def test_every_changelist_loads(operator_client, objects, model):
+    response = operator_client.get(changelist_url(model))
 
     assert response.status_code == 200
     assert response.context["cl"].result_count == 1
 
 
 @pytest.mark.parametrize("model", MODELS)
-def test_every_empty_changelist_loads(admin_client_, model):
-    response = admin_client_.get(changelist_url(model))
+def test_every_empty_changelist_loads(operator_client, model):
+    response = operator_client.get(changelist_url(model))
 
     assert response.status_code == 200
     assert response.context["cl"].result_count == 0
 
 
 @pytest.mark.parametrize("model", MODELS)
-def test_every_change_page_loads(admin_client_, objects, model):
+def test_every_change_page_loads(operator_client, objects, model):
     obj = objects[model]
 
-    response = admin_client_.get(change_url(obj))
+    response = operator_client.get(change_url(obj))
 
     assert response.status_code == 200
     assert response.context["original"] == obj
 
 
-def test_campaign_change_page_shows_its_runs(admin_client_, objects):
-    response = admin_client_.get(change_url(objects["campaign"]))
+def test_campaign_change_page_shows_its_runs(operator_client, objects):
+    response = operator_client.get(change_url(objects["campaign"]))
 
     assert objects["orchestrationrun"].public_id in response.content.decode()
 
 
-def test_run_change_page_shows_its_artifacts_approvals_and_events(admin_client_, objects):
-    html = admin_client_.get(change_url(objects["orchestrationrun"])).content.decode()
+def test_run_change_page_shows_its_artifacts_approvals_and_events(operator_client, objects):
+    html = operator_client.get(change_url(objects["orchestrationrun"])).content.decode()
 
     assert objects["artifact"].public_id in html
     assert objects["approval"].public_id in html
     assert "half way" in html
 
 
-def test_campaign_add_page_loads(admin_client_):
-    response = admin_client_.get("/admin/campaigns/campaign/add/")
+def test_campaign_add_page_loads(operator_client):
+    response = operator_client.get("/admin/campaigns/campaign/add/")
 
     assert response.status_code == 200
     assert 'name="name"' in response.content.decode()
 
 
-def test_campaign_admin_refuses_bad_settings(admin_client_, objects):
+def test_campaign_admin_refuses_bad_settings(operator_client, objects):
     campaign = objects["campaign"]
     form = {
         "owner": campaign.owner_id,
@@ -124,7 +117,7 @@ def test_campaign_admin_refuses_bad_settings(admin_client_, objects):
         "runs-0-campaign": campaign.pk,
     }
 
-    response = admin_client_.post(change_url(campaign), form)
+    response = operator_client.post(change_url(campaign), form)
 
     assert response.status_code == 200
     assert "colour" in response.content.decode()
@@ -132,25 +125,25 @@ def test_campaign_admin_refuses_bad_settings(admin_client_, objects):
     assert campaign.settings == {"max_tokens": 500}
 
 
-def test_run_changelist_search(admin_client_, objects):
+def test_run_changelist_search(operator_client, objects):
     other = RunFactory(campaign=CampaignFactory(name="Coffee promo"), state=RunState.FAILED)
     wanted = objects["orchestrationrun"]
 
     for query in (wanted.public_id, "Bottle launch", wanted.campaign.public_id):
-        response = admin_client_.get(changelist_url("orchestrationrun"), {"q": query})
+        response = operator_client.get(changelist_url("orchestrationrun"), {"q": query})
         assert response.status_code == 200
         assert list(response.context["cl"].result_list) == [wanted], query
         html = response.content.decode()
         assert wanted.public_id in html and other.public_id not in html
 
-    nothing = admin_client_.get(changelist_url("orchestrationrun"), {"q": "no such run"})
+    nothing = operator_client.get(changelist_url("orchestrationrun"), {"q": "no such run"})
     assert nothing.context["cl"].result_count == 0
 
 
-def test_run_changelist_filter_by_state(admin_client_, objects):
+def test_run_changelist_filter_by_state(operator_client, objects):
     failed = RunFactory(campaign=CampaignFactory(), state=RunState.FAILED)
 
-    response = admin_client_.get(changelist_url("orchestrationrun"), {"state__exact": "failed"})
+    response = operator_client.get(changelist_url("orchestrationrun"), {"state__exact": "failed"})
 
     assert response.status_code == 200
     assert list(response.context["cl"].result_list) == [failed]
@@ -158,12 +151,12 @@ def test_run_changelist_filter_by_state(admin_client_, objects):
     assert failed.public_id in html and objects["orchestrationrun"].public_id not in html
 
 
-def test_run_changelist_date_drilldown(admin_client_, objects):
+def test_run_changelist_date_drilldown(operator_client, objects):
     run = objects["orchestrationrun"]
     year = run.created_at.year
 
-    this_year = admin_client_.get(changelist_url("orchestrationrun"), {"created_at__year": year})
-    other_year = admin_client_.get(changelist_url("orchestrationrun"), {"created_at__year": year - 1})
+    this_year = operator_client.get(changelist_url("orchestrationrun"), {"created_at__year": year})
+    other_year = operator_client.get(changelist_url("orchestrationrun"), {"created_at__year": year - 1})
 
     assert this_year.status_code == 200
     assert list(this_year.context["cl"].result_list) == [run]
@@ -171,36 +164,36 @@ def test_run_changelist_date_drilldown(admin_client_, objects):
     assert other_year.context["cl"].result_count == 0
 
 
-def test_campaign_changelist_search_by_owner(admin_client_, objects, bob):
+def test_campaign_changelist_search_by_owner(operator_client, objects, bob):
     CampaignFactory(owner=bob, name="Bob's promo")
 
-    response = admin_client_.get(changelist_url("campaign"), {"q": "alice"})
+    response = operator_client.get(changelist_url("campaign"), {"q": "alice"})
 
     assert list(response.context["cl"].result_list) == [objects["campaign"]]
 
 
-def test_event_admin_is_read_only(admin_client_, objects):
+def test_event_admin_is_read_only(operator_client, objects):
     event = objects["campaignevent"]
     url = changelist_url("campaignevent")
 
-    assert admin_client_.get(f"{url}add/").status_code == 403
-    assert admin_client_.get(f"{url}{event.pk}/delete/").status_code == 403
-    change = admin_client_.get(change_url(event))
+    assert operator_client.get(f"{url}add/").status_code == 403
+    assert operator_client.get(f"{url}{event.pk}/delete/").status_code == 403
+    change = operator_client.get(change_url(event))
     assert change.status_code == 200
     assert not change.context["has_change_permission"]
     assert not change.context["has_delete_permission"]
     assert 'name="_save"' not in change.content.decode()
-    assert admin_client_.post(change_url(event), {"event": "tampered", "sequence": 99}).status_code == 403
-    listing = admin_client_.get(url).content.decode()
+    assert operator_client.post(change_url(event), {"event": "tampered", "sequence": 99}).status_code == 403
+    listing = operator_client.get(url).content.decode()
     assert f'href="{url}add/"' not in listing
     event.refresh_from_db()
     assert (event.event, event.sequence) == ("progress", 1)
 
 
-def test_event_admin_offers_no_bulk_delete(admin_client_, objects):
+def test_event_admin_offers_no_bulk_delete(operator_client, objects):
     event = objects["campaignevent"]
 
-    admin_client_.post(
+    operator_client.post(
         changelist_url("campaignevent"), {"action": "delete_selected", "_selected_action": [event.pk], "post": "yes"}
     )
 
@@ -208,8 +201,8 @@ def test_event_admin_offers_no_bulk_delete(admin_client_, objects):
 
 
 @pytest.mark.parametrize("model", ["orchestrationrun", "artifact", "complianceaudit", "approval"])
-def test_records_made_by_the_system_cannot_be_added_by_hand(admin_client_, model):
-    assert admin_client_.get(f"{changelist_url(model)}add/").status_code == 403
+def test_records_made_by_the_system_cannot_be_added_by_hand(operator_client, model):
+    assert operator_client.get(f"{changelist_url(model)}add/").status_code == 403
 
 
 @pytest.mark.parametrize("path", ["/admin/", "/admin/campaigns/campaign/", "/admin/campaigns/campaignevent/"])
@@ -231,26 +224,26 @@ def test_anonymous_is_sent_to_the_login_page():
     assert response["Location"].startswith("/admin/login/")
 
 
-def test_an_operator_deletes_a_finished_campaign_with_its_history(admin_client_, objects):
+def test_an_operator_deletes_a_finished_campaign_with_its_history(operator_client, objects):
     campaign = objects["campaign"]  # a completed run, an artifact, an audit, an approval, an event
     url = f"/admin/campaigns/campaign/{campaign.pk}/delete/"
 
-    confirm = admin_client_.get(url)
+    confirm = operator_client.get(url)
     assert confirm.status_code == 200
     assert "Are you sure" in confirm.content.decode(), "the admin refused: " + confirm.content.decode()[:500]
 
-    response = admin_client_.post(url, {"post": "yes"})
+    response = operator_client.post(url, {"post": "yes"})
 
     assert response.status_code == 302
     assert not type(campaign).objects.filter(pk=campaign.pk).exists()
     assert not CampaignEvent.objects.filter(campaign_id=campaign.pk).exists()
 
 
-def test_the_bulk_delete_action_deletes_finished_campaigns(admin_client_, objects, alice):
+def test_the_bulk_delete_action_deletes_finished_campaigns(operator_client, objects, alice):
     finished, other = objects["campaign"], CampaignFactory(owner=alice)
     data = {"action": "delete_selected", "_selected_action": [finished.pk, other.pk], "post": "yes"}
 
-    response = admin_client_.post(changelist_url("campaign"), data)
+    response = operator_client.post(changelist_url("campaign"), data)
 
     assert response.status_code == 302
     assert not type(finished).objects.filter(pk__in=[finished.pk, other.pk]).exists()

@@ -20,13 +20,6 @@ ARTIFACTS = "/admin/campaigns/artifact/"
 
 
 @pytest.fixture
-def operator_client(operator) -> Client:
-    client = Client()
-    client.force_login(operator)
-    return client
-
-
-@pytest.fixture
 def campaign(alice) -> Campaign:
     return CampaignFactory(owner=alice, name="Bottle launch", settings={"max_tokens": 500})
 
