@@ -17,17 +17,13 @@ import asyncio
 import json
 import sys
 import time
-from datetime import UTC, datetime
+from pathlib import Path
 
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-EMITTED = '"emitted_at":"'
-
-
-def emitted(frame: str) -> float:
-    start = frame.find(EMITTED) + len(EMITTED)
-    return datetime.strptime(frame[start : start + 27], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp()
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from realtime.payloads import parse_emitted_at as emitted  # noqa: E402  (no Django in that module)
 
 
 class Stats:

@@ -210,7 +210,7 @@ OPENAI_PRICE_COMPLETION_PER_1K = env_decimal("OPENAI_PRICE_COMPLETION_PER_1K", "
 AGENT_MAX_ATTEMPTS = env_int("AGENT_MAX_ATTEMPTS", 4, minimum=1, maximum=20)
 AGENT_RETRY_BASE_MS = env_int("AGENT_RETRY_BASE_MS", 1000, minimum=0)
 AGENT_RETRY_MAX_MS = env_int("AGENT_RETRY_MAX_MS", 30_000, minimum=0)
-# A running step renews its lease every RUN_LEASE_SECONDS / 3; the recovery task (every
+# A running step renews its lease between chunks (at most every 0.25 s); the recovery task (every
 # RUN_RECOVERY_INTERVAL_SECONDS) requeues steps whose lease expired, i.e. whose worker died.
 RUN_LEASE_SECONDS = env_int("RUN_LEASE_SECONDS", 30, minimum=1)
 RUN_RECOVERY_INTERVAL_SECONDS = env_int("RUN_RECOVERY_INTERVAL_SECONDS", 15, minimum=1)

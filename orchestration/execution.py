@@ -208,7 +208,7 @@ def _chunk(claim: Claim, text: str, index: int, *, complete: bool) -> None:
 def _write(claim: Claim) -> tuple[Draft, Usage]:
     provider = get_provider()
     agent = WRITERS[claim.name]
-    request = agent.request(claim.context, attempt=claim.step.attempt, simulation=claim.simulation, max_tokens=None)
+    request = agent.request(claim.context, attempt=claim.step.attempt, simulation=claim.simulation)
     guard = Guard(claim, provider, sum(estimate_tokens(m["content"]) for m in request.messages))
     pieces: list[str] = []
     usage = None

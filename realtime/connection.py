@@ -42,7 +42,6 @@ class Connection:
         self.congested_since: float | None = None
         self.held_chunks: dict[tuple[str, str], dict[str, Any]] = {}
         self.closing = False  # closed by the server (slow client, shutdown): the client is no longer heard
-        self._echo: dict[str, str] = {}
         protocol = getattr(self.base_send, "args", (None,))[0]
         self._protocol = protocol if hasattr(protocol, "sendCloseFrame") else None
         self._transport = getattr(protocol, "transport", None)

@@ -16,6 +16,7 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AnonymousUser
+from django.http.cookie import parse_cookie
 from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.tokens import AccessToken
 
@@ -72,11 +73,7 @@ def _user_from_session(scope: dict[str, Any]) -> Any:
     from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, load_backend
     from django.utils.crypto import constant_time_compare
 
-    cookies = _headers(scope).get(b"cookie", b"").decode("latin-1")
-    key = next(
-        (part.split("=", 1)[1] for part in cookies.split("; ") if part.startswith(f"{settings.SESSION_COOKIE_NAME}=")),
-        None,
-    )
+    key = parse_cookie(_headers(scope).get(b"cookie", b"").decode("latin-1")).get(settings.SESSION_COOKIE_NAME)
     if not key:
         return AnonymousUser()
     session = import_module(settings.SESSION_ENGINE).SessionStore(session_key=key.strip())

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from orchestration.providers.base import ProviderRequest
@@ -19,7 +19,6 @@ class AgentContext:
     copy: str = ""  # the latest Copy, for agents that derive from it
     instructions: str = ""  # a revision's instructions or a rejection's comment
     previous: str = ""  # the version being revised, if any
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -50,9 +49,7 @@ class WritingAgent:
     def user_prompt(self, ctx: AgentContext) -> str:
         raise NotImplementedError
 
-    def request(
-        self, ctx: AgentContext, *, attempt: int, simulation: dict[str, Any], max_tokens: int | None
-    ) -> ProviderRequest:
+    def request(self, ctx: AgentContext, *, attempt: int, simulation: dict[str, Any]) -> ProviderRequest:
         prompt = self.user_prompt(ctx)
         if ctx.previous:
             prompt += f"\n\nThe current version is:\n{ctx.previous}"
@@ -62,7 +59,6 @@ class WritingAgent:
             agent=self.name,
             messages=[{"role": "system", "content": self.system_prompt}, {"role": "user", "content": prompt}],
             context={**ctx.as_dict(), "kind": self.kind},
-            max_tokens=max_tokens,
             attempt=attempt,
             simulation=simulation,
         )

@@ -33,7 +33,6 @@ class ProviderRequest:
     messages: list[dict[str, str]]
     # Structured inputs for providers that do not read prose (the template provider).
     context: dict[str, Any] = field(default_factory=dict)
-    max_tokens: int | None = None
     attempt: int = 1
     # The step's simulation settings: {"fail_times": n, "delay_ms": n, "fail_permanently": bool}.
     simulation: dict[str, Any] = field(default_factory=dict)

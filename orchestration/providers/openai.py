@@ -63,8 +63,6 @@ class OpenAIProvider:
             "stream": True,
             "stream_options": {"include_usage": True},
         }
-        if request.max_tokens:
-            body["max_tokens"] = request.max_tokens
         return body
 
     def stream(self, request: ProviderRequest) -> Iterator[str | Usage]:
