@@ -7,7 +7,8 @@
 free loopback ports, points DATABASE_URL and REDIS_URL at them, runs pytest and removes them.
 ``run`` starts a private Redis on 127.0.0.1:6379 when REDIS_URL is unset and nothing answers there,
 migrates, makes sure an operator account exists, then runs daphne and a Celery worker in the
-foreground until Ctrl-C. Missing Debian packages are installed when running as root.
+foreground, supervised (marketing_agents.supervisor: restarted when they exit), until Ctrl-C.
+Missing Debian packages are installed when running as root.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
+
+from marketing_agents.supervisor import Child, Supervisor
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -243,60 +246,72 @@ def fresh_metrics_dir(path: Path) -> None:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)
 
 
+def worker_argv(*extra: str) -> list[str]:
+    """A Celery worker as `make run` starts it. Gossip and mingle are off: nothing here uses them (they
+    exchange worker state for monitoring and revocations), and their steps fail noisily, and in
+    kombu 5.7 fatally, while the broker restarts (see marketing_agents/broker.py)."""
+    return [
+        PYTHON,
+        "-m",
+        "celery",
+        "-A",
+        "marketing_agents",
+        "worker",
+        "--loglevel",
+        "INFO",
+        "--without-gossip",
+        "--without-mingle",
+        *extra,
+    ]
+
+
+def count_restart(child: Child) -> None:
+    """Supervisor restarts, on the web process's /metrics (PROMETHEUS_MULTIPROC_DIR is set by now)."""
+    global _restarts_counter
+    if _restarts_counter is None:
+        from prometheus_client import Counter
+
+        _restarts_counter = Counter("supervisor_restarts", "Children restarted by make run's supervisor.", ["child"])
+    _restarts_counter.labels(child.name).inc()
+
+
+_restarts_counter = None
+
+
 def serve() -> int:
-    processes: list[subprocess.Popen] = []
-    stopping = False
+    children: list[Child] = []
+    if not os.environ.get("REDIS_URL"):
+        if redis_ping(6379):
+            say("using the Redis already answering on 127.0.0.1:6379")
+        else:
+            data_dir = BASE_DIR / ".run" / "redis"
+            data_dir.mkdir(parents=True, exist_ok=True)
+            argv = [redis_server_binary(), "--port", "6379", "--bind", "127.0.0.1", "--dir", str(data_dir)]
+            children.append(Child("redis", [*argv, "--appendonly", "yes"], ready=lambda: redis_ping(6379)))
+            say("starting a private Redis on 127.0.0.1:6379 (data in .run/redis)")
+    fresh_metrics_dir(BASE_DIR / ".run" / "metrics")
+    port = os.environ.get("PORT", "8000")
+    schedule = str(BASE_DIR / ".run" / "celerybeat-schedule")
+    children += [
+        Child("web", [PYTHON, "-m", "marketing_agents.serve", "-b", "127.0.0.1", "-p", port], cwd=BASE_DIR),
+        Child("worker", worker_argv("--concurrency", "2", "--beat", "--schedule", schedule), cwd=BASE_DIR),
+    ]
+    supervisor = Supervisor(children, log=say, on_restart=count_restart)
 
     def on_signal(signum: int, frame: object) -> None:
-        nonlocal stopping
-        stopping = True
+        supervisor.stop()
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    try:
-        if not os.environ.get("REDIS_URL"):
-            if redis_ping(6379):
-                say("using the Redis already answering on 127.0.0.1:6379")
-            else:
-                processes.append(start_redis(6379, BASE_DIR / ".run" / "redis", persistent=True))
-                say("started a private Redis on 127.0.0.1:6379 (data in .run/redis)")
-        fresh_metrics_dir(BASE_DIR / ".run" / "metrics")
-        manage("migrate", "--noinput", "-v", "0")
-        manage("ensure_operator")
-        port = os.environ.get("PORT", "8000")
-        processes.append(
-            subprocess.Popen([PYTHON, "-m", "marketing_agents.serve", "-b", "127.0.0.1", "-p", port], cwd=BASE_DIR)
-        )
-        processes.append(
-            subprocess.Popen(
-                [
-                    PYTHON,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "marketing_agents",
-                    "worker",
-                    "--loglevel",
-                    "INFO",
-                    "--concurrency",
-                    "2",
-                    "--beat",
-                    "--schedule",
-                    str(BASE_DIR / ".run" / "celerybeat-schedule"),
-                ],
-                cwd=BASE_DIR,
-            )
-        )
+
+    def started() -> None:
         say(f"serving on http://127.0.0.1:{port}/  (admin: /admin/, API docs: /api/docs/); Ctrl-C stops everything")
-        while not stopping:
-            if any(process.poll() is not None for process in processes):
-                say("a service exited; stopping the others")
-                return 1
-            time.sleep(0.2)
-        return 0
-    finally:
-        say("stopping")
-        stop(processes)
+
+    manage("migrate", "--noinput", "-v", "0")
+    manage("ensure_operator")
+    code = supervisor.run(started=started)
+    say("stopped")
+    return code
 
 
 def main(argv: list[str]) -> int:

@@ -168,6 +168,8 @@ CHANNEL_LAYERS["realtime"] = (
 # Longest step we allow (seconds); the broker must not redeliver a task before that.
 ORCHESTRATION_STEP_TIMEOUT = env_int("ORCHESTRATION_STEP_TIMEOUT", 900, minimum=10)
 CELERY_BROKER_URL = REDIS_URL
+# kombu's Redis transport, minus the crash that stopped workers when Redis restarted (see the module).
+CELERY_BROKER_TRANSPORT = "marketing_agents.broker:Transport"
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": ORCHESTRATION_STEP_TIMEOUT * 4}
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True

@@ -162,3 +162,45 @@ class WebServer(ManagedProcess):
                 return response.status == 200
         except OSError:
             return False
+
+
+class RedisServer(ManagedProcess):
+    """A private redis-server for a fault test: stopped and started again like the real thing.
+
+    ``persistent``: append-only file on, so a restart comes back with its data; otherwise a
+    restart comes back empty."""
+
+    name = "redis"
+
+    def __init__(self, log_dir: Path, *, persistent: bool = False) -> None:
+        self.port = free_port()
+        self.data_dir = log_dir / f"redis-{self.port}"
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = log_dir / f"redis-{self.port}.log"
+        self.persistent = persistent
+        self.env = dict(os.environ)
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def argv(self) -> list[str]:
+        binary = os.environ.get("DEVSERVICES_REDIS_SERVER", "redis-server")
+        persistence = ["--appendonly", "yes", "--appendfsync", "always"] if self.persistent else ["--save", ""]
+        return [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.data_dir), *persistence]
+
+    def ready(self) -> bool:
+        import socket
+
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def restart_after(self, down_for: float = 0.0):
+        """Stop (kill -9: no save), stay down ``down_for`` seconds, start again on the same port."""
+        self.kill()
+        time.sleep(down_for)  # the outage itself: how long the fault lasts, not a wait for a condition
+        return self.start()
