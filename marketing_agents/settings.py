@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import secrets
 from datetime import timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import dj_database_url
@@ -87,6 +88,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "marketing_agents.errors.OutageMiddleware",
 ]
 
 ROOT_URLCONF = "marketing_agents.urls"
@@ -194,6 +196,9 @@ WS_PING_INTERVAL_SECONDS = env_int("WS_PING_INTERVAL_SECONDS", 15, minimum=1)
 # that far behind before it is closed with 1013.
 WS_OUTBOUND_BUFFER_BYTES = env_int("WS_OUTBOUND_BUFFER_BYTES", 512 * 1024, minimum=1024)
 WS_SLOW_CLIENT_SECONDS = env_int("WS_SLOW_CLIENT_SECONDS", 10, minimum=1)
+# Each web process reads the heads of the campaigns it serves this often (one query), so an event
+# whose layer message was lost reaches its subscribers within about two intervals (PROTOCOL.md §9).
+REALTIME_HEAD_CHECK_SECONDS = float(env_decimal("REALTIME_HEAD_CHECK_SECONDS", "1", minimum=Decimal("0.05")))
 # Event-log retention: a resume from before the oldest kept event gets a snapshot instead.
 EVENT_RETENTION_DAYS = env_int("EVENT_RETENTION_DAYS", 30, minimum=1)
 

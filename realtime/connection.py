@@ -157,7 +157,7 @@ class Connection:
             self.congested_since = None
             self.hub.congested.discard(self)
             for subscription in self.subscriptions.values():
-                subscription.catch_up()
+                subscription.catch_up("drained")
             return
         behind = time.monotonic() - self.congested_since
         if behind > settings.WS_SLOW_CLIENT_SECONDS and not self.closing:

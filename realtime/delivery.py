@@ -23,7 +23,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from realtime import log
-from realtime.metrics import GAP_EVENTS
+from realtime.metrics import GAP_EVENTS, GAP_FILLS
 
 if TYPE_CHECKING:
     from realtime.connection import Connection
@@ -45,6 +45,7 @@ class Subscription:
         self.backlog: list[dict[str, Any]] = []
         self.closed = False
         self._catching_up: asyncio.Task | None = None
+        self._cause = "resume"  # what started the current catch-up (realtime_gap_fills)
 
     # --- live messages, from the hub ---------------------------------------------------------------
 
@@ -62,7 +63,7 @@ class Subscription:
         if sequence is None:  # a transient chunk: it belongs right after its after_sequence
             if message["after_sequence"] > self.last_sent:
                 self._hold(message)
-                self.catch_up()
+                self.catch_up("live_skip")
                 return
             await self.connection.push_chunk(self, message)
             return
@@ -71,7 +72,7 @@ class Subscription:
             return
         if sequence > self.last_sent + 1:
             self._hold(message)
-            self.catch_up()
+            self.catch_up("live_skip")
             return
         if await self.connection.push_event(self, message):
             self.last_sent = sequence
@@ -84,14 +85,16 @@ class Subscription:
 
     # --- the slow path -------------------------------------------------------------------------------
 
-    def catch_up(self) -> None:
+    def catch_up(self, cause: str = "resume") -> None:
         """Read what is missing from the log and send it, then what arrived meanwhile (one task at a time)."""
         self.ready = False
         if self.closed or (self._catching_up is not None and not self._catching_up.done()):
             return
+        self._cause = cause
         self._catching_up = asyncio.ensure_future(self._catch_up())
 
     async def _catch_up(self) -> None:
+        started_from = self.last_sent
         try:
             while not self.closed:
                 before = self.last_sent
@@ -105,6 +108,8 @@ class Subscription:
                     continue
                 if not self.backlog:
                     self.ready = True
+                    if self.last_sent > started_from:
+                        GAP_FILLS.labels(self._cause).inc()
                     if self.connection.held_chunks:
                         await self.connection.flush_chunks(self)
                     return

@@ -24,8 +24,9 @@ import redis.asyncio as aioredis
 from django.conf import settings
 
 from realtime.events import group_name
-from realtime.layer import realtime_layer
-from realtime.metrics import DELIVERY_LATENCY, OUTBOUND_SIZE
+from realtime.layer import realtime_layer, watch_reconnects
+from realtime.log import campaign_heads
+from realtime.metrics import DELIVERY_LATENCY, HEAD_CHECKS, LAYER_RECONNECTS, OUTBOUND_SIZE
 from realtime.payloads import parse_emitted_at
 
 if TYPE_CHECKING:
@@ -51,6 +52,8 @@ class Hub:
         self._tasks: list[asyncio.Task] = []
         self._lock = asyncio.Lock()
         self._groups_joined_at: dict[str, float] = {}
+        # The head (last stored sequence) of each subscribed campaign at the previous head check.
+        self._heads: dict[str, int] = {}
         self.stopping = False
 
     def cancel_tasks(self) -> None:
@@ -67,11 +70,13 @@ class Hub:
         layer = realtime_layer()
         self.channel = await layer.new_channel("hub.")
         await layer.group_add(BROADCAST_GROUP, self.channel)
+        watch_reconnects(layer, self._layer_reconnected)
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(self._read()),
             loop.create_task(self._tick()),
             loop.create_task(self._presence()),
+            loop.create_task(self._check_heads()),
         ]
 
     async def add_connection(self, connection: Connection) -> None:
@@ -139,7 +144,8 @@ class Hub:
                 logger.warning("channel layer receive failed (%s); retrying", type(exc).__name__)
                 await asyncio.sleep(min(5.0, 0.1 * 2**failures))
                 if failures == 1:
-                    self._resync_all()  # messages may have been lost while Redis was away
+                    LAYER_RECONNECTS.inc()
+                    self._resync_all("layer_reconnect")  # messages may have been lost while Redis was away
                 continue
             try:
                 await self.dispatch(message)
@@ -163,10 +169,51 @@ class Hub:
             DELIVERY_LATENCY.observe(max(0.0, time.time() - parse_emitted_at(message["frame"])))
             OUTBOUND_SIZE.observe(len(message["frame"]))
 
-    def _resync_all(self) -> None:
+    def _resync_all(self, cause: str) -> None:
         for members in self.subscriptions.values():
             for subscription in members:
-                subscription.catch_up()
+                subscription.catch_up(cause)
+
+    async def _layer_reconnected(self, connection: Any = None) -> None:
+        """The pub/sub connection to Redis is back (redis-py resubscribed it first): whatever was
+        published while it was away is in the log; every subscription reads it now."""
+        LAYER_RECONNECTS.inc()
+        logger.warning("channel layer reconnected; catching up %d campaign(s) from the log", len(self.subscriptions))
+        self._resync_all("layer_reconnect")
+
+    # --- positioning: no event stays stranded -----------------------------------------------------------
+
+    async def _check_heads(self) -> None:
+        """Every REALTIME_HEAD_CHECK_SECONDS, one query reads the head of every campaign this process
+        serves. A subscription still behind the head seen at the previous check has missed an event
+        (its layer message was lost, or never sent because Redis was down) and no later event has
+        come to reveal the gap: it catches up from the log. Waiting one interval leaves events in
+        flight (stored, not yet fanned out) alone, so a healthy stream costs one query and nothing more.
+        """
+        while not self.stopping:
+            await asyncio.sleep(settings.REALTIME_HEAD_CHECK_SECONDS)
+            if not self.subscriptions:
+                self._heads = {}
+                continue
+            try:
+                await self.check_heads()
+            except Exception as exc:  # the database is away: the next check tries again
+                logger.warning("head check failed: %s", type(exc).__name__)
+
+    async def check_heads(self) -> int:
+        """One head check; returns how many subscriptions it set catching up."""
+        pks = {next(iter(members)).campaign_pk: cid for cid, members in self.subscriptions.items() if members}
+        heads = await campaign_heads(list(pks))
+        HEAD_CHECKS.inc()
+        previous, self._heads = self._heads, {pks[pk]: head for pk, head in heads.items()}
+        stranded = 0
+        for campaign_id, head in self._heads.items():
+            seen_before = min(head, previous.get(campaign_id, 0))
+            for subscription in list(self.subscriptions.get(campaign_id, ())):
+                if subscription.ready and subscription.last_sent < seen_before:
+                    stranded += 1
+                    subscription.catch_up("head_check")
+        return stranded
 
     # --- housekeeping ------------------------------------------------------------------------------------
 

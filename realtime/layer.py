@@ -12,7 +12,7 @@ import asyncio
 import logging
 import os
 import threading
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from channels.layers import get_channel_layer
@@ -45,6 +45,27 @@ def run_sync(coro: Coroutine[Any, Any, Any], timeout: float = SEND_TIMEOUT_SECON
 def realtime_layer() -> Any:
     """The layer between publishers and the web processes' hubs (settings.REALTIME_LAYER)."""
     return get_channel_layer("realtime")
+
+
+def watch_reconnects(layer: Any, callback: Callable[[Any], Awaitable[None]]) -> bool:
+    """Call ``callback`` each time the pub/sub layer's Redis connection is made again.
+
+    channels_redis accepts ``on_reconnect`` but never calls it; redis-py does call the connection's
+    connect callbacks on every reconnect (that is how it resubscribes). So the callback is
+    registered there, after the pub/sub connection's own, on each shard's connection of the running
+    loop's layer. Returns False for a layer without one (the core layer: the hub sees its receive
+    fail instead). redis-py keeps the callback as a weak method: its owner must outlive the layer.
+    """
+    loop_layer = getattr(layer, "_get_layer", None)
+    if loop_layer is None:
+        return False
+    hooked = False
+    for shard in getattr(loop_layer(), "_shards", ()):
+        connection = getattr(getattr(shard, "_pubsub", None), "connection", None)
+        if connection is not None:
+            connection.register_connect_callback(callback)
+            hooked = True
+    return hooked
 
 
 def group_send(group: str, message: dict[str, Any]) -> bool:

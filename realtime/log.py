@@ -31,6 +31,21 @@ def log_position(campaign_pk: int, *, resuming: bool = False) -> LogPosition:
     return LogPosition(last_sequence=last, first_retained=first)
 
 
+HEADS_BATCH = 2000
+
+
+def read_heads(campaign_pks: list[int]) -> dict[int, int]:
+    """The last stored sequence of each campaign (one query per HEADS_BATCH campaigns)."""
+    heads: dict[int, int] = {}
+    for start in range(0, len(campaign_pks), HEADS_BATCH):
+        batch = campaign_pks[start : start + HEADS_BATCH]
+        heads.update(Campaign.objects.filter(pk__in=batch).values_list("pk", "last_sequence"))
+    return heads
+
+
+campaign_heads = database_sync_to_async(read_heads)
+
+
 @database_sync_to_async
 def events_after(campaign_pk: int, campaign_id: str, after: int, limit: int = PAGE) -> list[tuple[int, dict[str, Any]]]:
     """(sequence, frame) of the durable events after ``after``, ascending; frames marked ``replayed``."""

@@ -44,6 +44,15 @@ ERRORS = Counter("realtime_errors", "Error frames sent to clients, by code.", ["
 GAP_EVENTS = Counter(
     "realtime_gap_events", "Durable events replayed from the log to close a gap, or dropped as duplicates.", ["action"]
 )
+GAP_FILLS = Counter(
+    "realtime_gap_fills",
+    "Catch-ups that replayed events from the log, by what started them: a sequence jump seen live "
+    "(live_skip), the periodic head check (head_check), a client's last_sequence (resume), the channel "
+    "layer reconnecting (layer_reconnect), a congested connection draining (drained).",
+    ["cause"],
+)
+LAYER_RECONNECTS = Counter("realtime_layer_reconnects", "Times a web process's channel-layer connection came back.")
+HEAD_CHECKS = Counter("realtime_head_checks", "Head checks run (one database query per web process per interval).")
 CHUNKS_SHED = Counter("realtime_chunks_shed", "Transient chunks merged or dropped under backpressure.", ["action"])
 SLOW_CLIENTS_CLOSED = Counter("realtime_slow_clients_closed", "Connections closed with 1013 for falling behind.")
 AUTH_FAILURES = Counter("realtime_auth_failures", "WebSocket handshakes or connections refused.", ["reason"])

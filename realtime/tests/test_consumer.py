@@ -1020,6 +1020,36 @@ async def test_a_lost_layer_message_is_filled_from_the_log(ws, users):
     await expect_silence(comm)
 
 
+async def test_a_stranded_event_arrives_without_any_later_event(ws, users, settings):
+    """Its layer message was lost and nothing follows it (the run's last event, say): the head check
+    finds the subscription behind and fills it from the log."""
+    from realtime.metrics import GAP_FILLS
+
+    settings.REALTIME_HEAD_CHECK_SECONDS = 0.1
+    before = GAP_FILLS.labels("head_check")._value.get()
+    campaign = await db(CampaignFactory)(owner=users["alice"])
+    comm = await ws(users["alice"])
+    await subscribe(comm, campaign)
+    await publish_progress(campaign, 1)
+    assert [f["sequence"] for f in await receive_events(comm, 1)] == [1]
+    await db(insert_silently)(campaign, 2)
+    [stranded] = await receive_events(comm, 1, timeout=10)
+    assert stranded["sequence"] == 2 and stranded["replayed"] is True
+    assert GAP_FILLS.labels("head_check")._value.get() == before + 1
+    await expect_silence(comm)
+
+
+def test_one_query_reads_the_heads_of_every_subscribed_campaign(users, django_assert_num_queries):
+    from realtime.log import read_heads
+
+    campaigns = [CampaignFactory(owner=users["alice"]) for _ in range(5)]
+    for campaign in campaigns[:2]:
+        insert_silently(campaign, 1)
+    with django_assert_num_queries(1):
+        heads = read_heads([c.pk for c in campaigns])
+    assert heads == {c.pk: (1 if i < 2 else 0) for i, c in enumerate(campaigns)}
+
+
 async def test_several_lost_messages_are_filled_in_order(ws, users):
     campaign = await db(CampaignFactory)(owner=users["alice"])
     comm = await ws(users["alice"])
