@@ -19,3 +19,9 @@ class NotFound(ServiceError):
     """No such object, or one the caller may not see (HTTP 404, never 403)."""
 
     code = "not_found"
+
+
+class Unavailable(ServiceError):
+    """A service the request needs (the database, the broker) is down; nothing was changed (HTTP 503)."""
+
+    code = "unavailable"

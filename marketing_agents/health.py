@@ -28,20 +28,35 @@ def _database_ok() -> bool:
         return False
 
 
-def _redis_ok() -> bool:
-    client = redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=1, socket_timeout=1)
+def _redis_ok(url: str, what: str) -> bool:
+    client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
     try:
         return bool(client.ping())
     except Exception as exc:
-        logger.warning("readiness: redis unavailable (%s)", type(exc).__name__)
+        logger.warning("readiness: %s unavailable (%s)", what, type(exc).__name__)
         return False
     finally:
         client.close()
 
 
+def _layer_url() -> str:
+    """The Redis the realtime channel layer (events to the web processes) uses."""
+    host = settings.CHANNEL_LAYERS["realtime"]["CONFIG"]["hosts"][0]
+    return host["address"] if isinstance(host, dict) else host
+
+
 @require_GET
 def readyz(request: HttpRequest) -> JsonResponse:
-    checks = {"database": _database_ok(), "redis": _redis_ok()}
+    """Ready when the database, the shared Redis, the channel layer and the Celery broker all answer.
+
+    ``redis`` is REDIS_URL (shared counters, presence); ``layer`` and ``broker`` are what the layer
+    and Celery are configured with, the same Redis unless a deployment splits them."""
+    checks = {
+        "database": _database_ok(),
+        "redis": _redis_ok(settings.REDIS_URL, "redis"),
+        "layer": _redis_ok(_layer_url(), "channel layer"),
+        "broker": _redis_ok(settings.CELERY_BROKER_URL, "broker"),
+    }
     ready = all(checks.values())
     body = {"status": "ok" if ready else "unavailable", "checks": {k: "ok" if v else "down" for k, v in checks.items()}}
     return JsonResponse(body, status=200 if ready else 503)

@@ -100,6 +100,7 @@ def run_start(
     *, campaign: Campaign, created_by: AbstractBaseUser | None, settings: dict[str, Any] | None = None
 ) -> OrchestrationRun:
     """Start a generation run of the whole plan (202); a second active run is a Conflict (409)."""
+    queue.require_broker()
     return _create_run(
         campaign=campaign,
         steps=plan_.FULL_PLAN,
@@ -114,6 +115,7 @@ def revision_start(
     *, campaign: Campaign, artifact_type: str, instructions: str, created_by: AbstractBaseUser | None
 ) -> OrchestrationRun:
     """A run that writes the next version of one artifact following instructions, then audits again."""
+    queue.require_broker()
     if artifact_type not in plan_.GENERATION_STEPS:
         raise NotFound(f"Unknown artifact type; use one of {', '.join(plan_.GENERATION_STEPS)}.")
     instructions = instructions.strip()
@@ -160,6 +162,7 @@ def run_begin(*, run_pk: int) -> None:
 @transaction.atomic
 def run_cancel(*, run: OrchestrationRun, requested_by: AbstractBaseUser | None) -> OrchestrationRun:
     """Cancel now: the state changes at once and the workers stop at their next check (well within 1 s)."""
+    queue.require_broker()
     run = locked_run(run.pk)
     if run.state in FINISHED_STATES:
         raise Conflict(f"This run has already {run.state}; there is nothing to cancel.")
@@ -175,6 +178,7 @@ def run_cancel(*, run: OrchestrationRun, requested_by: AbstractBaseUser | None) 
 @transaction.atomic
 def run_retry(*, run: OrchestrationRun, requested_by: AbstractBaseUser | None) -> OrchestrationRun:
     """Run a failed or cancelled run again from its last checkpoint: completed steps are kept."""
+    queue.require_broker()
     run = locked_run(run.pk)
     if run.state not in (RunState.FAILED, RunState.CANCELLED):
         raise Conflict("Only a failed or cancelled run can be retried.")
@@ -213,6 +217,7 @@ def approval_decide(
     decided_by: AbstractBaseUser | None,
 ) -> Approval:
     """Approve (the audit follows) or reject with a comment (the artifact is written again with it)."""
+    queue.require_broker()
     run = locked_run(run.pk)
     approval = None
     if is_public_id(approval_public_id):

@@ -12,17 +12,26 @@ from rest_framework.response import Response
 from rest_framework.serializers import as_serializer_error
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from campaigns.errors import Conflict, NotFound, ServiceError
+from campaigns.errors import Conflict, NotFound, ServiceError, Unavailable
+from marketing_agents.errors import RETRY_AFTER_SECONDS, unavailable_detail
 
 logger = logging.getLogger(__name__)
 
-_SERVICE_STATUS = {Conflict: status.HTTP_409_CONFLICT, NotFound: status.HTTP_404_NOT_FOUND}
+_SERVICE_STATUS = {
+    Conflict: status.HTTP_409_CONFLICT,
+    NotFound: status.HTTP_404_NOT_FOUND,
+    Unavailable: status.HTTP_503_SERVICE_UNAVAILABLE,
+}
 
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    detail = unavailable_detail(exc)
+    if detail is not None:
+        return Response({"detail": detail}, status=503, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
     if isinstance(exc, ServiceError):
         code = _SERVICE_STATUS.get(type(exc), status.HTTP_400_BAD_REQUEST)
-        return Response({"detail": str(exc)}, status=code)
+        headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if isinstance(exc, Unavailable) else None
+        return Response({"detail": str(exc)}, status=code, headers=headers)
     if isinstance(exc, RequestDataTooBig):
         return Response({"detail": "The request body is too large."}, status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)
     if isinstance(exc, SuspiciousOperation):

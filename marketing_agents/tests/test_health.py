@@ -47,16 +47,24 @@ def test_healthz_answers_without_touching_dependencies(client):
 @pytest.mark.django_db
 def test_readyz_is_200_then_503_when_redis_stops(client, settings, own_redis):
     process, url = own_redis
-    settings.REDIS_URL = url
+    settings.REDIS_URL = settings.CELERY_BROKER_URL = url
+    layer = settings.CHANNEL_LAYERS["realtime"]
+    hosts = [{**layer["CONFIG"]["hosts"][0], "address": url}]
+    settings.CHANNEL_LAYERS = {
+        **settings.CHANNEL_LAYERS,
+        "realtime": {**layer, "CONFIG": {**layer["CONFIG"], "hosts": hosts}},
+    }
     ready = client.get("/readyz")
     assert ready.status_code == 200
-    assert ready.json() == {"status": "ok", "checks": {"database": "ok", "redis": "ok"}}
+    everything_ok = {"database": "ok", "redis": "ok", "layer": "ok", "broker": "ok"}
+    assert ready.json() == {"status": "ok", "checks": everything_ok}
 
     process.terminate()
     process.wait(10)
     down = client.get("/readyz")
     assert down.status_code == 503
-    assert down.json() == {"status": "unavailable", "checks": {"database": "ok", "redis": "down"}}
+    checks = {"database": "ok", "redis": "down", "layer": "down", "broker": "down"}
+    assert down.json() == {"status": "unavailable", "checks": checks}
 
 
 READYZ_SCRIPT = """
@@ -64,7 +72,8 @@ import django
 django.setup()
 from django.test import Client
 response = Client().get("/readyz")
-print(response.status_code, response.json()["checks"]["database"], response.json()["checks"]["redis"])
+checks = response.json()["checks"]
+print(response.status_code, checks["database"], checks["redis"], checks["layer"], checks["broker"])
 """
 
 
@@ -78,4 +87,4 @@ def test_readyz_is_503_when_the_database_is_unreachable():
         text=True,
         timeout=60,
     )
-    assert result.stdout.split() == ["503", "down", "ok"], result.stderr[-2000:]
+    assert result.stdout.split() == ["503", "down", "ok", "ok", "ok"], result.stderr[-2000:]
