@@ -124,6 +124,8 @@ def _as_postgres_user() -> list[str]:
 
 
 def start_postgres(port: int, root: Path) -> subprocess.Popen:
+    """initdb and start a private PostgreSQL. Its settings go into postgresql.auto.conf, so a test can
+    restart it with plain ``pg_ctl -D DATA restart`` (DEVSERVICES_POSTGRES_* below)."""
     bin_dir = postgres_bin_dir()
     data_dir = root / "pgdata"
     data_dir.mkdir(parents=True)
@@ -147,32 +149,31 @@ def start_postgres(port: int, root: Path) -> subprocess.Popen:
         check=True,
         stdout=subprocess.DEVNULL,
     )
+    options = {
+        "port": str(port),
+        "unix_socket_directories": f"'{data_dir}'",
+        "listen_addresses": "'127.0.0.1'",
+        "fsync": "off",
+        "synchronous_commit": "off",
+        "full_page_writes": "off",
+        "max_connections": "300",
+    }
+    with (data_dir / "postgresql.auto.conf").open("a") as conf:
+        conf.writelines(f"{key} = {value}\n" for key, value in options.items())
     process = subprocess.Popen(
-        [
-            *runner,
-            str(bin_dir / "postgres"),
-            "-D",
-            str(data_dir),
-            "-p",
-            str(port),
-            "-k",
-            str(data_dir),
-            "-c",
-            "listen_addresses=127.0.0.1",
-            "-c",
-            "fsync=off",
-            "-c",
-            "synchronous_commit=off",
-            "-c",
-            "full_page_writes=off",
-            "-c",
-            "max_connections=300",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
+        [*runner, str(bin_dir / "postgres"), "-D", str(data_dir)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
     )
     wait_for(lambda: port_open(port), "postgres", process=process)
     return process
+
+
+def stop_postgres(data_dir: Path) -> None:
+    """A test may have restarted PostgreSQL (pg_ctl), so the server running now is not our child."""
+    if (data_dir / "postmaster.pid").exists():
+        pg_ctl = postgres_bin_dir() / "pg_ctl"
+        subprocess.run(
+            [*_as_postgres_user(), str(pg_ctl), "-D", str(data_dir), "-m", "immediate", "stop"], capture_output=True
+        )
 
 
 def stop(processes: list[subprocess.Popen], timeout: float = 10.0) -> None:
@@ -204,9 +205,13 @@ def test_services() -> Iterator[dict[str, str]]:
             "DATABASE_URL": f"postgres://postgres@127.0.0.1:{pg_port}/marketing_agents",
             "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
             "DEVSERVICES_REDIS_SERVER": redis_server_binary(),
+            # For the fault tests that restart the suite's PostgreSQL (marketing_agents/tests/processes.py).
+            "DEVSERVICES_POSTGRES_BIN": str(postgres_bin_dir()),
+            "DEVSERVICES_POSTGRES_DATA": str(root / "pgdata"),
         }
     finally:
         stop(processes)
+        stop_postgres(root / "pgdata")
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -293,7 +298,12 @@ def serve() -> int:
     port = os.environ.get("PORT", "8000")
     schedule = str(BASE_DIR / ".run" / "celerybeat-schedule")
     children += [
-        Child("web", [PYTHON, "-m", "marketing_agents.serve", "-b", "127.0.0.1", "-p", port], cwd=BASE_DIR),
+        Child(
+            "web",
+            [PYTHON, "-m", "marketing_agents.serve", "-b", "127.0.0.1", "-p", port],
+            cwd=BASE_DIR,
+            ready=lambda: port_open(int(port)),
+        ),
         Child("worker", worker_argv("--concurrency", "2", "--beat", "--schedule", schedule), cwd=BASE_DIR),
     ]
     supervisor = Supervisor(children, log=say, on_restart=count_restart)

@@ -28,3 +28,20 @@ class RedactSecretsFilter(logging.Filter):
         if cleaned != message:
             record.msg, record.args = cleaned, None
         return True
+
+
+class OutageFilter(logging.Filter):
+    """An unreachable Redis is an outage, not a bug: channels_redis' pub/sub receive loop logs it with
+    a full traceback every second until Redis is back. Those records become one-line warnings."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.name.startswith("channels_redis"):
+            from redis.exceptions import ConnectionError as RedisConnectionError
+            from redis.exceptions import TimeoutError as RedisTimeoutError
+
+            error = record.exc_info[1]
+            if isinstance(error, (RedisConnectionError, RedisTimeoutError, ConnectionError)):
+                record.msg = f"channel layer: Redis unreachable ({type(error).__name__}); retrying"
+                record.args, record.exc_info, record.exc_text = None, None, None
+                record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True

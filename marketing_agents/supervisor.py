@@ -96,6 +96,7 @@ class Supervisor:
         try:
             for child in self.children:
                 self._start(child)
+                self.log(f"{child.name} started (pid {child.pid})")
                 if self.stopping.is_set():
                     return 0
             if started is not None:

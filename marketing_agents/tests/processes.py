@@ -204,3 +204,14 @@ class RedisServer(ManagedProcess):
         self.kill()
         time.sleep(down_for)  # the outage itself: how long the fault lasts, not a wait for a condition
         return self.start()
+
+
+def restart_postgres(down_for: float = 0.0) -> None:
+    """Restart the suite's PostgreSQL for real (``pg_ctl stop -m fast``: every connection is cut),
+    keep it down ``down_for`` seconds, and start it again on the same port and data."""
+    bin_dir, data_dir = os.environ["DEVSERVICES_POSTGRES_BIN"], os.environ["DEVSERVICES_POSTGRES_DATA"]
+    runner = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    pg_ctl = [*runner, f"{bin_dir}/pg_ctl", "-D", data_dir, "-w"]
+    subprocess.run([*pg_ctl, "-m", "fast", "stop"], check=True, capture_output=True, timeout=60)
+    time.sleep(down_for)  # the outage itself: how long the fault lasts, not a wait for a condition
+    subprocess.run([*pg_ctl, "-l", f"{data_dir}/restart.log", "start"], check=True, capture_output=True, timeout=60)
