@@ -5,6 +5,7 @@
     .venv/bin/python bench/run.py idle --clients 10000
     .venv/bin/python bench/run.py snapshot
     .venv/bin/python bench/run.py resume
+    .venv/bin/python bench/run.py headcheck            # the cost of the head check (stranded events)
 
 With --pin (default on a 2-core machine) daphne and Redis run on CPU 0, the load client and the
 publisher on CPU 1, as in ../shared/BASELINES.md. Not part of `make test`: run it by hand.
@@ -304,9 +305,54 @@ def resume(stack: Stack, gap: int, trials: int) -> dict:
     }
 
 
+HEADS = """
+import time
+from campaigns.models import Campaign
+from realtime.log import read_heads
+from django.db import connection
+pks = list(Campaign.objects.order_by("pk").values_list("pk", flat=True)[:{n}])
+read_heads(pks)
+started = time.perf_counter()
+for _ in range(50):
+    read_heads(pks)
+print((time.perf_counter() - started) / 50)
+"""
+
+
+def headcheck(stack: Stack, campaigns: int, seconds: float) -> dict:
+    """What the head check (PROTOCOL.md §9) costs: the query for every subscribed campaign of a
+    process, and the web process's idle CPU with that many campaigns subscribed."""
+    token, ids = stack.campaigns(campaigns)
+    query_seconds = float(django(stack.env, HEADS.format(n=campaigns)))
+    client = Client(stack, token, ids, campaigns)  # one client per campaign: the most campaigns per process
+    checks_before = metric(stack, "realtime_head_checks_total")
+    cpu_before = stack.cpu_seconds()
+    time.sleep(seconds)  # the measurement window: idle on purpose
+    cpu = stack.cpu_seconds() - cpu_before
+    checks = metric(stack, "realtime_head_checks_total") - checks_before
+    client.close()
+    return {
+        "subscribed_campaigns": campaigns,
+        "query_ms": round(query_seconds * 1000, 2),
+        "checks_in_window": checks,
+        "window_seconds": seconds,
+        "idle_server_cpu_percent_of_a_core": round(cpu / seconds * 100, 2),
+    }
+
+
+def metric(stack: Stack, name: str) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{stack.port}/metrics") as response:
+        for line in response.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+    return 0.0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("scenario", nargs="?", default="all", choices=["all", "fanout", "idle", "snapshot", "resume"])
+    parser.add_argument(
+        "scenario", nargs="?", default="all", choices=["all", "fanout", "idle", "snapshot", "resume", "headcheck"]
+    )
     parser.add_argument("--clients", type=int, default=1000)
     parser.add_argument("--campaigns", type=int, default=100)
     parser.add_argument("--rate", type=float, default=500)
@@ -323,6 +369,8 @@ def main() -> None:
             results["snapshot"] = snapshot(stack, 500)
         if args.scenario in ("resume", "all"):
             results["resume"] = resume(stack, 100, 10)
+        if args.scenario in ("headcheck", "all"):
+            results["headcheck"] = headcheck(stack, 1000, 15)
         if args.scenario in ("idle", "all"):
             results["idle"] = idle(stack, args.clients if args.scenario == "idle" else 10000)
     print(json.dumps(results, indent=2))

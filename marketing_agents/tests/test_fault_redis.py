@@ -81,9 +81,17 @@ async def test_redis_restarted_mid_run_the_run_completes_and_a_watcher_misses_no
         seen.append(await next_event(ws, 30))
 
     await asyncio.get_running_loop().run_in_executor(None, lambda: redis.restart_after(down_for=1.0))
+    back, before = time.monotonic(), len(seen)
 
     while seen[-1]["event"] != "campaign.completed":
         seen.append(await next_event(ws, 90))
+        if len(seen) == before + 1:
+            print(
+                f"\nRedis back ({'with its data' if persistent else 'empty'}): next event after "
+                f"{time.monotonic() - back:.2f} s",
+                end=" ",
+            )
+    print(f"run completed {time.monotonic() - back:.2f} s after Redis was back", end=" ")
     await ws.close()
     sequences = [f["sequence"] for f in seen]
     assert sequences == list(range(1, len(sequences) + 1)), "exactly 1..N, in order, nothing twice"

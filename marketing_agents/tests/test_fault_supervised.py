@@ -125,11 +125,14 @@ async def test_a_killed_worker_is_restarted_a_redis_restart_is_ridden_out_and_th
     # kill -9 of the worker and everything it forked, mid-step, as when its machine dies
     worker = product.pid("worker")
     os.killpg(worker, signal.SIGKILL)
+    killed = time.monotonic()
     await loop.run_in_executor(None, lambda: product.wait_for_log("worker restarted", 30))
+    print(f"\nworker killed: restarted after {time.monotonic() - killed:.2f} s", end=" ")
     assert f"worker (pid {worker}) exited with killed by SIGKILL" in product.log()
 
     # then Redis goes away and comes back empty while the run goes on
     await until(ws, seen, "artifact.generated", 60)
+    print(f"its step taken over, next artifact {time.monotonic() - killed:.2f} s after the kill", end=" ")
     await loop.run_in_executor(None, lambda: redis.restart_after(down_for=1.0))
 
     await until(ws, seen, "campaign.completed", 90)
