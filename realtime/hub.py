@@ -54,6 +54,9 @@ class Hub:
         self._groups_joined_at: dict[str, float] = {}
         # The head (last stored sequence) of each subscribed campaign at the previous head check.
         self._heads: dict[str, int] = {}
+        # Groups whose group_add failed (Redis unreachable): joined again by the tick.
+        self._groups_pending: set[str] = set()
+        self._pending_retry_at = 0.0
         self.stopping = False
 
     def cancel_tasks(self) -> None:
@@ -65,12 +68,9 @@ class Hub:
     # --- membership ------------------------------------------------------------------------------------
 
     async def _start(self) -> None:
-        if self.channel is not None:
+        if self._tasks:
             return
-        layer = realtime_layer()
-        self.channel = await layer.new_channel("hub.")
-        await layer.group_add(BROADCAST_GROUP, self.channel)
-        watch_reconnects(layer, self._layer_reconnected)
+        await self._connect()
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(self._read()),
@@ -78,6 +78,22 @@ class Hub:
             loop.create_task(self._presence()),
             loop.create_task(self._check_heads()),
         ]
+
+    async def _connect(self) -> bool:
+        """Get the hub's layer channel and join the broadcast group. With Redis unreachable this
+        fails (logged once); ``_read`` tries again with backoff, and until then the connections are
+        served from the log by the head check."""
+        layer = realtime_layer()
+        try:
+            self.channel = await layer.new_channel("hub.")
+        except Exception as exc:
+            logger.warning("channel layer unreachable (%s); serving from the log until it is back", type(exc).__name__)
+            return False
+        watch_reconnects(layer, self._layer_reconnected)
+        await self._group_add(BROADCAST_GROUP)
+        for campaign_id in self.subscriptions:
+            await self._group_add(group_name(campaign_id))
+        return True
 
     async def add_connection(self, connection: Connection) -> None:
         async with self._lock:
@@ -95,8 +111,22 @@ class Hub:
             first = not self.subscriptions[campaign_id]
             self.subscriptions[campaign_id].add(subscription)
             if first:
-                await realtime_layer().group_add(group_name(campaign_id), self.channel)
+                await self._group_add(group_name(campaign_id))
                 self._groups_joined_at[campaign_id] = time.monotonic()
+
+    async def _group_add(self, group: str) -> None:
+        """Join a layer group; with Redis unreachable, try again every second meanwhile. Until then
+        the group's subscriptions are served from the log by the head check (PROTOCOL.md §9)."""
+        if self.channel is None:  # not connected yet: _connect joins every group
+            return
+        try:
+            await realtime_layer().group_add(group, self.channel)
+        except Exception as exc:
+            if group not in self._groups_pending:
+                logger.warning("joining %s failed (%s); retrying, serving it from the log", group, type(exc).__name__)
+            self._groups_pending.add(group)
+        else:
+            self._groups_pending.discard(group)
 
     async def leave(self, subscription: Subscription) -> None:
         campaign_id = subscription.campaign_id
@@ -108,6 +138,9 @@ class Hub:
             if not members:
                 del self.subscriptions[campaign_id]
                 self._groups_joined_at.pop(campaign_id, None)
+                self._groups_pending.discard(group_name(campaign_id))
+                if self.channel is None:
+                    return
                 try:
                     await realtime_layer().group_discard(group_name(campaign_id), self.channel)
                 except Exception as exc:  # an expired membership is harmless; it lapses by itself
@@ -134,6 +167,14 @@ class Hub:
         layer = realtime_layer()
         failures = 0
         while not self.stopping:
+            if self.channel is None:
+                failures += 1
+                await asyncio.sleep(min(5.0, 0.1 * 2**failures))
+                if await self._connect():
+                    failures = 0
+                    LAYER_RECONNECTS.inc()
+                    self._resync_all("layer_reconnect")
+                continue
             try:
                 message = await layer.receive(self.channel)
                 failures = 0
@@ -210,7 +251,9 @@ class Hub:
         for campaign_id, head in self._heads.items():
             seen_before = min(head, previous.get(campaign_id, 0))
             for subscription in list(self.subscriptions.get(campaign_id, ())):
-                if subscription.ready and subscription.last_sent < seen_before:
+                # A congested connection is behind on purpose; it catches up once it drains.
+                congested = subscription.connection.congested_since is not None
+                if subscription.ready and not congested and subscription.last_sent < seen_before:
                     stranded += 1
                     subscription.catch_up("head_check")
         return stranded
@@ -230,12 +273,16 @@ class Hub:
 
     async def _refresh_groups(self) -> None:
         """Re-add long-lived memberships before the layer's group_expiry drops them."""
-        expiry = settings.CHANNEL_LAYERS["realtime"]["CONFIG"].get("group_expiry", 86400)
         now = time.monotonic()
+        if self._groups_pending and now >= self._pending_retry_at:
+            self._pending_retry_at = now + 1.0
+            for group in list(self._groups_pending):
+                await self._group_add(group)
+        expiry = settings.CHANNEL_LAYERS["realtime"]["CONFIG"].get("group_expiry", 86400)
         for campaign_id, joined in list(self._groups_joined_at.items()):
             if now - joined > expiry / 2:
                 self._groups_joined_at[campaign_id] = now
-                await realtime_layer().group_add(group_name(campaign_id), self.channel)
+                await self._group_add(group_name(campaign_id))
 
     def presence(self) -> dict[str, Any]:
         counts = {campaign_id: len(members) for campaign_id, members in self.subscriptions.items() if members}

@@ -146,3 +146,45 @@ async def test_an_event_stored_while_redis_is_down_reaches_the_subscriber_withou
     finally:
         channel_layers.backends.clear()
     assert "Traceback" not in server.log(), server.log()[-3000:]
+
+
+async def test_a_socket_opened_while_redis_is_down_is_served_from_the_log(start_web, redis_server, settings):
+    """A web process that has never reached Redis: the handshake succeeds (no 500, no traceback),
+    subscribe and events work from the log, and live delivery starts once Redis is up."""
+    from channels.layers import channel_layers
+
+    from realtime.events import publish
+
+    redis = redis_server()
+    redis.kill()
+    server = start_web(REDIS_URL=redis.url)
+    layer = settings.CHANNEL_LAYERS["realtime"]
+    hosts = [{**layer["CONFIG"]["hosts"][0], "address": redis.url}]
+    settings.CHANNEL_LAYERS = {
+        **settings.CHANNEL_LAYERS,
+        "realtime": {**layer, "CONFIG": {**layer["CONFIG"], "hosts": hosts}},
+    }
+    channel_layers.backends.clear()
+    try:
+        alice = await db(UserFactory)(username="alice")
+        campaign = await db(CampaignFactory)(owner=alice)
+        ws = await watch(server, alice, campaign.public_id)
+        await db(publish)(campaign, "progress", {"percentage": 10, "message": "while Redis is down"})
+        frame = await next_event(ws, 5.0)
+        assert frame["sequence"] == 1 and frame["replayed"] is True
+
+        await asyncio.get_running_loop().run_in_executor(None, redis.start)
+        deadline = time.monotonic() + 10
+        sequence = 1
+        while True:  # once the process has joined the group again, events arrive live
+            sequence += 1
+            await db(publish)(campaign, "progress", {"percentage": sequence, "message": "live?"})
+            frame = await next_event(ws, 5.0)
+            assert frame["sequence"] == sequence
+            if not frame.get("replayed") or time.monotonic() > deadline:
+                break
+        assert not frame.get("replayed"), "live delivery came back"
+        await ws.close()
+    finally:
+        channel_layers.backends.clear()
+    assert "Traceback" not in server.log(), server.log()[-3000:]
