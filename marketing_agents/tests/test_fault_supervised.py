@@ -21,6 +21,7 @@ from rest_framework_simplejwt.tokens import AccessToken
 from campaigns.models import Artifact, CampaignEvent, OrchestrationRun
 from campaigns.tests.factories import CampaignFactory, UserFactory
 from marketing_agents.tests.processes import BASE_DIR, RedisServer, free_port, process_env
+from marketing_agents.tests.test_fault_redis import next_event
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -88,14 +89,6 @@ def make_run(tmp_path):
     yield product, redis
     product.stop()
     redis.stop()
-
-
-async def next_event(ws, timeout: float) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        frame = json.loads(await asyncio.wait_for(ws.recv(), max(0.01, deadline - time.monotonic())))
-        if frame["type"] == "event" and "sequence" in frame:
-            return frame
 
 
 async def until(ws, seen: list[dict], event: str, timeout: float) -> None:
