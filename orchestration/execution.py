@@ -18,7 +18,7 @@ from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
-from django.db import transaction
+from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models import F, Max
 from django.utils import timezone
 
@@ -95,6 +95,13 @@ def step_execute(*, run_pk: int, step_name: str, worker: str = "") -> None:
         _finish_failed(claim, str(exc) or "The step took too long.", retry=True)
     except PermanentProviderError as exc:
         _finish_failed(claim, str(exc), retry=False)
+    except (OperationalError, InterfaceError) as exc:  # the database went away mid-step: retry, never fail
+        logger.warning("run %s: step %s lost the database (%s)", claim.run.public_id, claim.name, type(exc).__name__)
+        connection.close()
+        try:
+            _finish_failed(claim, "The database was briefly unavailable.", retry=True)
+        except (OperationalError, InterfaceError):
+            logger.warning("run %s: step %s is left to the recovery task (lease)", claim.run.public_id, claim.name)
     except Exception:
         logger.exception("run %s: step %s failed unexpectedly", claim.run.public_id, claim.name)
         _finish_failed(claim, f"The {claim.step.agent} failed unexpectedly.", retry=False)

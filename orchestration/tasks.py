@@ -7,6 +7,7 @@ import os
 
 from celery import shared_task
 from django.core.exceptions import ObjectDoesNotExist
+from django.db import InterfaceError, OperationalError, connection
 
 from orchestration import execution, services
 
@@ -32,4 +33,9 @@ def step_execute(self, run_pk: int, step_name: str) -> None:
 
 @shared_task(name="orchestration.tasks.runs_recover", ignore_result=True)
 def runs_recover() -> int:
-    return services.runs_recover()
+    try:
+        return services.runs_recover()
+    except (OperationalError, InterfaceError) as exc:  # the database is down: the next beat tries again
+        logger.warning("recovery skipped: the database is unavailable (%s)", type(exc).__name__)
+        connection.close()
+        return 0

@@ -16,10 +16,12 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AnonymousUser
+from django.db import InterfaceError, OperationalError
 from django.http.cookie import parse_cookie
 from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.tokens import AccessToken
 
+from marketing_agents.errors import unavailable_detail
 from realtime.metrics import AUTH_FAILURES
 
 logger = logging.getLogger(__name__)
@@ -107,9 +109,13 @@ class HandshakeMiddleware:
             return await send({"type": "websocket.close", "code": 403})
         scope = dict(scope)
         token = _token_from(scope)
-        if token is not None:
-            scope["user"], scope["auth_error"], scope["token_expires_at"] = await _user_from_token(token)
-        else:
-            scope["user"], scope["token_expires_at"] = await _user_from_session(scope), None
-            scope["auth_error"] = None if scope["user"].is_authenticated else "unauthenticated"
+        try:
+            if token is not None:
+                scope["user"], scope["auth_error"], scope["token_expires_at"] = await _user_from_token(token)
+            else:
+                scope["user"], scope["token_expires_at"] = await _user_from_session(scope), None
+                scope["auth_error"] = None if scope["user"].is_authenticated else "unauthenticated"
+        except (OperationalError, InterfaceError) as exc:  # the database is down: refused cleanly, retried
+            unavailable_detail(exc)  # one warning line, no traceback
+            scope["user"], scope["auth_error"], scope["token_expires_at"] = AnonymousUser(), "unavailable", None
         return await self.app(scope, receive, send)

@@ -22,7 +22,8 @@ from django.contrib.auth.models import AnonymousUser
 from campaigns.errors import NotFound, ServiceError
 from campaigns.models import Campaign
 from campaigns.selectors import campaign_get_visible, run_get_visible
-from realtime.connection import Connection
+from marketing_agents.errors import DATABASE_DOWN
+from realtime.connection import CLOSE_TRY_AGAIN_LATER, Connection
 from realtime.delivery import Subscription
 from realtime.hub import get_hub
 from realtime.log import log_position
@@ -97,6 +98,12 @@ class RealtimeSession(Connection, AsyncWebsocketConsumer):
     async def start_session(self) -> bool:
         """Accept, then refuse politely if unauthenticated (the client can read why)."""
         error = self.scope.get("auth_error")
+        if error == "unavailable":  # the database is down (PROTOCOL.md §9): the client retries
+            logger.info("ws %s refused: the database is unavailable", self.connection_id)
+            await self.accept()
+            self.accepted = True
+            await self.refuse_unavailable()
+            return False
         if error or self.user is None or not self.user.is_authenticated:
             code = error or "unauthenticated"
             AUTH_FAILURES.labels(code).inc()
@@ -267,6 +274,12 @@ class RealtimeSession(Connection, AsyncWebsocketConsumer):
 
     async def send_snapshot(self, subscription: Subscription, snapshot: dict[str, Any], *, resync: bool) -> None:
         raise NotImplementedError
+
+    async def refuse_unavailable(self) -> None:
+        """Native: an ``internal_error`` frame saying the database is down, then close 1013 (try again
+        later). The SignalR hub overrides this."""
+        await self.send_error(ClientError("internal_error", DATABASE_DOWN))
+        await self.close(CLOSE_TRY_AGAIN_LATER)
 
     async def delivery_failed(self) -> None:
         """A subscription could not be caught up (the log could not be read). Rather than live on
