@@ -12,7 +12,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import parse_qs
 
 from django.conf import settings
@@ -327,24 +327,28 @@ class SignalRHubConsumer(RealtimeSession):
             self.invocation = None
 
     async def invoke(self, target: str, arguments: list[Any]) -> None:
-        entry = HUB_METHODS.get(target.lower())
-        if entry is None:
+        method = HUB_METHODS.get(target.lower())
+        if method is None:
             raise ClientError("unknown_type", f"Unknown hub method {target[:40]!r}.")
-        name, count, method = entry
-        if len(arguments) != count:
-            plural = "" if count == 1 else "s"
-            raise ClientError("bad_request", f"{name} takes {count} argument{plural}; got {len(arguments)}.")
-        if not all(isinstance(argument, str) for argument in arguments):
-            raise ClientError("bad_request", f"The arguments of {name} must be strings.")
-        await method(self, *arguments)
+        required, optional = len(method.parameters), len(method.optional)
+        if not required <= len(arguments) <= required + optional:
+            if optional:
+                counts = f"{required} {'or' if optional == 1 else 'to'} {required + optional} arguments"
+            else:
+                counts = f"{required} argument{'' if required == 1 else 's'}"
+            raise ClientError("bad_request", f"{method.name} takes {counts}; got {len(arguments)}.")
+        for parameter, argument in zip(method.parameters, arguments, strict=False):
+            if not isinstance(argument, str):
+                raise ClientError("bad_request", f"The {parameter} argument of {method.name} must be a string.")
+        await method.function(self, *arguments)
 
     # --- hub methods --------------------------------------------------------------------------------------------
 
-    async def subscribe_to_campaign(self, campaign_id: str) -> None:
-        await self.subscribe(campaign_id, family=TASK012)
+    async def subscribe_to_campaign(self, campaign_id: str, last_sequence: Any = None) -> None:
+        await self.subscribe(campaign_id, resume_from("SubscribeToCampaign", last_sequence), family=TASK012)
 
-    async def join_campaign_group(self, campaign_id: str) -> None:
-        await self.subscribe(campaign_id, family=REALTIME_API)
+    async def join_campaign_group(self, campaign_id: str, last_sequence: Any = None) -> None:
+        await self.subscribe(campaign_id, resume_from("JoinCampaignGroup", last_sequence), family=REALTIME_API)
 
     async def leave(self, campaign_id: str) -> None:
         await self.drop_subscription(campaign_id)  # leaving a group one is not in is not an error
@@ -363,17 +367,46 @@ class SignalRHubConsumer(RealtimeSession):
         await self.write(invocation("ReceiveCancellationAcknowledgement", run_id))
 
 
-Method = Callable[..., Awaitable[None]]
-# lower-cased name -> (name, number of arguments, method)
-HUB_METHODS: dict[str, tuple[str, int, Method]] = {
-    name.lower(): (name, 1, method)
-    for name, method in {
-        "SubscribeToCampaign": SignalRHubConsumer.subscribe_to_campaign,
-        "UnsubscribeFromCampaign": SignalRHubConsumer.leave,
-        "GetCampaignSnapshot": SignalRHubConsumer.get_campaign_snapshot,
-        "CancelRun": SignalRHubConsumer.cancel,
-        "JoinCampaignGroup": SignalRHubConsumer.join_campaign_group,
-        "LeaveCampaignGroup": SignalRHubConsumer.leave,
-        "RequestCampaignStatus": SignalRHubConsumer.request_campaign_status,
-    }.items()
+def resume_from(method: str, last_sequence: Any) -> int | None:
+    """The optional ``lastSequence`` argument of a subscription: the last sequence the client saw, to
+    resume from (PROTOCOL.md §5, ``subscribe`` with ``last_sequence``). Left out, or null (what a .NET
+    ``long?`` or a JavaScript ``undefined`` sends), it is a plain subscription."""
+    if last_sequence is None:
+        return None
+    if isinstance(last_sequence, int) and not isinstance(last_sequence, bool) and last_sequence >= 0:
+        return last_sequence
+    if isinstance(last_sequence, str):
+        got = "a string"
+    elif isinstance(last_sequence, (dict, list)):
+        got = "an object" if isinstance(last_sequence, dict) else "an array"
+    else:  # true/false, a float, a negative integer
+        got = json.dumps(last_sequence)[:24]
+    raise ClientError(
+        "bad_request",
+        f"The lastSequence argument of {method} must be a non-negative integer "
+        f"(the last event sequence received); got {got}.",
+    )
+
+
+class HubMethod(NamedTuple):
+    name: str
+    function: Callable[..., Awaitable[None]]
+    parameters: tuple[str, ...]  # required, all strings
+    optional: tuple[str, ...] = ()  # checked by the method itself
+
+
+_CAMPAIGN = ("campaignId",)
+_RESUMABLE = ("lastSequence",)
+# lower-cased name -> the method
+HUB_METHODS: dict[str, HubMethod] = {
+    method.name.lower(): method
+    for method in (
+        HubMethod("SubscribeToCampaign", SignalRHubConsumer.subscribe_to_campaign, _CAMPAIGN, _RESUMABLE),
+        HubMethod("UnsubscribeFromCampaign", SignalRHubConsumer.leave, _CAMPAIGN),
+        HubMethod("GetCampaignSnapshot", SignalRHubConsumer.get_campaign_snapshot, _CAMPAIGN),
+        HubMethod("CancelRun", SignalRHubConsumer.cancel, ("runId",)),
+        HubMethod("JoinCampaignGroup", SignalRHubConsumer.join_campaign_group, _CAMPAIGN, _RESUMABLE),
+        HubMethod("LeaveCampaignGroup", SignalRHubConsumer.leave, _CAMPAIGN),
+        HubMethod("RequestCampaignStatus", SignalRHubConsumer.request_campaign_status, _CAMPAIGN),
+    )
 }

@@ -14,6 +14,7 @@ from django.db import connections
 from django.test import Client
 from rest_framework_simplejwt.tokens import AccessToken
 
+from campaigns.models import CampaignEvent
 from campaigns.tests.factories import ArtifactFactory, CampaignFactory, RunFactory, UserFactory
 from marketing_agents.asgi import application
 from realtime import signalr
@@ -354,12 +355,28 @@ async def test_unknown_method_is_a_readable_completion_error(hub, users):
     assert await connection.call("Ping") is not None  # still usable
 
 
-@pytest.mark.parametrize("arguments", [[], ["a", "b"], [42], [None], [{"campaignId": "x"}]])
+@pytest.mark.parametrize("arguments", [[], ["a", "b"], [42], [None], [{"campaignId": "x"}], ["a", 1, 2]])
 async def test_bad_arguments_are_a_readable_completion_error(hub, users, arguments):
     connection = await hub(users["alice"])
     answer = await connection.call("JoinCampaignGroup", *arguments)
     assert_readable(answer["error"])
     assert "JoinCampaignGroup" in answer["error"]
+
+
+@pytest.mark.parametrize(
+    ("target", "arguments", "error"),
+    [
+        ("JoinCampaignGroup", [], "JoinCampaignGroup takes 1 or 2 arguments; got 0."),
+        ("SubscribeToCampaign", ["camp_a", 1, 2], "SubscribeToCampaign takes 1 or 2 arguments; got 3."),
+        ("GetCampaignSnapshot", ["camp_a", 1], "GetCampaignSnapshot takes 1 argument; got 2."),
+        ("CancelRun", [], "CancelRun takes 1 argument; got 0."),
+        ("JoinCampaignGroup", [42], "The campaignId argument of JoinCampaignGroup must be a string."),
+        ("CancelRun", [None], "The runId argument of CancelRun must be a string."),
+    ],
+)
+async def test_argument_count_and_type_errors_say_what_the_method_takes(hub, users, target, arguments, error):
+    connection = await hub(users["alice"])
+    assert (await connection.call(target, *arguments))["error"] == error
 
 
 @pytest.mark.parametrize(
@@ -516,6 +533,157 @@ async def test_cancel_of_a_foreign_or_finished_run_is_a_readable_error(hub, user
     error = (await connection.call("CancelRun", done.public_id))["error"]
     assert_readable(error)
     assert "completed" in error
+
+
+async def publish_progress(campaign, *percentages: int) -> None:
+    for percentage in percentages:
+        await db(publish)(campaign, "progress", {"percentage": percentage, "message": f"at {percentage}%"})
+
+
+async def task012_events(connection: Hub, count: int) -> list[dict[str, Any]]:
+    """The next ``count`` ReceiveOrchestrationEvent arguments (pings skipped; anything else fails)."""
+    events = []
+    while len(events) < count:
+        message = await connection.next()
+        if message.get("type") == 6:
+            continue
+        assert message.get("target") == "ReceiveOrchestrationEvent", message
+        events.append(message["arguments"][0])
+    return events
+
+
+async def test_subscribe_with_last_sequence_replays_what_was_missed_then_live(hub, users):
+    campaign = await db(CampaignFactory)(owner=users["alice"])
+    await publish_progress(campaign, 1, 2, 3, 4, 5)
+    connection = await hub(users["alice"])
+    # The Completion comes first, then the replay: nothing arrives before the invoke() resolves.
+    assert await connection.call("SubscribeToCampaign", campaign.public_id, 2) == {"type": 3, "invocationId": "1"}
+    assert connection.calls == []
+    replayed = await task012_events(connection, 3)
+    assert [e["sequence"] for e in replayed] == [3, 4, 5]
+    assert all(e["replayed"] is True for e in replayed)
+    assert [e["data"]["percentage"] for e in replayed] == [3, 4, 5]
+    assert all(e["campaignId"] == campaign.public_id and e["event"] == "progress" for e in replayed)
+
+    await publish_progress(campaign, 6, 7)
+    live = await task012_events(connection, 2)
+    assert [e["sequence"] for e in live] == [6, 7] and not any(e.get("replayed") for e in live)
+    assert await connection.quiet()  # no duplicates
+
+
+async def test_subscribe_with_last_sequence_zero_replays_the_whole_log(hub, users):
+    campaign = await db(CampaignFactory)(owner=users["alice"])
+    await publish_progress(campaign, 1, 2, 3)
+    connection = await hub(users["alice"])
+    await connection.call("SubscribeToCampaign", campaign.public_id, 0)
+    assert [e["sequence"] for e in await task012_events(connection, 3)] == [1, 2, 3]
+    assert await connection.quiet()
+
+
+async def test_subscribe_with_the_current_sequence_replays_nothing(hub, users):
+    campaign = await db(CampaignFactory)(owner=users["alice"])
+    await publish_progress(campaign, 1, 2)
+    connection = await hub(users["alice"])
+    await connection.call("subscribetocampaign", campaign.public_id, 2)
+    assert await connection.quiet()
+    await publish_progress(campaign, 3)
+    assert [e["sequence"] for e in await task012_events(connection, 1)] == [3]
+
+
+async def test_subscribe_without_or_with_a_null_last_sequence_does_not_replay(hub, users):
+    campaign = await db(CampaignFactory)(owner=users["alice"])
+    await publish_progress(campaign, 1, 2)
+    plain, null = await hub(users["alice"]), await hub(users["alice"])
+    await plain.call("SubscribeToCampaign", campaign.public_id)
+    await null.call("SubscribeToCampaign", campaign.public_id, None)  # a .NET long? or a JS undefined
+    assert await plain.quiet() and await null.quiet()
+    await publish_progress(campaign, 3)
+    for connection in (plain, null):
+        [event] = await task012_events(connection, 1)
+        assert event["sequence"] == 3 and "replayed" not in event
+
+
+async def test_a_resume_while_events_keep_coming_has_no_gap_and_no_duplicate(hub, users):
+    campaign = await db(CampaignFactory)(owner=users["alice"])
+    await publish_progress(campaign, *range(1, 21))
+    connection = await hub(users["alice"])
+    publisher = asyncio.ensure_future(publish_progress(campaign, *range(21, 41)))
+    await connection.call("SubscribeToCampaign", campaign.public_id, 5)
+    assert connection.calls == []
+    events = await task012_events(connection, 35)
+    await publisher
+    assert [e["sequence"] for e in events] == list(range(6, 41))
+    assert await connection.quiet()
+
+
+async def test_join_campaign_group_with_last_sequence_replays_its_client_methods(hub, users):
+    campaign = await db(CampaignFactory)(owner=users["alice"])
+    run = await db(RunFactory)(campaign=campaign, state="generating")
+    await db(publish)(campaign, "campaign.started", {"run_id": run.public_id, "plan": []}, run)  # 1
+    await db(publish)(campaign, "progress", {"percentage": 50, "message": "half"}, run)  # 2: no client method
+    await db(publish)(campaign, "campaign.completed", {"run_id": run.public_id}, run)  # 3
+    connection = await hub(users["alice"])
+    # The seed's family carries no sequence: a client resumes from a snapshot's lastEventSequence.
+    assert (await connection.call("GetCampaignSnapshot", campaign.public_id))["result"]["lastEventSequence"] == 3
+    assert await connection.call("JoinCampaignGroup", campaign.public_id, 1, invocation_id="j") == {
+        "type": 3,
+        "invocationId": "j",
+    }
+    assert (await connection.next())["target"] == "OnCampaignCompleted"  # 2 has no method; 1 was seen
+    assert await connection.quiet()
+    await db(publish)(campaign, "campaign.started", {"run_id": run.public_id, "plan": []}, run)
+    assert await connection.next() == {"type": 1, "target": "OnCampaignStarted", "arguments": [campaign.public_id]}
+
+
+@pytest.mark.parametrize(
+    ("method", "snapshot_target"),
+    [("SubscribeToCampaign", "ReceiveCampaignSnapshot"), ("JoinCampaignGroup", "OnCampaignStatusReceived")],
+)
+@pytest.mark.parametrize("pruned", ["before", "beyond"])
+async def test_a_resume_the_log_cannot_serve_gets_a_snapshot(hub, users, method, snapshot_target, pruned):
+    campaign = await db(CampaignFactory)(owner=users["alice"])
+    await publish_progress(campaign, 1, 2, 3, 4, 5)
+    if pruned == "before":
+        await db(CampaignEvent.objects.filter(campaign=campaign, sequence__lte=3).delete)()  # retention
+    connection = await hub(users["alice"])
+    assert await connection.call(method, campaign.public_id, 1 if pruned == "before" else 99) == {
+        "type": 3,
+        "invocationId": "1",
+    }
+    snapshot = await connection.next()
+    assert snapshot["target"] == snapshot_target, snapshot
+    assert snapshot["arguments"][0]["campaignId"] == campaign.public_id
+    assert snapshot["arguments"][0]["lastEventSequence"] == 5
+    assert await connection.quiet()  # no replay of 4 and 5: the snapshot includes them
+    await db(publish)(campaign, "campaign.completed", {"run_id": None})
+    assert (await connection.next())["type"] == 1
+
+
+@pytest.mark.parametrize(
+    ("method", "value", "got"),
+    [
+        ("SubscribeToCampaign", -1, "got -1"),
+        ("SubscribeToCampaign", "3", "got a string"),
+        ("SubscribeToCampaign", True, "got true"),
+        ("SubscribeToCampaign", 2.5, "got 2.5"),
+        ("SubscribeToCampaign", 3.0, "got 3.0"),
+        ("JoinCampaignGroup", -1, "got -1"),
+        ("JoinCampaignGroup", {}, "got an object"),
+    ],
+)
+async def test_a_bad_last_sequence_is_a_readable_error_and_subscribes_nothing(hub, users, method, value, got):
+    campaign = await db(CampaignFactory)(owner=users["alice"])
+    await publish_progress(campaign, 1)
+    connection = await hub(users["alice"])
+    answer = await connection.call(method, campaign.public_id, value)
+    assert set(answer) == {"type", "invocationId", "error"}
+    assert_readable(answer["error"])
+    assert answer["error"].startswith(f"The lastSequence argument of {method} must be a non-negative integer")
+    assert got in answer["error"]
+    await db(publish)(campaign, "campaign.completed", {"run_id": None})
+    assert await connection.quiet()  # not subscribed
+    ok = await connection.call("JoinCampaignGroup", campaign.public_id, 2, invocation_id="ok")
+    assert ok == {"type": 3, "invocationId": "ok"}  # the connection is still usable
 
 
 # --- the realtime-api family ------------------------------------------------------------------------------------

@@ -2,12 +2,16 @@
 //
 //   node hub_client.mjs <scenario>
 //
-// Environment: BASE_URL (http://127.0.0.1:PORT), HUB_USERNAME, HUB_PASSWORD, CAMPAIGN_ID, OTHER_CAMPAIGN_ID.
+// Environment: BASE_URL (http://127.0.0.1:PORT), HUB_USERNAME, HUB_PASSWORD, CAMPAIGN_ID, OTHER_CAMPAIGN_ID;
+// for the failover scenario BASE_URLS (comma-separated servers, used in turn) and FAILOVER_HOLD.
 // Prints one JSON object per line on stdout; the pytest test asserts on them. Client logs go to stderr.
+import * as readline from "node:readline";
+
 import * as signalR from "@microsoft/signalr";
 import WebSocket from "ws";
 
-const BASE_URL = process.env.BASE_URL;
+const BASE_URLS = (process.env.BASE_URLS || process.env.BASE_URL || "").split(",").filter(Boolean);
+const BASE_URL = process.env.BASE_URL || BASE_URLS[0];
 const HUB_URL = `${BASE_URL}/hubs/campaign`;
 const CAMPAIGN_ID = process.env.CAMPAIGN_ID;
 
@@ -18,8 +22,8 @@ const logger = {
   },
 };
 
-async function getToken() {
-  const response = await fetch(`${BASE_URL}/api/auth/token/`, {
+async function getToken(baseUrl = BASE_URL) {
+  const response = await fetch(`${baseUrl}/api/auth/token/`, {
     method: "POST",
     headers: { "Content-Type": "application/json" },
     body: JSON.stringify({ username: process.env.HUB_USERNAME, password: process.env.HUB_PASSWORD }),
@@ -207,7 +211,96 @@ async function refusals() {
   await connection.stop();
 }
 
-const scenarios = { "realtime-api": realtimeApi, task012, reconnect, refusals };
+// Failover without sticky sessions or stateful reconnect: connected to the first of BASE_URLS, the
+// client keeps the last durable `sequence` it received; when its server dies (the test kills it
+// with kill -9) the connection closes, and a new connection to the next server resumes with
+// SubscribeToCampaign(campaignId, lastSequence): the server replays exactly what was missed, then
+// goes on live, until the run ends. With FAILOVER_HOLD=1 it waits for a line on stdin before
+// reconnecting, so that the test can let it miss events first.
+async function failover() {
+  const holdLines = [];
+  let wakeHold = null;
+  if (process.env.FAILOVER_HOLD === "1") {
+    readline.createInterface({ input: process.stdin }).on("line", (line) => {
+      holdLines.push(line);
+      if (wakeHold) wakeHold();
+    });
+  }
+  const released = () =>
+    new Promise((resolve) => {
+      wakeHold = () => {
+        if (!holdLines.length) return;
+        wakeHold = null;
+        resolve(holdLines.shift());
+      };
+      wakeHold();
+    });
+
+  // One access token for every server: any process accepts it (no sticky sessions).
+  const token = await getToken(BASE_URLS[0]);
+  // The campaign is fresh when the test subscribes (a client joining mid-run would start from a
+  // GetCampaignSnapshot's lastEventSequence instead).
+  let lastSequence = 0;
+  let completed = false;
+  let connections = 0;
+  let markCompleted;
+  const completion = new Promise((resolve) => (markCompleted = resolve));
+
+  for (let attempt = 0, index = 0; !completed; index += 1) {
+    const baseUrl = BASE_URLS[index % BASE_URLS.length];
+    const connection = new signalR.HubConnectionBuilder()
+      .withUrl(`${baseUrl}/hubs/campaign`, { accessTokenFactory: () => token })
+      .configureLogging(logger)
+      .build();
+    const closed = new Promise((resolve) => connection.onclose((error) => resolve(error)));
+    connection.on("ReceiveOrchestrationEvent", (evt) => {
+      if (evt.sequence === undefined) return; // a transient chunk (afterSequence): never replayed
+      const { sequence, event: name } = evt;
+      out({ event: "ReceiveOrchestrationEvent", sequence, name, replayed: !!evt.replayed, server: baseUrl });
+      lastSequence = evt.sequence;
+      if (["campaign.completed", "generation.failed", "run.cancelled"].includes(evt.event)) {
+        completed = true;
+        markCompleted();
+      }
+    });
+    connection.on("ReceiveCampaignSnapshot", (snapshot) => {
+      // Only for a resume from before the retained log: the snapshot stands in for the replay.
+      out({ event: "ReceiveCampaignSnapshot", lastEventSequence: snapshot.lastEventSequence, server: baseUrl });
+      lastSequence = snapshot.lastEventSequence;
+    });
+    const resumeFrom = connections === 0 ? null : lastSequence;
+    try {
+      await connection.start();
+      if (resumeFrom === null) {
+        await connection.invoke("SubscribeToCampaign", CAMPAIGN_ID);
+      } else {
+        await connection.invoke("SubscribeToCampaign", CAMPAIGN_ID, resumeFrom);
+      }
+    } catch (error) {
+      // The hub refused the subscription (a Completion error): reconnecting would not help.
+      if (connection.state === signalR.HubConnectionState.Connected) throw error;
+      // This server is down (or died just now): try the next one, backing off a little.
+      out({ event: "connect_failed", server: baseUrl, error: String(error.message) });
+      if (++attempt > 20) throw new Error(`no server to fail over to: ${BASE_URLS.join(", ")}`);
+      await connection.stop().catch(() => {});
+      await new Promise((resolve) => setTimeout(resolve, Math.min(1000, 50 * attempt)));
+      continue;
+    }
+    attempt = 0;
+    connections += 1;
+    out({ event: "subscribed", server: baseUrl, resumedFrom: resumeFrom });
+    const error = await Promise.race([closed, completion.then(() => "completed")]);
+    if (error === "completed") {
+      await connection.stop();
+      break;
+    }
+    out({ event: "disconnected", server: baseUrl, lastSequence, error: error ? String(error.message) : null });
+    if (process.env.FAILOVER_HOLD === "1") await released();
+  }
+  out({ event: "failover_finished", lastSequence, connections });
+}
+
+const scenarios = { "realtime-api": realtimeApi, task012, reconnect, refusals, failover };
 const scenario = scenarios[process.argv[2]];
 if (!scenario) {
   console.error(`unknown scenario ${process.argv[2]}; one of ${Object.keys(scenarios).join(", ")}`);
