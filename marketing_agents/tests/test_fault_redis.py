@@ -57,6 +57,11 @@ async def next_event(ws, timeout: float) -> dict:
             return frame
 
 
+def metric(text: str, name: str) -> float:
+    """A counter's value in a /metrics answer, summed over its labels (0 when absent)."""
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.split("{")[0].split(" ")[0] == name)
+
+
 def stored_sequences(campaign) -> list[int]:
     return list(CampaignEvent.objects.filter(campaign=campaign).order_by("sequence").values_list("sequence", flat=True))
 
@@ -143,6 +148,9 @@ async def test_an_event_stored_while_redis_is_down_reaches_the_subscriber_withou
         await db(publish)(campaign, "progress", {"percentage": 20, "message": "after"})
         assert (await next_event(ws, 10))["sequence"] == 3
         await ws.close()
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as api:
+            metrics = (await api.get("/metrics")).text
+        assert metric(metrics, "realtime_layer_reconnects_total") >= 1, "the reconnect is counted on /metrics"
     finally:
         channel_layers.backends.clear()
     assert "Traceback" not in server.log(), server.log()[-3000:]

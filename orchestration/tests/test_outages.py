@@ -4,6 +4,8 @@ The fault is real: the test's own redis-server, configured as the broker, is kil
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from campaigns.models import Approval, Campaign, CampaignEvent, OrchestrationRun, RunState
@@ -114,3 +116,110 @@ def test_requests_while_the_database_is_unreachable_are_503_not_500():
         "503 text/plain The database is unavailable ri",
     ], result.stderr[-3000:]
     assert "Traceback" not in result.stderr and "database unavailable: OperationalError" in result.stderr
+
+
+SOCKETS_WHILE_DATABASE_DOWN_SCRIPT = """
+import asyncio, json
+import django
+django.setup()
+from channels.testing import WebsocketCommunicator
+from django.contrib.auth.models import User
+from rest_framework_simplejwt.tokens import AccessToken
+from marketing_agents.asgi import application
+
+token = AccessToken.for_user(User(id=1, username="alice"))
+
+async def main():
+    native = WebsocketCommunicator(application, f"/ws/campaigns/?access_token={token}")
+    print(await native.connect())
+    print(await native.receive_output(5))
+    print(await native.receive_output(5))
+    hub = WebsocketCommunicator(application, f"/hubs/campaign?access_token={token}")
+    print(await hub.connect())
+    await hub.send_to('{"protocol":"json","version":1}\\x1e')
+    print(await hub.receive_output(5))
+    print(await hub.receive_output(5))
+    print(await hub.receive_output(5))
+
+asyncio.run(main())
+"""
+
+
+def test_sockets_opened_while_the_database_is_unreachable_are_told_to_try_again():
+    """Native: an ``internal_error`` frame naming the outage, then close 1013. SignalR: the handshake
+    answer, then the hub's Close message with the outage and ``allowReconnect`` (an automatic-reconnect
+    client tries again), then close 1013. No traceback in the log."""
+    import ast
+    import os
+    import subprocess
+    import sys
+
+    from django.conf import settings
+
+    from marketing_agents.errors import DATABASE_DOWN
+
+    result = subprocess.run(
+        [sys.executable, "-c", SOCKETS_WHILE_DATABASE_DOWN_SCRIPT],
+        cwd=settings.BASE_DIR,
+        env={**os.environ, "DATABASE_URL": "postgres://nobody@127.0.0.1:1/none", "ALLOWED_HOSTS": "testserver"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = [ast.literal_eval(line) for line in result.stdout.splitlines()]
+    accepted, native_error, native_close, hub_accepted, handshake, hub_close, hub_socket_close = lines
+    assert accepted == (True, None) and hub_accepted == (True, None)
+    assert json.loads(native_error["text"]) == {"type": "error", "code": "internal_error", "message": DATABASE_DOWN}
+    assert native_close == {"type": "websocket.close", "code": 1013}
+    assert handshake["text"] == "{}\x1e"
+    assert json.loads(hub_close["text"].rstrip("\x1e")) == {"type": 7, "error": DATABASE_DOWN, "allowReconnect": True}
+    assert hub_socket_close == {"type": "websocket.close", "code": 1013}
+    assert "Traceback" not in result.stderr and "database unavailable: OperationalError" in result.stderr
+
+
+def reset_pools(app) -> None:
+    """Celery's connection and producer pools, forgotten (kombu keeps them, per broker URL) so the
+    next send takes them for broker_url."""
+    app._pool = None
+    app.amqp._producer_pool = None
+
+
+def test_a_task_send_lost_after_commit_is_logged_and_the_recovery_task_queues_it(
+    alice, alice_api, settings, tmp_path, caplog, django_capture_on_commit_callbacks
+):
+    """The broker answers the check, then goes away before the commit: the run is stored (202), the
+    lost send is a warning, not an error to the client, and once Redis is back the recovery task
+    puts the run's message on the broker."""
+    import redis
+
+    from marketing_agents.celery import app
+    from orchestration import services
+
+    server = RedisServer(tmp_path).start()
+    settings.CELERY_BROKER_URL = server.url
+    settings.RUN_REQUEUE_AFTER_SECONDS = 0
+    original = app.conf.broker_url
+    app.conf.broker_url = server.url
+    reset_pools(app)
+    try:
+        campaign = CampaignFactory(owner=alice)
+        with django_capture_on_commit_callbacks() as callbacks:
+            response = alice_api.post(f"/api/campaigns/{campaign.public_id}/runs/", {}, format="json")
+        assert response.status_code == 202, response.content
+        server.kill()
+        for callback in callbacks:
+            callback()  # the commit: the send fails
+        assert "the broker is unreachable" in caplog.text and "Traceback" not in caplog.text
+        run = OrchestrationRun.objects.get(public_id=response.json()["id"])
+        assert run.state == RunState.PENDING
+
+        server.start()
+        with django_capture_on_commit_callbacks(execute=True):
+            assert services.runs_recover() == 1
+        queued = [json.loads(m)["headers"]["task"] for m in redis.Redis.from_url(server.url).lrange("celery", 0, -1)]
+        assert queued == ["orchestration.tasks.run_begin"]
+    finally:
+        app.conf.broker_url = original
+        reset_pools(app)
+        server.stop()

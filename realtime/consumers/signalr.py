@@ -17,8 +17,9 @@ from urllib.parse import parse_qs
 
 from django.conf import settings
 
+from marketing_agents.errors import DATABASE_DOWN
 from realtime import signalr
-from realtime.connection import CLOSE_GOING_AWAY
+from realtime.connection import CLOSE_GOING_AWAY, CLOSE_TRY_AGAIN_LATER
 from realtime.consumers.base import (
     CLOSE_TOO_BIG,
     CLOSE_UNAUTHENTICATED,
@@ -166,6 +167,12 @@ class SignalRHubConsumer(RealtimeSession):
             await self.close_with(error.message, code=CLOSE_TOO_BIG)
         else:
             await self.complete(error=error.message)
+
+    async def refuse_unavailable(self) -> None:
+        """The database is down: the hub's Close message says so and allows a reconnect (a client with
+        automatic reconnect tries again), then close 1013."""
+        ERRORS.labels("unavailable").inc()
+        await self.close_with(DATABASE_DOWN, allow_reconnect=True, code=CLOSE_TRY_AGAIN_LATER)
 
     async def delivery_failed(self) -> None:
         """A subscription's delivery broke: reconnecting (and re-joining) starts it afresh."""
