@@ -6,7 +6,9 @@ Rules, each an issue with a severity:
 - a finance or health brief whose copy lacks the matching disclaimer: High;
 - length limits per artifact type: Medium;
 - tone mismatch (exclamation marks or slang in a formal brief, shouting in a calm one): Low;
-- a visual that is not a self-contained SVG: High.
+- a visual that is not a self-contained SVG: High. The SVG is parsed, and its elements and attributes
+  judged (only static drawing elements, no event handler, links and url() only to #ids, no DOCTYPE
+  or processing instruction); its text is never read as markup.
 Score: 100 minus 30 per High, 12 per Medium, 4 per Low (not below 0). Compliant when no High issue
 remains and the score is at least 70.
 """
@@ -14,6 +16,7 @@ remains and the score is at least 70.
 from __future__ import annotations
 
 import re
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from typing import Any
 
@@ -119,12 +122,83 @@ def _disclaimers(brief: str, copy: str) -> list[dict[str, str]]:
     return issues
 
 
+SVG_NS = "http://www.w3.org/2000/svg"
+# Static drawing elements. Everything else is refused: script, foreignObject (HTML inside SVG), a and
+# iframe-like elements, style (CSS can import), image (fetches), animate/set (can rewrite an href).
+SVG_ELEMENTS = frozenset(
+    {
+        "svg", "g", "defs", "title", "desc", "symbol", "use", "marker", "clipPath", "mask", "pattern",
+        "linearGradient", "radialGradient", "stop", "rect", "circle", "ellipse", "line", "polyline",
+        "polygon", "path", "text", "tspan", "textPath", "filter", "feBlend", "feColorMatrix",
+        "feComponentTransfer", "feComposite", "feFlood", "feGaussianBlur", "feMerge", "feMergeNode",
+        "feMorphology", "feOffset", "feFuncR", "feFuncG", "feFuncB", "feFuncA", "feDropShadow",
+    }
+)  # fmt: skip
+# Attributes that hold a link (href, xlink:href) must point inside the document (#id); those that
+# may hold a CSS url() (paints, clips, masks, filters, markers, style) must too.
+LINK_ATTRIBUTES = frozenset({"href", "src"})
+URL_ATTRIBUTES = frozenset(
+    {"style", "fill", "stroke", "clip-path", "mask", "filter", "marker-start", "marker-mid", "marker-end", "cursor"}
+)
+EXTERNAL_URL = re.compile(r"url\(\s*(?![\s'\"]*#)", re.IGNORECASE)
+# Other ways CSS can fetch or hide a url(): image-set(), image(), @import, escapes (u\72l), expression().
+CSS_FETCH = re.compile(r"image-set\(|\bimage\(|cross-fade\(|@import|\\|expression\(", re.IGNORECASE)
+
+
+class _UnsafeMarkup(Exception):
+    pass
+
+
+class _SvgTreeBuilder(ET.TreeBuilder):
+    """Refuses a DOCTYPE (entities, external DTDs) and processing instructions (xml-stylesheet)."""
+
+    def doctype(self, name: str, pubid: str, system: str) -> None:
+        raise _UnsafeMarkup("it has a DOCTYPE declaration")
+
+    def pi(self, target: str, text: str | None = None) -> None:
+        raise _UnsafeMarkup(f"it has a <?{target}?> processing instruction")
+
+
+def _local(name: str) -> tuple[str, str]:
+    """``{namespace}local`` -> (namespace, local)."""
+    namespace, _, local = name[1:].partition("}") if name.startswith("{") else ("", "", name)
+    return namespace, local
+
+
+def _svg_problem(content: str) -> str:
+    """Why ``content`` is not a self-contained SVG, or ''. Judges the parsed elements and attributes,
+    never the text: ``&lt;script&gt;`` or "Javascript: The Good Parts" in a text node is just text."""
+    parser = ET.XMLParser(target=_SvgTreeBuilder())
+    try:
+        parser.feed(content)
+        root = parser.close()
+    except _UnsafeMarkup as exc:
+        return str(exc)
+    except ET.ParseError:
+        return "it is not well-formed XML"
+    if _local(root.tag) != (SVG_NS, "svg") and root.tag != "svg":
+        return "its root element is not <svg>"
+    for element in root.iter():
+        namespace, tag = _local(element.tag)
+        if namespace not in ("", SVG_NS):
+            return f"it has a <{tag}> element from another vocabulary ({namespace})"
+        if tag not in SVG_ELEMENTS:
+            return f"it has a <{tag}> element"
+        for attribute, value in element.attrib.items():
+            name = _local(attribute)[1].lower()
+            if name.startswith("on"):
+                return f"<{tag}> has an event handler ({name})"
+            if name in LINK_ATTRIBUTES and not value.strip().startswith("#"):
+                return f"<{tag}> links outside the document ({name})"
+            if name in URL_ATTRIBUTES and (EXTERNAL_URL.search(value) or CSS_FETCH.search(value)):
+                return f"<{tag}> refers to something outside the document ({name})"
+    return ""
+
+
 def _safe_svg(content: str) -> list[dict[str, str]]:
-    unsafe = re.search(r"<script|\bon[a-z]+\s*=|javascript:|(?:href|src)\s*=\s*[\"'](?!#)", content, re.IGNORECASE)
-    if not content.lstrip().startswith("<svg") or unsafe:
-        return [
-            _issue("Visual", "The visual is not a self-contained SVG (script, handler or external reference).", HIGH)
-        ]
+    problem = _svg_problem(content)
+    if problem:
+        return [_issue("Visual", f"The visual is not a self-contained SVG: {problem}.", HIGH)]
     return []
 
 

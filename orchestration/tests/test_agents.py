@@ -121,6 +121,100 @@ def test_an_unsafe_visual_is_flagged():
     assert any(i["severity"] == "High" and "self-contained SVG" in i["issue_description"] for i in result.issues)
 
 
+SVG_OPEN = '<svg xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink">'
+UNSAFE_SVGS = [
+    pytest.param(SVG_OPEN + "<script>alert(1)</script></svg>", "<script>", id="script"),
+    pytest.param(SVG_OPEN + '<g><script xlink:href="https://evil.example/x.js"/></g></svg>', "<script>", id="nested"),
+    pytest.param(SVG_OPEN + "<Script>alert(1)</Script></svg>", "<Script>", id="script-mixed-case"),
+    pytest.param(
+        SVG_OPEN + '<foreignObject><div xmlns="http://www.w3.org/1999/xhtml">hi</div></foreignObject></svg>',
+        "<foreignObject>",
+        id="foreign-object",
+    ),
+    pytest.param(
+        '<svg xmlns="http://www.w3.org/2000/svg" xmlns:h="http://www.w3.org/1999/xhtml"><h:iframe/></svg>',
+        "another vocabulary",
+        id="xhtml-element",
+    ),
+    pytest.param(SVG_OPEN + '<rect width="1" height="1" onload="steal()"/></svg>', "handler (onload)", id="onload"),
+    pytest.param(SVG_OPEN.replace(">", ' ONCLICK="steal()">', 1) + "</svg>", "handler (onclick)", id="root-handler"),
+    pytest.param(SVG_OPEN + '<use href="https://evil.example/s.svg#a"/></svg>', "links outside", id="external-href"),
+    pytest.param(SVG_OPEN + '<use xlink:href="javascript:alert(1)"/></svg>', "links outside", id="javascript-href"),
+    pytest.param(SVG_OPEN + '<use href=" &#9;javascript:alert(1)"/></svg>', "links outside", id="obfuscated-href"),
+    pytest.param(SVG_OPEN + '<use href="data:image/svg+xml,&lt;svg/&gt;"/></svg>', "links outside", id="data-href"),
+    pytest.param(SVG_OPEN + '<image href="https://evil.example/p.png"/></svg>', "<image>", id="image"),
+    pytest.param(SVG_OPEN + '<a href="https://evil.example"><text>x</text></a></svg>', "<a>", id="link"),
+    pytest.param(SVG_OPEN + '<rect fill="url(https://evil.example/p.svg#g)"/></svg>', "(fill)", id="external-paint"),
+    pytest.param(SVG_OPEN + "<rect style=\"fill: url( '//evil.example/g' )\"/></svg>", "(style)", id="style-url"),
+    pytest.param(SVG_OPEN + "<rect style=\"background:image-set('x.png' 1x)\"/></svg>", "(style)", id="image-set"),
+    pytest.param(SVG_OPEN + '<rect style="fill:\\75 rl(x)"/></svg>', "(style)", id="css-escape"),
+    pytest.param(SVG_OPEN + "<style>@import url(https://evil.example/s.css);</style></svg>", "<style>", id="style"),
+    pytest.param(
+        SVG_OPEN + '<use href="#a"><set attributeName="href" to="javascript:alert(1)"/></use></svg>',
+        "<set>",
+        id="animation-rewrites-href",
+    ),
+    pytest.param(
+        '<?xml-stylesheet href="https://evil.example/s.css"?>' + SVG_OPEN + "</svg>",
+        "processing instruction",
+        id="stylesheet-pi",
+    ),
+    pytest.param(
+        '<!DOCTYPE svg [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;">]>' + SVG_OPEN + "&b;</svg>",
+        "DOCTYPE",
+        id="entities",
+    ),
+    pytest.param('<!DOCTYPE svg SYSTEM "https://evil.example/x.dtd"><svg/>', "DOCTYPE", id="external-dtd"),
+    pytest.param('<html xmlns="http://www.w3.org/1999/xhtml"><svg/></html>', "root element", id="not-svg-root"),
+    pytest.param("<svg><script>alert(1)</svg>", "well-formed", id="not-well-formed"),
+    pytest.param("Here is your banner: <svg></svg>", "well-formed", id="prose"),
+    pytest.param("", "well-formed", id="empty"),
+]
+
+
+@pytest.mark.parametrize(("svg", "reason"), UNSAFE_SVGS)
+def test_every_unsafe_svg_form_is_a_high_issue(svg, reason):
+    result = audit({"Visual": (svg, {"headline": "Hi"})}, brief="A bottle.", tone="friendly")
+
+    assert not result.is_compliant
+    [issue] = result.issues
+    assert issue["severity"] == "High"
+    assert issue["issue_description"].startswith("The visual is not a self-contained SVG: ")
+    assert reason in issue["issue_description"]
+
+
+HARMLESS_TEXT = [
+    "Javascript: The Good Parts",
+    "Learn data:text/html tricks",
+    '<script>alert("hi")</script> explained',
+    "Buy one = get one",
+    "Set src=\"logo.png\" and href='x'",
+    "vbscript: url(http://example.com) onload=go()",
+    '<!DOCTYPE html> & <?php echo "hi" ?>',
+]
+
+
+@pytest.mark.parametrize("text", HARMLESS_TEXT)
+def test_text_that_reads_like_markup_is_not_an_svg_issue(text):
+    svg = compose_svg(text[:60], text, text, ("#000000", "#111111", "#ffffff"))
+    metadata = {"headline": text[:60], "tagline": text, "call_to_action": text}
+
+    result = audit({"Visual": (svg, metadata)}, brief="A bottle.", tone="friendly")
+
+    assert result.issues == []
+    assert result.is_compliant and result.score == 100
+
+
+def test_a_safe_svg_with_internal_references_passes():
+    svg = (
+        SVG_OPEN + '<defs><linearGradient id="g"><stop offset="0"/></linearGradient><path id="p" d="M0 0"/></defs>'
+        '<rect fill="url(#g)" style="stroke: url( \'#g\' )"/><use xlink:href="#p"/>'
+        '<text><textPath href="#p">on the path</textPath></text><!-- a comment --></svg>'
+    )
+
+    assert audit({"Visual": (svg, {"headline": "Hi"})}, brief="A bottle.", tone="friendly").issues == []
+
+
 def test_score_never_drops_below_zero():
     copy = "Guaranteed risk-free miracle cure, 100% the world's best, instant results, no risk. " * 2
     result = audit({"Copy": (copy, {})}, brief="Invest in our health supplement fund.", tone="formal")

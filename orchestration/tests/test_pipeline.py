@@ -261,3 +261,27 @@ def test_a_run_with_the_openai_provider_fails_at_once_on_a_400(start_worker):
     assert len(fake.requests) == 1
     failed = events_of(campaign)[-1]
     assert failed.event == "generation.failed" and "HTTP 400" in failed.data["error_message"]
+
+
+CODE_LIKE_NAMES = [
+    "Javascript: The Good Parts",
+    "Learn data:text/html tricks",
+    "<script> tags, explained",
+    "Buy one = get one",
+    'Set src="logo.png" and href="#top"',
+]
+
+
+def test_a_campaign_named_like_code_passes_its_audit(worker):
+    # The banner shows the name as text (escaped); text that reads like markup is not markup.
+    owner = UserFactory(username="alice")
+    runs = [start(CampaignFactory(owner=owner, name=name)) for name in CODE_LIKE_NAMES]
+    flagged = {}
+    for name, run in zip(CODE_LIKE_NAMES, runs, strict=True):
+        run = wait_for_run(run)
+        assert run.state == RunState.COMPLETED, worker.log()[-3000:]
+        assert Artifact.objects.get(run=run, type="Visual").metadata["headline"] == name
+        audit = ComplianceAudit.objects.get(run=run)
+        if not audit.is_compliant or audit.issues:
+            flagged[name] = [i["issue_description"] for i in audit.issues]
+    assert flagged == {}
