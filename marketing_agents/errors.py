@@ -65,6 +65,19 @@ def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpR
     return defaults.page_not_found(request, exception)
 
 
+def bad_request(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    """Django's own 400s (a Host not in ALLOWED_HOSTS, a malformed body read outside DRF)."""
+    if _wants_json(request):
+        return JsonResponse({"detail": "The request was malformed."}, status=400)
+    return defaults.bad_request(request, exception)
+
+
+def permission_denied(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    if _wants_json(request):
+        return JsonResponse({"detail": "You do not have permission to perform this action."}, status=403)
+    return defaults.permission_denied(request, exception)
+
+
 def server_error(request: HttpRequest) -> HttpResponse:
     if _wants_json(request):
         return JsonResponse({"detail": "Internal server error."}, status=500)

@@ -1,4 +1,5 @@
-"""Log filter that keeps credentials out of every log line."""
+"""Log filters: credentials never appear in a log line; a client's mistake or an outage is one line,
+never a traceback."""
 
 from __future__ import annotations
 
@@ -44,4 +45,23 @@ class OutageFilter(logging.Filter):
                 record.msg = f"channel layer: Redis unreachable ({type(error).__name__}); retrying"
                 record.args, record.exc_info, record.exc_text = None, None, None
                 record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+class ClientErrorFilter(logging.Filter):
+    """A client's mistake is not a bug: Django logs a bad Host header, a malformed multipart body or
+    another suspicious request (``django.security.*``, and ``django.request`` with a 4xx) with the
+    exception's traceback, so anyone could fill the log and trip error alerts with one bad request.
+    Those records become one-line warnings that keep Django's message (the status and the path)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        client_error = record.name.startswith("django.security") or (
+            record.name == "django.request" and getattr(record, "status_code", 500) < 500
+        )
+        if client_error and (record.exc_info or record.levelno > logging.WARNING):
+            if record.exc_info and record.exc_info[1] is not None:
+                record.msg = f"{record.getMessage()} ({type(record.exc_info[1]).__name__})"
+                record.args = None
+            record.exc_info, record.exc_text = None, None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
         return True

@@ -13,6 +13,7 @@ It also lets go of the HTTP request a WebSocket was upgraded from (see ``Server`
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import os
 import sys
@@ -20,12 +21,14 @@ from collections import deque
 from functools import partial
 from typing import Any
 
+import autobahn.websocket.protocol
 import daphne.cli
+import daphne.http_protocol
 import daphne.server
+import daphne.ws_protocol
 from daphne.access import AccessLogGenerator
-from daphne.http_protocol import WebRequest
-from daphne.ws_protocol import WebSocketProtocol
-from twisted.internet import defer
+from twisted.internet import abstract, defer
+from twisted.web import http
 
 from marketing_agents.logging import redact
 
@@ -103,11 +106,11 @@ class Server(daphne.server.Server):
 
     def protocol_disconnected(self, protocol) -> None:
         super().protocol_disconnected(protocol)
-        if not isinstance(protocol, WebRequest) or protocol.transport is not None:
+        if not isinstance(protocol, daphne.http_protocol.WebRequest) or protocol.transport is not None:
             return  # not a request daphne has just upgraded (it hands its transport over)
         channel = protocol.channel
         transport = getattr(channel, "transport", None)
-        upgraded = isinstance(getattr(transport, "protocol", None), WebSocketProtocol)
+        upgraded = isinstance(getattr(transport, "protocol", None), daphne.ws_protocol.WebSocketProtocol)
         if upgraded and getattr(transport, "producer", None) is channel:
             transport.unregisterProducer()
 
@@ -153,6 +156,87 @@ class Server(daphne.server.Server):
         return input_queue
 
 
+class WebRequest(daphne.http_protocol.WebRequest):
+    """daphne's request without Twisted's form parsing. Twisted parses a POST's urlencoded or
+    multipart body into ``args``, which daphne never reads, and answers a malformed multipart body
+    with a bare 400 before Django sees it; Django parses bodies itself (JSON errors, its own limits)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, parsePOSTFormSubmission=False, **kwargs)
+
+
+class HTTPFactory(daphne.http_protocol.HTTPFactory):
+    def buildProtocol(self, addr: Any) -> Any:
+        protocol = super().buildProtocol(addr)
+        protocol.requestFactory = WebRequest
+        return protocol
+
+
+class WebSocketProtocol(daphne.ws_protocol.WebSocketProtocol):
+    """daphne's WebSocket protocol, with what autobahn refuses on its own said the project's way."""
+
+    def _max_message_size_exceeded(self, msg_size: int, max_msg_size: int, reason: str) -> None:
+        """A frame over --websocket-max-message-size never reaches a consumer: the client reads what
+        the consumers say for a frame over WS_MAX_FRAME_BYTES, then close 1009 (not a dropped socket)."""
+        from realtime.routing import oversized_frame_notice
+
+        if self.state == self.STATE_OPEN:
+            self.sendMessage(oversized_frame_notice(self.path.decode("ascii")).encode())
+        self._fail_connection(self.CLOSE_STATUS_CODE_MESSAGE_TOO_BIG, "message too large")
+
+    def failHandshake(self, reason: str, code: int = 400, responseHeaders: Any = None) -> None:
+        if reason.startswith("HTTP Origin header"):
+            code = 403  # a malformed or repeated Origin is refused as a foreign one is (PROTOCOL.md)
+        super().failHandshake(reason, code, responseHeaders)
+
+
+class WebSocketFactory(daphne.ws_protocol.WebSocketFactory):
+    protocol = WebSocketProtocol
+
+    def setProtocolOptions(self, **options: Any) -> None:
+        # A protocol violation (a frame over the limit, text that is not UTF-8) is answered with a
+        # close frame saying why (1009, 1007), not by dropping the TCP connection (1006).
+        super().setProtocolOptions(**options, failByDrop=False)
+
+
+def check_internals() -> list[str]:
+    """What of daphne, Twisted and autobahn this module and realtime.connection rely on beyond their
+    public API, checked at start-up: a missing piece would silently switch off backpressure, frame
+    limits or the request parsing above. Returns what is missing (nothing, on the pinned versions)."""
+    problems = []
+    for owner, names in (
+        (daphne.server, ("HTTPFactory", "WebSocketFactory")),
+        (daphne.server.Server, ("protocol_disconnected", "kill_all_applications", "create_application")),
+        (daphne.ws_protocol.WebSocketProtocol, ("_max_message_size_exceeded", "_fail_connection", "sendCloseFrame")),
+        # realtime.connection reads a transport's write buffer (a descriptor made only to look)
+        (abstract.FileDescriptor(reactor=object()), ("dataBuffer", "offset", "_tempDataLen")),
+    ):
+        label = getattr(owner, "__name__", type(owner).__name__)
+        problems += [f"{label}.{name}" for name in names if not hasattr(owner, name)]
+    for function, parameter in (
+        (http.Request.__init__, "parsePOSTFormSubmission"),
+        (autobahn.websocket.protocol.WebSocketServerFactory.setProtocolOptions, "failByDrop"),
+    ):
+        if parameter not in inspect.signature(function).parameters:
+            problems.append(f"{function.__qualname__}({parameter}=)")
+    return problems
+
+
+def require_internals() -> None:
+    """Refuse to start on a daphne/Twisted/autobahn that changed under us (and count it on /metrics)."""
+    from realtime.metrics import INTERNALS_BROKEN
+
+    problems = check_internals()
+    for problem in problems:
+        INTERNALS_BROKEN.labels(problem).inc()
+    if problems:
+        raise SystemExit(
+            "marketing_agents.serve: daphne, Twisted or autobahn changed under it; missing: "
+            + ", ".join(problems)
+            + ". Install the versions pinned in requirements.txt, or update marketing_agents/serve.py."
+        )
+
+
 class CommandLineInterface(daphne.cli.CommandLineInterface):
     server_class = Server
 
@@ -163,7 +247,10 @@ def main(argv: list[str]) -> None:
     from django.conf import settings
 
     django.setup()
+    require_internals()
     daphne.cli.AccessLogGenerator = RedactedAccessLog
+    # daphne's Server.run builds its factories from these module names.
+    daphne.server.HTTPFactory, daphne.server.WebSocketFactory = HTTPFactory, WebSocketFactory
     defaults = [
         "--ping-interval",
         str(settings.WS_PING_INTERVAL_SECONDS),

@@ -63,5 +63,7 @@ urlpatterns = [
     path("metrics", metrics_view, name="metrics"),
 ]
 
+handler400 = errors.bad_request
+handler403 = errors.permission_denied
 handler404 = errors.not_found
 handler500 = errors.server_error

@@ -22,13 +22,24 @@ from django.conf import settings
 
 from realtime.delivery import Subscription
 from realtime.log import dumps
-from realtime.metrics import CHUNKS_SHED, SLOW_CLIENTS_CLOSED
+from realtime.metrics import CHUNKS_SHED, INTERNALS_BROKEN, SLOW_CLIENTS_CLOSED
 
 logger = logging.getLogger(__name__)
 
 MERGED_CHUNK_LIMIT = 64 * 1024
 CLOSE_GOING_AWAY = 1001
 CLOSE_TRY_AGAIN_LATER = 1013
+
+
+def transport_buffer_unreadable(transport: Any) -> None:
+    """Twisted's write buffer is read through private fields (``dataBuffer``, ``offset``,
+    ``_tempDataLen``; marketing_agents.serve checks them at start-up). Should a transport lack them,
+    backpressure is off for that connection: said loudly, in the log and on /metrics."""
+    INTERNALS_BROKEN.labels("transport_buffer").inc()
+    logger.error(
+        "backpressure is off: %s has no readable write buffer (a Twisted change?); slow clients are not detected",
+        type(transport).__name__,
+    )
 
 
 class Connection:
@@ -85,6 +96,8 @@ class Connection:
         try:
             return len(transport.dataBuffer) - transport.offset + transport._tempDataLen
         except AttributeError:
+            transport_buffer_unreadable(transport)
+            self._transport = None  # counted once per connection, never congested from now on
             return 0
 
     def has_room(self) -> bool:

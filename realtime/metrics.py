@@ -55,6 +55,12 @@ LAYER_RECONNECTS = Counter("realtime_layer_reconnects", "Times a web process's c
 HEAD_CHECKS = Counter("realtime_head_checks", "Head checks run (one database query per web process per interval).")
 CHUNKS_SHED = Counter("realtime_chunks_shed", "Transient chunks merged or dropped under backpressure.", ["action"])
 SLOW_CLIENTS_CLOSED = Counter("realtime_slow_clients_closed", "Connections closed with 1013 for falling behind.")
+INTERNALS_BROKEN = Counter(
+    "server_internals_broken",
+    "A private daphne/Twisted/autobahn field the server relies on was missing (backpressure, frame "
+    "limits): non-zero means an upgrade broke it (marketing_agents.serve.check_internals).",
+    ["probe"],
+)
 AUTH_FAILURES = Counter("realtime_auth_failures", "WebSocket handshakes or connections refused.", ["reason"])
 
 

@@ -5,8 +5,12 @@ from __future__ import annotations
 from channels.routing import URLRouter
 from django.urls import path
 
+from realtime import signalr
+from realtime.consumers.base import frame_limit_message
 from realtime.consumers.campaign import CampaignConsumer
 from realtime.consumers.signalr import SignalRHubConsumer
+from realtime.log import dumps
+from realtime.metrics import ERRORS
 from realtime.middleware import HandshakeMiddleware
 
 websocket_urlpatterns = [
@@ -15,3 +19,13 @@ websocket_urlpatterns = [
 ]
 
 websocket_application = HandshakeMiddleware(URLRouter(websocket_urlpatterns))
+
+
+def oversized_frame_notice(path: str) -> str:
+    """What a client reads before close 1009 when its frame is over the server's hard limit (the
+    frame never reaches a consumer; marketing_agents.serve): what the consumers say for a frame over
+    WS_MAX_FRAME_BYTES. Native: a ``message_too_large`` error frame; SignalR: a Close message."""
+    ERRORS.labels("message_too_large").inc()
+    if path.startswith("/hubs/"):
+        return signalr.record({"type": signalr.CLOSE, "error": frame_limit_message()})
+    return dumps({"type": "error", "code": "message_too_large", "message": frame_limit_message()})

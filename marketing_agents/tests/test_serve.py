@@ -172,3 +172,66 @@ async def test_shutdown_cancels_the_applications_even_with_a_request_still_arriv
 
     assert applications[0].cancelled()
     assert signalr.shutting_down()  # negotiations are turned away from now on
+
+
+# --- the private internals it relies on ----------------------------------------------------------------------
+
+
+def test_the_pinned_daphne_twisted_and_autobahn_have_every_internal_relied_on():
+    from marketing_agents.serve import check_internals
+
+    assert check_internals() == []
+
+
+@pytest.mark.parametrize(
+    ("owner", "name", "reported"),
+    [
+        ("twisted.internet.abstract.FileDescriptor", "dataBuffer", "FileDescriptor.dataBuffer"),
+        ("daphne.ws_protocol.WebSocketProtocol", "_max_message_size_exceeded", "_max_message_size_exceeded"),
+        ("daphne.server", "WebSocketFactory", "daphne.server.WebSocketFactory"),
+    ],
+)
+def test_a_changed_library_stops_the_server_at_start_up_and_is_counted(monkeypatch, owner, name, reported):
+    """As if an upgrade had renamed what backpressure or the frame limits read: the server refuses to
+    start, saying what is missing, instead of running with them silently off."""
+    import importlib
+
+    from marketing_agents.serve import require_internals
+    from realtime.metrics import INTERNALS_BROKEN
+
+    module, _, attribute = owner.rpartition(".")
+    try:
+        target = getattr(importlib.import_module(module), attribute)
+    except AttributeError:
+        target = importlib.import_module(owner)
+    if name in vars(target):
+        monkeypatch.delattr(target, name)
+    else:  # inherited: shadow it with nothing
+        for base in type.mro(target) if isinstance(target, type) else []:
+            if name in vars(base):
+                monkeypatch.delattr(base, name)
+    with pytest.raises(SystemExit) as stopped:
+        require_internals()
+    assert reported in str(stopped.value) and "requirements.txt" in str(stopped.value)
+    counted = [sample for sample in INTERNALS_BROKEN.collect()[0].samples if sample.name.endswith("_total")]
+    assert any(reported in sample.labels["probe"] and sample.value >= 1 for sample in counted)
+
+
+def test_a_transport_without_a_readable_buffer_is_reported_not_silently_ignored(caplog):
+    from realtime.connection import Connection
+    from realtime.metrics import INTERNALS_BROKEN
+
+    class Session(Connection):
+        connection_id = "c1"
+
+        async def base_send(self, message):  # noqa: ARG002 - never called
+            raise AssertionError
+
+    before = INTERNALS_BROKEN.labels("transport_buffer")._value.get()
+    session = Session()
+    session.connection_setup()
+    session._transport = object()  # what a changed Twisted would hand over
+    assert session.buffered_bytes() == 0
+    assert session.buffered_bytes() == 0
+    assert INTERNALS_BROKEN.labels("transport_buffer")._value.get() == before + 1, "counted once per connection"
+    assert "backpressure is off" in caplog.text

@@ -48,6 +48,10 @@ MESSAGES = {
 }
 
 
+def frame_limit_message() -> str:
+    return f"Frames are limited to {settings.WS_MAX_FRAME_BYTES // 1024} KB."
+
+
 class ClientError(Exception):
     def __init__(self, code: str, message: str | None = None) -> None:
         super().__init__(message or MESSAGES.get(code, code))
@@ -158,7 +162,7 @@ class RealtimeSession(Connection, AsyncWebsocketConsumer):
 
     def check_size(self, text: str) -> None:
         if len(text) > settings.WS_MAX_FRAME_BYTES or len(text.encode()) > settings.WS_MAX_FRAME_BYTES:
-            raise ClientError("message_too_large", f"Frames are limited to {settings.WS_MAX_FRAME_BYTES // 1024} KB.")
+            raise ClientError("message_too_large", frame_limit_message())
 
     async def check_rate(self) -> bool:
         """True when the frame may be handled; the limit is per second, and a client that keeps
