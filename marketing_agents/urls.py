@@ -58,6 +58,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/", include(api_patterns)),
     path("hubs/campaign/negotiate", signalr.negotiate, name="signalr-negotiate"),
+    path("hubs/campaign", signalr.http_transport, name="signalr-http-transports"),  # not served: says so
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
     path("metrics", metrics_view, name="metrics"),

@@ -1,6 +1,8 @@
 """The SignalR-compatible hub's HTTP side and wire helpers (docs/SIGNALR.md, ../shared/SIGNALR.md).
 
 - ``negotiate``: ``POST /hubs/campaign/negotiate`` (negotiateVersion 0 and 1).
+- ``http_transport``: the long-polling and server-sent-events requests, answered "not supported".
+- ``handshake_error``: which hub-protocol handshakes are accepted (``json`` versions 0 and 1).
 - Connection tokens: signed and expiring (``TimestampSigner``), so negotiate and the WebSocket may
   reach different server processes without sticky sessions; they carry only a random id.
 - Records: JSON objects each followed by ``\\x1e``; payload keys in camelCase.
@@ -88,8 +90,23 @@ def _request_user(request: HttpRequest) -> Any:
     return getattr(request, "user", AnonymousUser())
 
 
+# The negotiate protocol version this server implements (ASP.NET Core's HttpConnectionDispatcher: 1).
+NEGOTIATE_VERSION = 1
+
+
+def _query_value(request: HttpRequest, name: str) -> str | None:
+    """A query parameter looked up case-insensitively, as ASP.NET Core does (``NegotiateVersion``)."""
+    for key in request.GET:
+        if key.lower() == name.lower():
+            return request.GET[key]
+    return None
+
+
 @csrf_exempt
 def negotiate(request: HttpRequest) -> JsonResponse:
+    """As ASP.NET Core's ``ProcessNegotiate``: ``negotiateVersion`` is always written, the client's
+    version capped at 1, 0 when the request named none; ``connectionToken`` only for version 1 (with
+    version 0 the client puts the ``connectionId`` in the URL, so that is the token)."""
     if request.method != "POST":
         response = JsonResponse({"error": "Use POST to negotiate."}, status=405)
         response["Allow"] = "POST"
@@ -99,25 +116,80 @@ def negotiate(request: HttpRequest) -> JsonResponse:
     user = _request_user(request)
     if not user or not user.is_authenticated:
         return JsonResponse({"error": "Authentication required: send a valid access token or log in."}, status=401)
-    version_text = request.GET.get("negotiateVersion", "0")
-    try:
-        version = min(int(version_text), 1)
-    except ValueError:
-        return JsonResponse({"error": "negotiateVersion must be an integer."}, status=400)
+    version_text = _query_value(request, "negotiateVersion")
+    version = 0
+    if version_text is not None:
+        try:
+            version = int(version_text)
+        except ValueError:
+            return JsonResponse({"error": "The client requested a non-integer protocol version."}, status=400)
+        if version < 0:
+            return JsonResponse(
+                {"error": f"The client requested version '{version}', but the server does not support this version."},
+                status=400,
+            )
+        version = min(version, NEGOTIATE_VERSION)
     connection_id = new_connection_id()
     token = connection_token(connection_id)
     transports = [{"transport": "WebSockets", "transferFormats": ["Text"]}]
-    if version < 1:
-        # Version 0 has no connectionToken: the client uses the connectionId as the token.
-        return JsonResponse({"connectionId": token, "availableTransports": transports})
+    if version == 0:
+        return JsonResponse({"negotiateVersion": 0, "connectionId": token, "availableTransports": transports})
     return JsonResponse(
         {
-            "negotiateVersion": 1,
+            "negotiateVersion": version,
             "connectionId": connection_id,
             "connectionToken": token,
             "availableTransports": transports,
         }
     )
+
+
+@csrf_exempt
+def http_transport(request: HttpRequest) -> JsonResponse:
+    """``/hubs/campaign`` reached over plain HTTP: a long-polling poll (GET), send (POST) or close
+    (DELETE), or a server-sent-events stream (GET with ``Accept: text/event-stream``). Neither
+    transport is served (negotiate offers WebSockets only): ASP.NET Core answers a disabled transport
+    404 "<transport> transport not supported by this end point type"; so does this, in JSON."""
+    accept = request.headers.get("Accept", "")
+    transport = "ServerSentEvents" if "text/event-stream" in accept.lower() else "LongPolling"
+    detail = (
+        f"The {transport} transport is not supported by this hub; it speaks WebSockets only "
+        "(open a WebSocket to this URL, as negotiate's availableTransports says)."
+    )
+    return JsonResponse({"detail": detail, "transport": transport, "supportedTransports": ["WebSockets"]}, status=404)
+
+
+# --- handshake ----------------------------------------------------------------------------------------------
+
+# The JSON hub protocol's version, and the versions accepted in the handshake (ASP.NET Core's
+# JsonHubProtocol.IsVersionSupported: any version up to its own).
+JSON_PROTOCOL_VERSION = 1
+JSON_PROTOCOL_VERSIONS = (0, 1)
+_EXPECTED = '{"protocol":"json","version":1}'
+
+
+def handshake_error(request: Any, *, binary: bool = False) -> str | None:
+    """Why a parsed handshake request is refused, or None when it is accepted."""
+    if not isinstance(request, dict) or "protocol" not in request:
+        return f"Invalid handshake: expected {_EXPECTED}."
+    protocol = request["protocol"]
+    if not isinstance(protocol, str):
+        return f'Invalid handshake: "protocol" must be a string, as in {_EXPECTED}.'
+    if protocol.lower() == "messagepack":
+        return 'The MessagePack protocol is not supported yet; use the JSON protocol ("json", version 1).'
+    if protocol.lower() != "json":
+        return f"The protocol {protocol[:40]!r} is not supported; this server speaks 'json' (versions 0 and 1)."
+    if binary:
+        return f"Send the handshake as a text frame: {_EXPECTED}."
+    version = request.get("version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        return f'Invalid handshake: "version" must be an integer, as in {_EXPECTED}.'
+    if version not in JSON_PROTOCOL_VERSIONS:
+        return (
+            f"The server does not support version {str(version)[:20]} of the 'json' protocol; "
+            "it supports versions 0 and 1."
+        )
+    return None
 
 
 # --- records ------------------------------------------------------------------------------------------------

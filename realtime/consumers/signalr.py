@@ -123,8 +123,21 @@ class SignalRHubConsumer(RealtimeSession):
 
     # --- writing --------------------------------------------------------------------------------------------
 
+    def client_gone(self) -> bool:
+        """True once the WebSocket is no longer open (the client sent its close frame, or the server
+        began closing): daphne passes a send to autobahn until the TCP connection is gone, and
+        autobahn refuses it with "Attempt to send on a closed protocol". The reactor and this
+        coroutine share one thread, so nothing can change between this check and the send."""
+        protocol = getattr(self, "_protocol", None)
+        return protocol is not None and protocol.state != protocol.STATE_OPEN
+
     async def write(self, text: str) -> None:
         if not text:  # an event this family has no client method for
+            return
+        if self.client_gone():  # an answer, an event or a ping for a client that has gone: dropped
+            if not self._closed:
+                logger.info("signalr %s: client gone, output dropped", self.connection_id)
+            self._closed = True
             return
         self.last_write = time.monotonic()
         await super().write(text)
@@ -218,6 +231,13 @@ class SignalRHubConsumer(RealtimeSession):
             return
         try:
             if text_data is None:
+                if not self.handshake_done:
+                    # A MessagePack client's handshake (JSON, in a binary frame): a handshake error
+                    # response it can read, not a Close record it does not expect yet.
+                    text = (bytes_data or b"").decode("utf-8", "replace")
+                    self.check_size(text)
+                    await self.handshake(text, binary=True)
+                    return
                 raise InvalidRecord("Binary frames are not supported; use the JSON protocol.")
             self.check_size(text_data)
         except ClientError as error:
@@ -251,20 +271,16 @@ class SignalRHubConsumer(RealtimeSession):
                 continue
             await self.handle(message)
 
-    async def handshake(self, text: str) -> None:
+    async def handshake(self, text: str, *, binary: bool = False) -> None:
         first, _, rest = text.partition(RS)
         try:
             request = json.loads(first)
-        except ValueError:
+        except (ValueError, RecursionError):
             request = None
-        if not isinstance(request, dict) or request.get("protocol") != "json" or request.get("version") != 1:
-            protocol = request.get("protocol") if isinstance(request, dict) else None
-            error = (
-                f"The protocol {protocol!r} is not supported; this server speaks 'json' version 1."
-                if isinstance(protocol, str)
-                else 'Invalid handshake: expected {"protocol":"json","version":1}.'
-            )
-            await self.write(record({"error": error[:200]}))
+        error = signalr.handshake_error(request, binary=binary)
+        if error is not None:
+            logger.info("signalr %s: handshake refused (%s)", self.connection_id, error)
+            await self.write(record({"error": error}))
             self._closed = True
             await self.close(CLOSE_NORMAL)
             return

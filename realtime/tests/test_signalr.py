@@ -4,7 +4,11 @@ records, every message type, both method families. The real npm client: test_sig
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import os
+import socket
+import time
 from typing import Any
 
 import pytest
@@ -160,8 +164,37 @@ def test_negotiate_version_0_has_no_connection_token(users):
     response = Client().post(NEGOTIATE, HTTP_AUTHORIZATION=f"Bearer {token_for(users['alice'])}")
     body = response.json()
     assert response.status_code == 200
-    assert set(body) == {"connectionId", "availableTransports"}
+    # negotiateVersion is always written (ASP.NET Core does; signalrcore refuses an answer without it)
+    assert set(body) == {"negotiateVersion", "connectionId", "availableTransports"}
+    assert body["negotiateVersion"] == 0
     assert check_connection_token(body["connectionId"]) is not None  # the id is what goes in ?id=
+
+
+@pytest.mark.parametrize(
+    ("query", "answered"),
+    [("negotiateVersion=0", 0), ("negotiateVersion=2", 1), ("NegotiateVersion=1", 1), ("negotiateVersion=99", 1)],
+)
+def test_negotiate_answers_the_lower_of_the_clients_version_and_1(users, query, answered):
+    response = Client().post(f"{NEGOTIATE}?{query}", HTTP_AUTHORIZATION=f"Bearer {token_for(users['alice'])}")
+    body = response.json()
+    assert response.status_code == 200 and body["negotiateVersion"] == answered
+    assert ("connectionToken" in body) is (answered == 1)
+    token = body["connectionToken"] if answered else body["connectionId"]
+    assert check_connection_token(token) is not None
+
+
+@pytest.mark.parametrize(
+    ("value", "error"),
+    [
+        ("one", "The client requested a non-integer protocol version."),
+        ("-1", "The client requested version '-1', but the server does not support this version."),
+    ],
+)
+def test_negotiate_refuses_a_version_it_cannot_read(users, value, error):
+    response = Client().post(
+        f"{NEGOTIATE}?negotiateVersion={value}", HTTP_AUTHORIZATION=f"Bearer {token_for(users['alice'])}"
+    )
+    assert response.status_code == 400 and response.json() == {"error": error}
 
 
 def test_negotiate_with_the_session(users):
@@ -252,16 +285,96 @@ async def test_handshake_followed_by_a_ping_in_the_same_frame(hub, users):
 
 
 @pytest.mark.parametrize(
-    "request_text",
-    ['{"protocol":"messagepack","version":1}', '{"protocol":"json","version":2}', "not json"],
+    ("request_text", "error"),
+    [
+        (
+            '{"protocol":"messagepack","version":1}',
+            'The MessagePack protocol is not supported yet; use the JSON protocol ("json", version 1).',
+        ),
+        (
+            '{"protocol":"xml","version":1}',
+            "The protocol 'xml' is not supported; this server speaks 'json' (versions 0 and 1).",
+        ),
+        (
+            '{"protocol":"json","version":2}',
+            "The server does not support version 2 of the 'json' protocol; it supports versions 0 and 1.",
+        ),
+        (
+            '{"protocol":"json","version":-1}',
+            "The server does not support version -1 of the 'json' protocol; it supports versions 0 and 1.",
+        ),
+        (
+            '{"protocol":"json","version":"1"}',
+            'Invalid handshake: "version" must be an integer, as in {"protocol":"json","version":1}.',
+        ),
+        (
+            '{"protocol":"json"}',
+            'Invalid handshake: "version" must be an integer, as in {"protocol":"json","version":1}.',
+        ),
+        ("not json", 'Invalid handshake: expected {"protocol":"json","version":1}.'),
+    ],
 )
-async def test_another_protocol_gets_a_handshake_error_and_close(hub, users, request_text):
+async def test_another_protocol_gets_a_handshake_error_and_close(hub, users, request_text, error):
     connection = await hub(users["alice"], handshake=False)
     await connection.send(request_text + RS)
     answer = await connection.next()
-    assert set(answer) == {"error"}
-    assert_readable(answer["error"])
+    assert answer == {"error": error}
     assert (await connection.next())["type"] == "websocket.close"
+
+
+@pytest.mark.parametrize("version", [0, 1])
+async def test_every_json_version_up_to_the_servers_is_accepted(hub, users, version):
+    """signalrcore sends the negotiate answer's version (0 when it named none) in its handshake."""
+    campaign = await db(CampaignFactory)(owner=users["alice"])
+    connection = await hub(users["alice"], handshake=False)
+    await connection.send(json.dumps({"protocol": "json", "version": version}) + RS)
+    assert await connection.next() == {}
+    assert await connection.call("JoinCampaignGroup", campaign.public_id) == {"type": 3, "invocationId": "1"}
+
+
+async def test_a_messagepack_handshake_in_a_binary_frame_gets_a_handshake_error(hub, users):
+    connection = await hub(users["alice"], handshake=False)
+    await connection.comm.send_input(
+        {"type": "websocket.receive", "bytes": b'{"protocol":"messagepack","version":1}\x1e'}
+    )
+    answer = await connection.next()
+    assert answer == {
+        "error": 'The MessagePack protocol is not supported yet; use the JSON protocol ("json", version 1).'
+    }
+    assert (await connection.next())["type"] == "websocket.close"
+
+
+async def test_a_json_handshake_in_a_binary_frame_is_told_to_use_a_text_frame(hub, users):
+    connection = await hub(users["alice"], handshake=False)
+    await connection.comm.send_input({"type": "websocket.receive", "bytes": HANDSHAKE.encode()})
+    answer = await connection.next()
+    assert answer == {"error": 'Send the handshake as a text frame: {"protocol":"json","version":1}.'}
+    assert (await connection.next())["type"] == "websocket.close"
+
+
+# --- transports that are not served ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "accept", "transport"),
+    [
+        ("get", "*/*", "LongPolling"),  # a long-polling poll
+        ("post", "*/*", "LongPolling"),  # a long-polling send
+        ("delete", "*/*", "LongPolling"),  # a long-polling close
+        ("get", "text/event-stream", "ServerSentEvents"),
+    ],
+)
+def test_long_polling_and_server_sent_events_are_told_only_websockets_are_served(users, method, accept, transport):
+    token = connection_token(signalr.new_connection_id())
+    client = Client()
+    client.force_login(users["alice"])
+    response = getattr(client, method)(f"{PATH}?id={token}", HTTP_ACCEPT=accept)
+    assert response.status_code == 404  # what ASP.NET Core answers for a transport it does not serve
+    assert response["Content-Type"] == "application/json"
+    body = response.json()
+    assert body["transport"] == transport and body["supportedTransports"] == ["WebSockets"]
+    assert f"The {transport} transport is not supported" in body["detail"]
+    assert "WebSockets only" in body["detail"]
 
 
 async def test_unknown_connection_id_is_refused(users):
@@ -823,3 +936,75 @@ async def test_while_shutting_down_new_connections_and_negotiations_are_refused(
     assert not (await comm.connect(timeout=5))[0]
     response = await db(Client().post)(NEGOTIATE, HTTP_AUTHORIZATION=f"Bearer {token_for(users['alice'])}")
     assert response.status_code == 503 and "shutting down" in response.json()["error"]
+
+
+# --- a client that goes while its answer is on the way (real daphne) ----------------------------------------
+
+
+def ws_frame(opcode: int, payload: bytes) -> bytes:
+    """One masked client frame (RFC 6455 §5.2)."""
+    mask = os.urandom(4)
+    length = len(payload)
+    if length < 126:
+        header = bytes([0x80 | opcode, 0x80 | length])
+    elif length < 1 << 16:
+        header = bytes([0x80 | opcode, 0x80 | 126]) + length.to_bytes(2, "big")
+    else:
+        header = bytes([0x80 | opcode, 0x80 | 127]) + length.to_bytes(8, "big")
+    return header + mask + bytes(byte ^ mask[i % 4] for i, byte in enumerate(payload))
+
+
+def raw_hub_socket(server, token: str) -> socket.socket:
+    """A WebSocket to the hub over a plain socket, so the test decides what goes in each TCP write."""
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(
+        (
+            f"GET {PATH}?access_token={token} HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
+            "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+    )
+    response = b""
+    while b"\r\n\r\n" not in response:
+        chunk = sock.recv(4096)
+        assert chunk, response
+        response += chunk
+    assert response.startswith(b"HTTP/1.1 101"), response
+    head, _, rest = response.partition(b"\r\n\r\n")
+    sock.sendall(ws_frame(0x1, HANDSHAKE.encode()))
+    while RS.encode() not in rest:  # the handshake answer, {}\x1e
+        chunk = sock.recv(4096)
+        assert chunk, rest
+        rest += chunk
+    return sock
+
+
+def test_an_answer_for_a_client_that_closed_is_dropped_without_a_traceback(start_web, users):
+    """The client sends an invocation and its close frame in one TCP write: autobahn reads both before
+    the hub runs, so the Completion meets a protocol that is closing but not yet disconnected (daphne
+    still passes sends on): "Attempt to send on a closed protocol" was raised from the hub's write."""
+    server = start_web()
+    token = token_for(users["alice"])
+    rounds = 15
+    for round_ in range(rounds):
+        sock = raw_hub_socket(server, token)
+        try:
+            invocation = invoke("NoSuchMethod", invocation_id=str(round_)).encode()
+            sock.sendall(ws_frame(0x1, invocation) + ws_frame(0x8, (1000).to_bytes(2, "big")))
+            while sock.recv(4096):  # until the server drops the TCP connection
+                pass
+        finally:
+            sock.close()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        log = server.log()
+        if "Traceback" in log or log.count("client gone, output dropped") >= rounds:
+            break
+        time.sleep(0.05)  # polling the log file for the condition above, bounded by the deadline
+    log = server.log()
+    assert "Traceback" not in log and "closed protocol" not in log, log[-4000:]
+    assert log.count("client gone, output dropped") >= rounds, log[-4000:]
+    # The server still answers.
+    sock = raw_hub_socket(server, token)
+    sock.close()
