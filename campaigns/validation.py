@@ -5,11 +5,16 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from django.conf import settings as django_settings
 from django.core.exceptions import ValidationError
 
 SETTINGS_MAX_BYTES = 16 * 1024
 SIMULATION_STEPS = ("Copy", "ShortCopy", "Visual", "audit")
 SIMULATION_KEYS = {"fail_times": (0, 20), "delay_ms": (0, 600_000)}
+SIMULATION_DISABLED = (
+    "simulate is disabled on this server (a switch for tests and demos, turned on with ORCHESTRATION_SIMULATION); "
+    "leave it out of settings."
+)
 
 
 def _is_int(value: Any) -> bool:
@@ -52,7 +57,8 @@ def _check_key(key: str, value: Any) -> list[str]:
     if key == "max_cost":
         return [] if _is_number(value) and value >= 0 else ["max_cost must be a number of at least 0."]
     if key == "simulate":
-        return _check_simulate(value)
+        # Failures and delays on demand tie up workers: only where the operator turned them on.
+        return _check_simulate(value) if django_settings.ORCHESTRATION_SIMULATION else [SIMULATION_DISABLED]
     return [f"unknown setting {key!r}; allowed: require_approval, max_tokens, max_cost, simulate."]
 
 

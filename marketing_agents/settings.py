@@ -169,6 +169,7 @@ CHANNEL_LAYERS["realtime"] = (
 
 # Longest step we allow (seconds); the broker must not redeliver a task before that.
 ORCHESTRATION_STEP_TIMEOUT = env_int("ORCHESTRATION_STEP_TIMEOUT", 900, minimum=10)
+ORCHESTRATION_SIMULATION = env_bool("ORCHESTRATION_SIMULATION", False)  # honour settings.simulate: tests, demos
 CELERY_BROKER_URL = REDIS_URL
 # kombu's Redis transport, minus the crash that stopped workers when Redis restarted (see the module).
 CELERY_BROKER_TRANSPORT = "marketing_agents.broker:Transport"

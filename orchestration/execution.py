@@ -151,8 +151,21 @@ def _claim(run_pk: int, step_name: str, worker: str) -> Claim | None:
     OrchestrationRun.objects.filter(pk=run.pk).update(attempts=F("attempts") + 1, heartbeat_at=now)
     publish(run.campaign, "step.started", {"step": step.name, "agent": step.agent, "attempt": step.attempt}, run=run)
     thought(run, step.agent, WRITERS[step.name].thought if step.name in WRITERS else AUDIT_THOUGHT)
-    simulation = (run.settings.get("simulate") or {}).get(step.name, {})
-    return Claim(run=run, step=step, context=_context(run, step), simulation=simulation)
+    return Claim(run=run, step=step, context=_context(run, step), simulation=_simulation(run, step.name))
+
+
+def _simulation(run: OrchestrationRun, step_name: str) -> dict[str, Any]:
+    """The step's ``settings.simulate``, honoured only where ORCHESTRATION_SIMULATION is on (tests, demos).
+
+    The API refuses simulate when it is off, but a run may still carry it: stored while it was on, or
+    set in the admin. Such a run runs for real."""
+    wanted = (run.settings.get("simulate") or {}).get(step_name, {})
+    if wanted and not settings.ORCHESTRATION_SIMULATION:
+        logger.warning(
+            "run %s: step %s ignores settings.simulate (ORCHESTRATION_SIMULATION is off)", run.public_id, step_name
+        )
+        return {}
+    return wanted
 
 
 # --- work -----------------------------------------------------------------------------------------
@@ -181,6 +194,17 @@ class Guard:
         if force or now - self.checked_at >= CHECK_EVERY_SECONDS:
             self.checked_at = now
             self.renew(now)
+
+    def wait(self, seconds: float) -> None:
+        """Pause ``seconds`` (a chunk delay, a simulated slow step) renewing the lease as while streaming,
+        so a pause longer than the lease neither loses the step nor hides a cancellation."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            time.sleep(min(left, CHECK_EVERY_SECONDS))
+            now = time.monotonic()
+            if now - self.checked_at >= CHECK_EVERY_SECONDS:
+                self.checked_at = now
+                self.renew(now)
 
     def renew(self, now: float) -> None:
         step = self.claim.step
@@ -217,6 +241,7 @@ def _write(claim: Claim) -> tuple[Draft, Usage]:
     agent = WRITERS[claim.name]
     request = agent.request(claim.context, attempt=claim.step.attempt, simulation=claim.simulation)
     guard = Guard(claim, provider, sum(estimate_tokens(m["content"]) for m in request.messages))
+    request.wait = guard.wait
     pieces: list[str] = []
     usage = None
     for item in provider.stream(request):
@@ -238,10 +263,11 @@ def _audit(claim: Claim) -> AuditResult:
         raise PermanentProviderError("The compliance check could not run (simulated permanent failure).")
     if claim.step.attempt <= simulation.get("fail_times", 0):
         raise TransientProviderError("The compliance check is temporarily unavailable (simulated transient failure).")
-    time.sleep(simulation.get("delay_ms", 0) / 1000)
+    guard = Guard(claim, get_provider(), 0)
+    guard.wait(simulation.get("delay_ms", 0) / 1000)
     newest = {a.type: (a.content, a.metadata) for a in campaign_artifacts(claim.run.campaign).filter(is_newest=1)}
     result = audit(newest, brief=claim.context.brief, tone=claim.context.tone)
-    Guard(claim, get_provider(), 0).renew(time.monotonic())  # raises if the claim was lost meanwhile
+    guard.renew(time.monotonic())  # raises if the claim was lost meanwhile
     return result
 
 

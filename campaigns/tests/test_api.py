@@ -86,19 +86,20 @@ def test_owner_creates_a_campaign(alice_api, alice):
     assert stored_campaign.settings == body["settings"]
 
 
-def test_create_accepts_every_documented_setting(alice_api):
-    settings = {
+def test_create_accepts_every_documented_setting(alice_api, settings):
+    settings.ORCHESTRATION_SIMULATION = True  # a test or demo server
+    documented = {
         "require_approval": False,
         "max_tokens": 4000,
         "max_cost": 0.25,
         "simulate": {"Copy": {"fail_times": 2, "delay_ms": 10}, "audit": {"fail_permanently": True}},
     }
 
-    response = post_json(alice_api, CAMPAIGNS, {**VALID, "settings": settings})
+    response = post_json(alice_api, CAMPAIGNS, {**VALID, "settings": documented})
 
     assert response.status_code == 201, response.content
-    assert response.json()["settings"] == settings
-    assert Campaign.objects.get().settings == settings
+    assert response.json()["settings"] == documented
+    assert Campaign.objects.get().settings == documented
 
 
 def test_create_needs_only_name_and_brief(alice_api):
@@ -416,7 +417,8 @@ def _messages(body: dict[str, Any], field: str) -> str:
 
 
 @pytest.mark.parametrize(("body", "field"), BAD_CREATE_BODIES)
-def test_bad_create_is_400_and_stores_nothing(alice_api, campaign, body, field):
+def test_bad_create_is_400_and_stores_nothing(alice_api, campaign, body, field, settings):
+    settings.ORCHESTRATION_SIMULATION = True  # so a bad simulate is refused for its shape
     response = post_json(alice_api, CAMPAIGNS, body)
 
     assert response.status_code == 400, response.content
@@ -440,7 +442,8 @@ def test_bad_create_is_400_and_stores_nothing(alice_api, campaign, body, field):
         ({**VALID, "settings": {"pad": "x" * 17_000}}, "settings", "16 kb"),
     ],
 )
-def test_bad_create_messages_name_the_problem(alice_api, body, field, words):
+def test_bad_create_messages_name_the_problem(alice_api, body, field, words, settings):
+    settings.ORCHESTRATION_SIMULATION = True  # so a bad simulate is refused for its shape
     response = post_json(alice_api, CAMPAIGNS, body)
 
     assert response.status_code == 400
@@ -457,6 +460,34 @@ def test_settings_of_exactly_the_limits_are_accepted(alice_api):
     assert Campaign.objects.get().name == "n" * 200
 
 
+SIMULATE = {"simulate": {"Copy": {"delay_ms": 600_000}, "audit": {"fail_permanently": True}}}
+
+
+def test_simulate_is_refused_where_the_server_does_not_enable_it(alice_api, settings):
+    settings.ORCHESTRATION_SIMULATION = False  # the default
+
+    response = post_json(alice_api, CAMPAIGNS, {**VALID, "settings": SIMULATE})
+
+    assert response.status_code == 400, response.content
+    [message] = response.json()["settings"]
+    assert message.startswith("simulate is disabled on this server")
+    assert "ORCHESTRATION_SIMULATION" in message
+    assert Campaign.objects.count() == 0
+
+
+@pytest.mark.parametrize("simulate", [SIMULATE["simulate"], {}, {"Copy": {"fail_times": 99}}])
+def test_a_patch_with_simulate_is_refused_where_the_server_does_not_enable_it(alice_api, campaign, settings, simulate):
+    settings.ORCHESTRATION_SIMULATION = False
+    before = stored(campaign)
+
+    response = patch_json(alice_api, detail_url(campaign), {"name": "Renamed", "settings": {"simulate": simulate}})
+
+    assert response.status_code == 400, response.content
+    assert list(response.json()) == ["settings"]
+    assert "simulate is disabled on this server" in response.json()["settings"][0]
+    assert stored(campaign) == before
+
+
 BAD_PATCH_BODIES = [
     pytest.param({param.values[1]: param.values[0][param.values[1]]}, param.values[1], id=param.id)
     for param in BAD_CREATE_BODIES
@@ -465,7 +496,8 @@ BAD_PATCH_BODIES = [
 
 
 @pytest.mark.parametrize(("body", "field"), BAD_PATCH_BODIES)
-def test_bad_patch_is_400_and_changes_nothing(alice_api, campaign, body, field):
+def test_bad_patch_is_400_and_changes_nothing(alice_api, campaign, body, field, settings):
+    settings.ORCHESTRATION_SIMULATION = True  # so a bad simulate is refused for its shape
     before = stored(campaign)
 
     response = patch_json(alice_api, detail_url(campaign), body)

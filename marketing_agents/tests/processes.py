@@ -24,6 +24,7 @@ E2E_ENV = {
     "RUN_RECOVERY_INTERVAL_SECONDS": "1",
     "RUN_REQUEUE_AFTER_SECONDS": "20",
     "LOG_LEVEL": "INFO",
+    "ORCHESTRATION_SIMULATION": "1",  # the tests' campaigns use settings.simulate
 }
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Protocol
@@ -36,6 +37,9 @@ class ProviderRequest:
     attempt: int = 1
     # The step's simulation settings: {"fail_times": n, "delay_ms": n, "fail_permanently": bool}.
     simulation: dict[str, Any] = field(default_factory=dict)
+    # How a provider pauses (between chunks, or a simulated delay). A step passes one that keeps its
+    # lease while it waits, so a pause longer than the lease does not hand the step to another worker.
+    wait: Callable[[float], None] = field(default=time.sleep, repr=False, compare=False)
 
 
 class Provider(Protocol):

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import random
 import re
-import time
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
@@ -199,7 +198,7 @@ class TemplateProvider:
             if index == 1 and request.attempt <= simulation.get("fail_times", 0):
                 raise TransientProviderError("The provider is temporarily unavailable (simulated transient failure).")
             if delay:
-                time.sleep(delay)
+                request.wait(delay)
             yield piece
         prompt = sum(estimate_tokens(m["content"]) for m in request.messages)
         completion = estimate_tokens(text)

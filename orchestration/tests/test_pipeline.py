@@ -285,3 +285,43 @@ def test_a_campaign_named_like_code_passes_its_audit(worker):
         if not audit.is_compliant or audit.issues:
             flagged[name] = [i["issue_description"] for i in audit.issues]
     assert flagged == {}
+
+
+def test_a_stored_simulate_is_ignored_where_the_server_does_not_enable_it(start_worker):
+    # Stored before the switch was turned off (the API now refuses it): the run runs for real.
+    worker = start_worker(ORCHESTRATION_SIMULATION="0")
+    simulate = {"Copy": {"fail_permanently": True}, "Visual": {"fail_times": 20}, "audit": {"fail_permanently": True}}
+    campaign = CampaignFactory(settings={"simulate": simulate})
+    run = wait_for_run(start(campaign))
+    assert run.settings["simulate"] == simulate
+    assert run.state == RunState.COMPLETED, run.error
+    for step in ("Copy", "ShortCopy", "Visual", "audit"):
+        assert [e.data["attempt"] for e in step_events(campaign, "step.started", step)] == [1], step
+    assert "ignores settings.simulate (ORCHESTRATION_SIMULATION is off)" in worker.log()
+
+
+def test_a_simulated_delay_longer_than_the_lease_keeps_the_step_on_its_worker(start_worker):
+    # Every pause renews the lease, so recovery never hands the step to a second worker.
+    start_worker(RUN_LEASE_SECONDS="2")
+    delays = {"ShortCopy": {"delay_ms": 2500}, "audit": {"delay_ms": 2500}}
+    campaign = CampaignFactory(name="Tea", brief="Tea.", settings={"simulate": delays})
+    run = wait_for_run(start(campaign), timeout=60)
+    assert run.state == RunState.COMPLETED, run.error
+    for step in ("ShortCopy", "audit"):
+        assert [e.data["attempt"] for e in step_events(campaign, "step.started", step)] == [1], step
+    thoughts = [e.data["thought"] for e in events_of(campaign) if e.event == "agent.thought"]
+    assert not [thought for thought in thoughts if "stopped responding" in thought]
+
+
+def test_cancel_during_a_long_simulated_delay_frees_the_worker(worker):
+    import time
+
+    campaign = CampaignFactory(settings={"simulate": {"audit": {"delay_ms": 600_000}}})
+    run = wait_for_run(start(campaign), states=[RunState.AUDITING])
+    services.run_cancel(run=run, requested_by=campaign.owner)
+    cancelled_at = time.monotonic()
+    stopped = "step audit stopped, its claim was taken away"
+    while stopped not in worker.log() and time.monotonic() - cancelled_at < 5:
+        time.sleep(0.05)
+    assert stopped in worker.log(), worker.log()[-2000:]
+    assert wait_for_run(run).state == RunState.CANCELLED

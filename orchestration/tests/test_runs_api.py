@@ -229,7 +229,8 @@ def test_a_finished_run_does_not_block_a_new_one(alice_api, campaign, state):
     assert OrchestrationRun.objects.filter(campaign=campaign).count() == 2
 
 
-def test_run_settings_are_merged_over_the_campaign_settings(alice_api, campaign):
+def test_run_settings_are_merged_over_the_campaign_settings(alice_api, campaign, settings):
+    settings.ORCHESTRATION_SIMULATION = True  # a test or demo server
     body = {"settings": {"require_approval": True, "max_tokens": 900, "simulate": {"Copy": {"delay_ms": 10}}}}
 
     response = post(alice_api, runs_url(campaign), body)
@@ -272,12 +273,26 @@ def test_an_empty_settings_object_keeps_the_campaign_settings(alice_api, campaig
     ],
     ids=repr,
 )
-def test_bad_settings_are_400_and_start_nothing(alice_api, campaign, body):
+def test_bad_settings_are_400_and_start_nothing(alice_api, campaign, body, settings):
+    settings.ORCHESTRATION_SIMULATION = True  # so a bad simulate is refused for its shape
     before = database()
 
     response = post(alice_api, runs_url(campaign), body)
 
     assert_json_error(response, 400)
+    assert database() == before
+    assert not OrchestrationRun.objects.exists()
+
+
+def test_a_run_with_simulate_is_refused_where_the_server_does_not_enable_it(alice_api, campaign, settings):
+    settings.ORCHESTRATION_SIMULATION = False  # the default
+    before = database()
+
+    response = post(alice_api, runs_url(campaign), {"settings": {"simulate": {"Copy": {"delay_ms": 600_000}}}})
+
+    body = assert_json_error(response, 400)
+    assert list(body) == ["settings"]
+    assert body["settings"][0].startswith("simulate is disabled on this server")
     assert database() == before
     assert not OrchestrationRun.objects.exists()
 
