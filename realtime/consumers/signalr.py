@@ -246,11 +246,11 @@ class SignalRHubConsumer(RealtimeSession):
         except InvalidRecord as error:
             await self.close_with(str(error))
             return
+        if not self.handshake_done:  # its answer is a handshake response, whatever the frame holds
+            await self.handshake(text_data)
+            return
         if not text_data.endswith(RS):
             await self.close_with("Every record must end with the record separator (0x1E).")
-            return
-        if not self.handshake_done:
-            await self.handshake(text_data)
             return
         if not self.user or not self.user.is_authenticated:
             return
@@ -272,12 +272,14 @@ class SignalRHubConsumer(RealtimeSession):
             await self.handle(message)
 
     async def handshake(self, text: str, *, binary: bool = False) -> None:
-        first, _, rest = text.partition(RS)
+        first, separator, rest = text.partition(RS)
         try:
             request = json.loads(first)
         except (ValueError, RecursionError):
             request = None
         error = signalr.handshake_error(request, binary=binary)
+        if error is None and not separator:
+            error = "Invalid handshake: it must end with the record separator (0x1E)."
         if error is not None:
             logger.info("signalr %s: handshake refused (%s)", self.connection_id, error)
             await self.write(record({"error": error}))
@@ -334,7 +336,7 @@ class SignalRHubConsumer(RealtimeSession):
             await self.invoke(message["target"], message["arguments"])
         except ClientError as error:
             logger.info(
-                "signalr %s user=%s: %s failed: %s",
+                "signalr %s user=%s: %r failed: %s",
                 self.connection_id,
                 self.user.get_username(),
                 message["target"][:40],
@@ -342,7 +344,7 @@ class SignalRHubConsumer(RealtimeSession):
             )
             await self.send_error(error)
         except Exception:
-            logger.exception("signalr %s: %s failed", self.connection_id, message["target"][:40])
+            logger.exception("signalr %s: %r failed", self.connection_id, message["target"][:40])
             await self.send_error(ClientError("internal_error"))
         else:
             await self.complete()

@@ -322,6 +322,14 @@ async def test_another_protocol_gets_a_handshake_error_and_close(hub, users, req
     assert (await connection.next())["type"] == "websocket.close"
 
 
+async def test_a_handshake_without_the_separator_gets_a_handshake_error(hub, users):
+    connection = await hub(users["alice"], handshake=False)
+    await connection.send('{"protocol":"json","version":1}')
+    answer = await connection.next()
+    assert answer == {"error": "Invalid handshake: it must end with the record separator (0x1E)."}
+    assert (await connection.next())["type"] == "websocket.close"
+
+
 @pytest.mark.parametrize("version", [0, 1])
 async def test_every_json_version_up_to_the_servers_is_accepted(hub, users, version):
     """signalrcore sends the negotiate answer's version (0 when it named none) in its handshake."""
