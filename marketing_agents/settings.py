@@ -276,6 +276,13 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {"StepEnum": "orchestration.plan.FULL_PLAN"},
+    # What drf-spectacular cannot see: error answers, settings keys, text rules, links (marketing_agents/schema.py).
+    "PREPROCESSING_HOOKS": ["marketing_agents.schema.load_extensions"],
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "marketing_agents.schema.document_errors",
+    ],
 }
 
 CORS_ALLOWED_ORIGINS = ALLOWED_ORIGINS

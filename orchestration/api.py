@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from django.db.models import Prefetch, QuerySet
-from drf_spectacular.utils import extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import generics, serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -11,9 +11,11 @@ from rest_framework.views import APIView
 
 from campaigns.models import Approval, OrchestrationRun
 from campaigns.selectors import campaign_get_visible, run_get_visible
+from orchestration import plan as plan_
 from orchestration import services
 from orchestration.serializers import (
     ApprovalDecisionSerializer,
+    ApprovalSerializer,
     RevisionSerializer,
     RunSerializer,
     RunStartSerializer,
@@ -70,7 +72,7 @@ class RunRetry(APIView):
 
 
 class ApprovalDecide(APIView):
-    @extend_schema(request=ApprovalDecisionSerializer, responses={200: serializers.DictField()})
+    @extend_schema(request=ApprovalDecisionSerializer, responses={200: ApprovalSerializer})
     def post(self, request: Request, run_id: str, approval_id: str) -> Response:
         run = run_get_visible(request.user, run_id)
         body = ApprovalDecisionSerializer(data=request.data)
@@ -82,7 +84,13 @@ class ApprovalDecide(APIView):
 
 
 class ArtifactRevision(APIView):
-    @extend_schema(request=RevisionSerializer, responses={202: RunSerializer})
+    @extend_schema(
+        request=RevisionSerializer,
+        responses={202: RunSerializer},
+        parameters=[
+            OpenApiParameter("artifact_type", str, OpenApiParameter.PATH, enum=list(plan_.GENERATION_STEPS)),
+        ],
+    )
     def post(self, request: Request, campaign_id: str, artifact_type: str) -> Response:
         campaign = campaign_get_visible(request.user, campaign_id)
         body = RevisionSerializer(data=request.data)

@@ -6,8 +6,8 @@ from typing import Any
 
 from rest_framework import serializers
 
-from campaigns.api.serializers import StrictCharField
-from campaigns.models import Approval, OrchestrationRun, RunStep
+from campaigns.api.serializers import SettingsField, StrictCharField
+from campaigns.models import Approval, ApprovalState, OrchestrationRun, RunKind, RunState, RunStep, StepStatus
 from campaigns.payloads import isoformat
 from orchestration import plan as plan_
 
@@ -65,22 +65,56 @@ def run_payload(run: OrchestrationRun) -> dict[str, Any]:
     }
 
 
+class RunStepSerializer(serializers.Serializer):
+    """Read-only; documents a step of a run (``step_payload``)."""
+
+    step = serializers.ChoiceField(list(plan_.FULL_PLAN))
+    agent = serializers.CharField()
+    status = serializers.ChoiceField(StepStatus.choices)
+    attempt = serializers.IntegerField(min_value=0)
+    started_at = serializers.DateTimeField(allow_null=True)
+    finished_at = serializers.DateTimeField(allow_null=True)
+    duration_ms = serializers.IntegerField(min_value=0, allow_null=True)
+    checkpoint_id = serializers.CharField(allow_null=True)
+    error = serializers.CharField(allow_null=True)
+
+
+class ApprovalSerializer(serializers.Serializer):
+    """Read-only; documents an approval (``approval_payload``)."""
+
+    id = serializers.CharField()
+    run_id = serializers.CharField()
+    step = serializers.CharField()
+    reason = serializers.CharField(allow_blank=True)
+    state = serializers.ChoiceField(ApprovalState.choices)
+    comment = serializers.CharField(allow_blank=True)
+    decided_by = serializers.CharField(allow_null=True)
+    created_at = serializers.DateTimeField()
+    decided_at = serializers.DateTimeField(allow_null=True)
+
+
+class UsageSerializer(serializers.Serializer):
+    prompt_tokens = serializers.IntegerField(min_value=0)
+    completion_tokens = serializers.IntegerField(min_value=0)
+    cost = serializers.DecimalField(max_digits=12, decimal_places=6, min_value=0)
+
+
 class RunSerializer(serializers.Serializer):
     """Read-only; documents the run's shape for the schema."""
 
     id = serializers.CharField()
     campaign_id = serializers.CharField()
-    kind = serializers.CharField()
-    state = serializers.CharField()
-    plan = serializers.ListField(child=serializers.CharField())
-    steps = serializers.ListField(child=serializers.DictField())
-    attempts = serializers.IntegerField()
-    progress = serializers.IntegerField()
-    usage = serializers.DictField()
+    kind = serializers.ChoiceField(RunKind.choices)
+    state = serializers.ChoiceField(RunState.choices)
+    plan = serializers.ListField(child=serializers.ChoiceField(list(plan_.FULL_PLAN)))
+    steps = RunStepSerializer(many=True)
+    attempts = serializers.IntegerField(min_value=0)
+    progress = serializers.IntegerField(min_value=0, max_value=100)
+    usage = UsageSerializer()
     error = serializers.CharField(allow_null=True)
-    settings = serializers.DictField()
+    settings = SettingsField()
     cancel_requested = serializers.BooleanField()
-    approvals = serializers.ListField(child=serializers.DictField())
+    approvals = ApprovalSerializer(many=True)
     created_at = serializers.DateTimeField()
     started_at = serializers.DateTimeField(allow_null=True)
     finished_at = serializers.DateTimeField(allow_null=True)
@@ -90,7 +124,7 @@ class RunSerializer(serializers.Serializer):
 
 
 class RunStartSerializer(serializers.Serializer):
-    settings = serializers.JSONField(required=False, default=dict)
+    settings = SettingsField(required=False, default=dict)
 
     def validate_settings(self, value: Any) -> dict[str, Any]:
         if not isinstance(value, dict):
