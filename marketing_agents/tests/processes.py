@@ -216,3 +216,16 @@ def restart_postgres(down_for: float = 0.0) -> None:
     subprocess.run([*pg_ctl, "-m", "fast", "stop"], check=True, capture_output=True, timeout=60)
     time.sleep(down_for)  # the outage itself: how long the fault lasts, not a wait for a condition
     subprocess.run([*pg_ctl, "-l", f"{data_dir}/restart.log", "start"], check=True, capture_output=True, timeout=60)
+
+
+def run_without_database(script: str) -> subprocess.CompletedProcess:
+    """Run a Python script in a fresh process of the project whose database is unreachable (nothing
+    listens on port 1): the way to see what a web process answers while PostgreSQL is down."""
+    return subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=settings.BASE_DIR,
+        env={**os.environ, "DATABASE_URL": "postgres://nobody@127.0.0.1:1/none", "ALLOWED_HOSTS": "testserver"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )

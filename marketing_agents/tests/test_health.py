@@ -4,11 +4,11 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import time
 
 import pytest
-from django.conf import settings
+
+from marketing_agents.tests.processes import run_without_database
 
 
 def free_port() -> int:
@@ -79,12 +79,5 @@ print(response.status_code, checks["database"], checks["redis"], checks["layer"]
 
 def test_readyz_is_503_when_the_database_is_unreachable():
     """A server whose database is down (nothing listens on port 1) reports it."""
-    result = subprocess.run(
-        [sys.executable, "-c", READYZ_SCRIPT],
-        cwd=settings.BASE_DIR,
-        env={**os.environ, "DATABASE_URL": "postgres://nobody@127.0.0.1:1/none", "ALLOWED_HOSTS": "testserver"},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_without_database(READYZ_SCRIPT)
     assert result.stdout.split() == ["503", "down", "ok", "ok", "ok"], result.stderr[-2000:]

@@ -10,7 +10,7 @@ import pytest
 
 from campaigns.models import Approval, Campaign, CampaignEvent, OrchestrationRun, RunState
 from campaigns.tests.factories import ArtifactFactory, CampaignFactory, RunFactory
-from marketing_agents.tests.processes import RedisServer
+from marketing_agents.tests.processes import RedisServer, run_without_database
 
 pytestmark = pytest.mark.django_db
 
@@ -95,20 +95,7 @@ for response in (
 def test_requests_while_the_database_is_unreachable_are_503_not_500():
     """A web process whose database is down (nothing listens on port 1): 503 with a readable message,
     JSON under /api/, and a one-line warning in the log instead of a traceback."""
-    import os
-    import subprocess
-    import sys
-
-    from django.conf import settings
-
-    result = subprocess.run(
-        [sys.executable, "-c", DATABASE_DOWN_SCRIPT],
-        cwd=settings.BASE_DIR,
-        env={**os.environ, "DATABASE_URL": "postgres://nobody@127.0.0.1:1/none", "ALLOWED_HOSTS": "testserver"},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_without_database(DATABASE_DOWN_SCRIPT)
     lines = result.stdout.splitlines()
     assert lines == [
         '503 application/json {"detail":"The database is una',
@@ -150,22 +137,10 @@ def test_sockets_opened_while_the_database_is_unreachable_are_told_to_try_again(
     answer, then the hub's Close message with the outage and ``allowReconnect`` (an automatic-reconnect
     client tries again), then close 1013. No traceback in the log."""
     import ast
-    import os
-    import subprocess
-    import sys
-
-    from django.conf import settings
 
     from marketing_agents.errors import DATABASE_DOWN
 
-    result = subprocess.run(
-        [sys.executable, "-c", SOCKETS_WHILE_DATABASE_DOWN_SCRIPT],
-        cwd=settings.BASE_DIR,
-        env={**os.environ, "DATABASE_URL": "postgres://nobody@127.0.0.1:1/none", "ALLOWED_HOSTS": "testserver"},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_without_database(SOCKETS_WHILE_DATABASE_DOWN_SCRIPT)
     assert result.returncode == 0, result.stderr[-3000:]
     lines = [ast.literal_eval(line) for line in result.stdout.splitlines()]
     accepted, native_error, native_close, hub_accepted, handshake, hub_close, hub_socket_close = lines
