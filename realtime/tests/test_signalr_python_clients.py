@@ -429,6 +429,7 @@ def test_signalrcore_with_a_bad_token_is_refused_at_negotiate(start_web):
 def test_the_clients_own_reconnect_then_last_sequence_brings_exactly_the_missed_events(kind, start_web, python_clients):
     server = start_web()
     link = CuttableLink(server.port)
+    client = None
     try:
         alice = UserFactory(username="alice")
         campaign = CampaignFactory(owner=alice)
@@ -455,5 +456,54 @@ def test_the_clients_own_reconnect_then_last_sequence_brings_exactly_the_missed_
         assert live["sequence"] == 6 and live["event"] == "campaign.completed" and "replayed" not in live
         assert client.seen.quiet(0.5) == []  # nothing twice
     finally:
+        if client is not None:
+            client.stop()  # before the link goes: a client that lost it would try to reconnect
         link.close()
     assert "Traceback" not in server.log()
+
+
+def test_pysignalr_reconnects_by_itself_after_the_web_process_is_killed_and_restarted(start_web, python_clients):
+    """kill -9 of daphne, a new one on the same port: pysignalr's own reconnect (to the URL of its
+    first negotiate) gets through, and a resume brings exactly the event published meanwhile."""
+    from marketing_agents.tests.processes import WebServer
+
+    server = start_web()
+    alice = UserFactory(username="alice")
+    campaign = CampaignFactory(owner=alice)
+    client = python_clients("pysignalr", server.url, token_for(alice), events=TASK012_EVENTS)
+    assert client.invoke("SubscribeToCampaign", campaign.public_id).error is None
+    publish(campaign, "progress", {"percentage": 1, "message": "before"})
+    assert client.seen.event("ReceiveOrchestrationEvent")[0]["sequence"] == 1
+
+    server.kill()
+    publish(campaign, "progress", {"percentage": 2, "message": "while the server is down"})
+    replacement = WebServer(server.log_path.parent, port=server.port).start()
+    try:
+        client.seen.expect(lambda item: item[0] == "open", "pysignalr's own reconnect", timeout=60)
+        assert client.invoke("SubscribeToCampaign", campaign.public_id, 1).error is None
+        missed = client.seen.event("ReceiveOrchestrationEvent")[0]
+        assert missed["sequence"] == 2 and missed["replayed"] is True
+        publish(campaign, "campaign.completed", {"run_id": None})
+        assert client.seen.event("ReceiveOrchestrationEvent")[0]["sequence"] == 3
+        client.stop()
+    finally:
+        replacement.stop()
+    assert "Traceback" not in replacement.log()
+
+
+def test_pysignalr_run_ends_with_the_servers_reason_when_the_server_shuts_down(start_web, python_clients):
+    """What docs/SIGNALR.md tells pysignalr users: a Close message with an error (here the shutdown's,
+    which allows a reconnect) ends ``run()`` with ServerError, so they start a new client."""
+    server = start_web()
+    alice = UserFactory(username="alice")
+    client = python_clients("pysignalr", server.url, token_for(alice))
+    assert client.invoke("JoinCampaignGroup", "camp_missing").error == "Campaign not found."  # the session is up
+    server.stop()
+    items = []
+    deadline = time.monotonic() + 30
+    while not items or items[-1][0] != "died":
+        try:
+            items.append(client.seen.queue.get(timeout=max(0.01, deadline - time.monotonic())))
+        except queue.Empty:
+            raise AssertionError(f"run() did not end: {items}\n{server.log()[-3000:]}") from None
+    assert items[-1][1] == "ServerError(message='The server is shutting down.')"
