@@ -82,11 +82,11 @@ def accepted_handshake(text: str) -> bool:
     )
 
 
-def expected(frame: str) -> tuple[list[str], str | None]:
+def expected(frame: str, limit: int) -> tuple[list[str], str | None]:
     """The contract for one frame after the handshake: the invocation ids that must be answered, in
     order, and how the connection ends (None: it stays open; "close-message": a Close record saying
     why, then the close; "closed": the client's own Close record, closed without a message)."""
-    if not frame.endswith(RS):
+    if len(frame.encode()) > limit or not frame.endswith(RS):  # over the frame limit, or no separator
         return [], "close-message"
     ids: list[str] = []
     for text in frame.split(RS)[:-1]:
@@ -205,7 +205,7 @@ def test_fuzzed_handshakes_and_records_get_the_contracts_answers(settings, caplo
         async def records_exchange(frame: str) -> None:
             comm = await open_hub()
             try:
-                ids, ending = expected(frame)
+                ids, ending = expected(frame, settings.WS_MAX_FRAME_BYTES)
                 await comm.send_input({"type": "websocket.receive", "text": frame})
                 if ending is None:
                     received, closed = await probe(comm)
