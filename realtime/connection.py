@@ -53,6 +53,7 @@ class Connection:
         self.congested_since: float | None = None
         self.held_chunks: dict[tuple[str, str], dict[str, Any]] = {}
         self.closing = False  # closed by the server (slow client, shutdown): the client is no longer heard
+        self.output_dropped = False
         protocol = getattr(self.base_send, "args", (None,))[0]
         self._protocol = protocol if hasattr(protocol, "sendCloseFrame") else None
         self._transport = getattr(protocol, "transport", None)
@@ -86,7 +87,20 @@ class Connection:
 
     # --- writing -------------------------------------------------------------------------------------------
 
+    def client_gone(self) -> bool:
+        """True once the WebSocket is no longer open (the client sent its close frame, or the server
+        began closing): daphne passes a send to autobahn until the TCP connection is gone, and
+        autobahn refuses it with "Attempt to send on a closed protocol". The reactor and this
+        coroutine share one thread, so nothing can change between this check and the send."""
+        protocol = self._protocol
+        return protocol is not None and protocol.state != protocol.STATE_OPEN
+
     async def write(self, text: str) -> None:
+        if self.client_gone():  # an answer, an event or a ping for a client that has gone: dropped
+            if not self.output_dropped:
+                self.output_dropped = True
+                logger.info("ws %s: client gone, output dropped", self.connection_id)
+            return
         await self.base_send({"type": "websocket.send", "text": text})
 
     def buffered_bytes(self) -> int:

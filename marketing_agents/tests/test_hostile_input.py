@@ -8,7 +8,10 @@ autobahn enforcing frame limits and UTF-8, Django refusing a Host, before any vi
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import os
+import socket
 
 import httpx
 import pytest
@@ -142,3 +145,42 @@ async def test_every_refused_origin_is_403(served, origin):
             ):
                 pass
         assert refused.value.response.status_code == 403, (path, origin)
+
+
+async def test_an_answer_for_a_native_client_that_closed_is_dropped_without_a_traceback(served):
+    """A ping and the close frame in one TCP write: autobahn reads both before the consumer answers,
+    so the pong met a protocol that was closing but not yet disconnected, and daphne logged
+    "Attempt to send on a closed protocol" with a traceback."""
+    from realtime.tests.test_signalr import ws_frame
+
+    server, alice, bearer = served
+    rounds = 10
+
+    def one_round() -> None:
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        try:
+            key = base64.b64encode(os.urandom(16)).decode()
+            sock.sendall(
+                f"GET /ws/campaigns/?access_token={AccessToken.for_user(alice)} HTTP/1.1\r\n"
+                f"Host: 127.0.0.1:{server.port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+            )
+            response = b""
+            while b"\r\n\r\n" not in response:
+                response += sock.recv(4096)
+            assert response.startswith(b"HTTP/1.1 101"), response
+            ping = ws_frame(0x1, b'{"type": "ping", "request_id": "r"}')
+            sock.sendall(ping + ws_frame(0x8, (1000).to_bytes(2, "big")))
+            while sock.recv(4096):  # until the server drops the TCP connection
+                pass
+        finally:
+            sock.close()
+
+    for _ in range(rounds):
+        await asyncio.to_thread(one_round)
+    deadline = asyncio.get_running_loop().time() + 20
+    while server.log().count("client gone, output dropped") < rounds and "Traceback" not in server.log():
+        assert asyncio.get_running_loop().time() < deadline, server.log()[-3000:]
+        await asyncio.sleep(0.05)  # polling the log for the condition above, bounded by the deadline
+    log = server.log()
+    assert "Traceback" not in log and "closed protocol" not in log, log[-3000:]

@@ -123,22 +123,11 @@ class SignalRHubConsumer(RealtimeSession):
 
     # --- writing --------------------------------------------------------------------------------------------
 
-    def client_gone(self) -> bool:
-        """True once the WebSocket is no longer open (the client sent its close frame, or the server
-        began closing): daphne passes a send to autobahn until the TCP connection is gone, and
-        autobahn refuses it with "Attempt to send on a closed protocol". The reactor and this
-        coroutine share one thread, so nothing can change between this check and the send."""
-        protocol = getattr(self, "_protocol", None)
-        return protocol is not None and protocol.state != protocol.STATE_OPEN
-
     async def write(self, text: str) -> None:
         if not text:  # an event this family has no client method for
             return
-        if self.client_gone():  # an answer, an event or a ping for a client that has gone: dropped
-            if not self._closed:
-                logger.info("signalr %s: client gone, output dropped", self.connection_id)
+        if self.client_gone():  # no more hub-protocol output (Connection.write drops it)
             self._closed = True
-            return
         self.last_write = time.monotonic()
         await super().write(text)
 
