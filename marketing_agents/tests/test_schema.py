@@ -302,29 +302,40 @@ def test_every_operation_documents_the_errors_it_can_give(document):
 # --- Inputs: what the schema refuses, the server refuses --------------------------------------------
 
 
-def bounded_query_parameters(document: dict[str, Any]):
+def integer_query_parameters(document: dict[str, Any]):
     for path, item in document["paths"].items():
         for parameter in item.get("get", {}).get("parameters", []):
             if parameter["in"] == "query" and parameter["schema"].get("type") == "integer":
-                yield path, parameter["name"], parameter["schema"]
+                yield path, parameter
 
 
 def test_every_integer_query_parameter_has_the_bounds_the_server_enforces(api, document, alice, campaign):
     seen = set()
-    for path, name, schema in bounded_query_parameters(document):
+    for path, parameter in integer_query_parameters(document):
+        name, schema = parameter["name"], parameter["schema"]
         seen.add(name)
         assert "minimum" in schema, (path, name)
         ids = {"campaign_id": campaign.public_id} if "{campaign_id}" in path else {}
         refused = 404 if name == "page" else 400  # DRF: a page that is not one is "Invalid page."
         values = [(schema["minimum"], 200), (schema["minimum"] - 1, refused), ("x", refused)]
+        values += [("", 200 if parameter.get("allowEmptyValue") else refused)]
         if "maximum" in schema:
             values += [(schema["maximum"], 200), (schema["maximum"] + 1, refused)]
         for value, status in values:
             response = send(api, "GET", path, path_parameters=ids, query={name: value}, headers=bearer(alice))
             assert response.status_code == status, (path, name, value, response.text)
     assert seen == {"page", "page_size", "after", "limit"}
-    limit = next(s for p, n, s in bounded_query_parameters(document) if n == "limit")
+    limit = next(p["schema"] for _, p in integer_query_parameters(document) if p["name"] == "limit")
     assert (limit["minimum"], limit["maximum"]) == (1, EVENTS_MAX_LIMIT)
+
+
+@pytest.mark.parametrize("value", ["", " 1", "+1", "1_0", "1.0", "١"])
+@pytest.mark.parametrize(("name", "refused"), [("page", 404), ("page_size", 400)])
+def test_a_page_or_page_size_that_is_not_a_plain_integer_is_refused(api, alice, name, refused, value):
+    """What a client would not send for an integer, though Python's int() would take it."""
+    response = send(api, "GET", "/api/campaigns/", query={name: value}, headers=bearer(alice))
+
+    assert response.status_code == refused, response.text
 
 
 TEXTS = [
