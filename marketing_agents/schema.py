@@ -5,10 +5,11 @@ what it cannot see, in one place (wired in ``SPECTACULAR_SETTINGS``):
 
 - **Error answers** (``document_errors``): every operation lists the error statuses it can really
   give, in the one error shape (``{"detail": "…"}``; per-field lists for a 400), decided from what
-  the operation is: 401 where credentials are needed, 403 for staff-only views and for unsafe
+  the operation is: 400 everywhere (a malformed request; field errors where a body or a validated
+  query string is read), 401 where credentials are needed, 403 for staff-only views and for unsafe
   methods under session authentication (CSRF), 404 where an id is in the path or a page is asked
-  for, 400/413/415 where a body or a validated query string is read, 409 where a service refuses a
-  state change (``CONFLICTS``), 503 with ``Retry-After`` everywhere (marketing_agents/errors.py).
+  for, 413/415 where a body is read, 409 where a service refuses a state change (``CONFLICTS``),
+  503 with ``Retry-After`` everywhere (marketing_agents/errors.py).
   405 is not an operation's answer: a method the schema does not list gets 405 with ``Allow``.
   Nothing under ``/api/`` is rate limited, so no operation documents 429.
 - **Text fields** (``TextFieldSchema``): what a DRF ``CharField`` really accepts (no NUL character;
@@ -16,8 +17,8 @@ what it cannot see, in one place (wired in ``SPECTACULAR_SETTINGS``):
 - **Campaign settings** (``settings_schema``): the keys campaigns/validation.py accepts, with their
   bounds.
 - **The events page** (``CampaignEventListSchema``): ``after``/``limit`` with the bounds the view
-  validates them with, and the page's shape.
-- **OpenAPI links** (``document_links``): a created campaign's id feeds the operations on it, a run's
+  validates them with (an empty value means the default), and the page's shape.
+- **OpenAPI links** (``LINK_SOURCES``): a created campaign's id feeds the operations on it, a run's
   id the operations on the run, so clients and stateful testers (schemathesis) can follow them.
 """
 
@@ -233,13 +234,16 @@ def _error_responses(operation: dict[str, Any], method: str, view: type | None) 
     has_body = "requestBody" in operation
     errors: dict[str, dict[str, Any]] = {}
 
+    malformed = 'A malformed request (a `Host` the server does not serve, say): `{"detail": "…"}`.'
     if has_body or set(query_parameters) - {"page"}:
         errors["400"] = _error(
             "Invalid input; nothing was changed. Field errors name each field: "
             '`{"name": ["This field may not be blank."]}` (`non_field_errors` for the body as a whole); '
-            'a body that cannot be read: `{"detail": "…"}`.',
+            f'a body that cannot be read: `{{"detail": "…"}}`. {malformed}',
             VALIDATION_ERROR,
         )
+    else:
+        errors["400"] = _error(malformed)
     if security or operation_id in CREDENTIAL_CHECKS:
         errors["401"] = _error(
             CREDENTIAL_CHECKS.get(operation_id, "No valid credentials: a missing, invalid or expired token."),

@@ -185,6 +185,17 @@ def test_a_query_out_of_bounds_is_a_documented_400_naming_the_parameter(api, ali
     assert list(response.json()) == ["limit"]
 
 
+def test_a_request_for_a_host_the_server_does_not_serve_is_a_documented_400(api, alice):
+    ids = {"run_id": "run_nope"}
+
+    response = send(
+        api, "GET", "/api/runs/{run_id}/", path_parameters=ids, headers={**bearer(alice), "Host": "evil.test"}
+    )
+
+    assert response.status_code == 400
+    assert response.json() == {"detail": "The request was malformed."}
+
+
 def test_no_credentials_is_a_documented_401(api):
     response = send(api, "GET", "/api/campaigns/")
 
@@ -290,8 +301,9 @@ def test_every_operation_documents_the_errors_it_can_give(document):
                 assert "401" in statuses, (method, path)
             if "{" in path:
                 assert "404" in statuses, (method, path)
+            assert "400" in statuses, (method, path)  # a malformed request, at least
             if "requestBody" in operation:
-                assert {"400", "413", "415"} <= statuses, (method, path)
+                assert {"413", "415"} <= statuses, (method, path)
             for status in statuses - {"200", "201", "202", "204"}:
                 schema = operation["responses"][status]["content"]["application/json"]["schema"]
                 assert schema["$ref"] in ("#/components/schemas/Error", "#/components/schemas/ValidationError")
