@@ -57,10 +57,6 @@ CREDENTIAL_CHECKS = {
     "auth_token_refresh_create": "The refresh token is invalid or expired.",
 }
 
-# Query parameters read through a DRF serializer from the query string: an empty value (`?after=`)
-# counts as absent, so the default applies (realtime.api.EventQuerySerializer).
-EMPTY_MEANS_DEFAULT = {"campaigns_events_retrieve": ("after", "limit")}
-
 # Where a path parameter's value comes from: (operationId, status) -> {parameter: JSON pointer}.
 LINK_SOURCES = {
     ("campaigns_create", "201"): {"campaign_id": "/id"},
@@ -341,11 +337,6 @@ def document_errors(result: dict[str, Any], generator: Any, **kwargs: Any) -> di
         for method, operation in item.items():
             if method not in {"get", "post", "put", "patch", "delete"}:
                 continue
-            for parameter in operation.get("parameters", []):
-                if parameter["in"] == "query" and parameter["name"] in EMPTY_MEANS_DEFAULT.get(
-                    operation["operationId"], ()
-                ):
-                    parameter["allowEmptyValue"] = True
             for status, response in _error_responses(operation, method, views.get((path, method))).items():
                 operation["responses"].setdefault(status, response)
     _links(result.get("paths", {}))

@@ -12,6 +12,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from campaigns.api.pagination import QueryIntegerField
 from campaigns.api.serializers import StrictCharField
 from campaigns.models import CampaignEvent
 from campaigns.payloads import isoformat
@@ -23,8 +24,8 @@ from realtime.snapshots import campaign_snapshot
 
 
 class EventQuerySerializer(serializers.Serializer):
-    after = serializers.IntegerField(min_value=0, default=0)
-    limit = serializers.IntegerField(min_value=1, max_value=EVENTS_MAX_LIMIT, default=100)
+    after = QueryIntegerField(min_value=0, default=0)
+    limit = QueryIntegerField(min_value=1, max_value=EVENTS_MAX_LIMIT, default=100)
 
 
 def rest_event(event: CampaignEvent, campaign_public_id: str) -> dict[str, Any]:
@@ -45,7 +46,7 @@ class CampaignEventList(APIView):
     )
     def get(self, request: Request, campaign_id: str) -> Response:
         campaign = campaign_get_visible(request.user, campaign_id)
-        query = EventQuerySerializer(data=request.query_params)
+        query = EventQuerySerializer(data=request.query_params.dict())  # a plain dict: "after=" is not absent
         query.is_valid(raise_exception=True)
         after, limit = query.validated_data["after"], query.validated_data["limit"]
         events = campaign_events(campaign, after=after, limit=limit)

@@ -2,12 +2,22 @@ import re
 from typing import Any
 
 from django.core.paginator import Paginator
-from rest_framework import pagination
+from rest_framework import pagination, serializers
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.request import Request
 
 # What a client's integer looks like in a query string; Python's int() would also take " 1", "+1" or "1_0".
 INTEGER = re.compile(r"-?[0-9]+")
+
+
+class QueryIntegerField(serializers.IntegerField):
+    """An integer query parameter, written the way a client writes one (``INTEGER``): "1.0", "+1",
+    "1_0" or a non-ASCII digit are refused rather than read by Python's int()."""
+
+    def to_internal_value(self, data: Any) -> int:
+        if isinstance(data, str) and not INTEGER.fullmatch(data):
+            self.fail("invalid")
+        return super().to_internal_value(data)
 
 
 class PageNumberPagination(pagination.PageNumberPagination):

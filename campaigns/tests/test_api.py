@@ -731,6 +731,21 @@ def test_events_after(alice_api, campaign):
     assert alice_api.get(events_url(campaign), {"after": 999}).json()["results"] == []
 
 
+@pytest.mark.parametrize(
+    "query",
+    ["after=", "limit=", "limit=+1", "limit=%201", "limit=%D9%A1", "limit=1_0", "after=1.0", "after=1.", "after=-1"],
+)
+def test_events_after_and_limit_must_be_plain_integers(alice_api, campaign, query):
+    """What Python's int() would read ("+1", " 1", "1_0", an Arabic-Indic digit) is not an integer a
+    client writes: a 400 naming the parameter, as the schema says."""
+    publish_progress(campaign, 3)
+
+    response = alice_api.get(f"{events_url(campaign)}?{query}")
+
+    assert response.status_code == 400, response.json()
+    assert list(response.json()) == [query.split("=")[0]]
+
+
 def test_events_limit_and_next_link(alice_api, campaign):
     publish_progress(campaign, 5)
 
