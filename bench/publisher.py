@@ -1,4 +1,4 @@
-"""Publisher: E events/s round-robin over the given campaigns for D seconds, through realtime.events.publish
+"""Publisher: E events/s round-robin over the given campaigns for D seconds, through eventlog.publisher.publish
 (the same path as the Celery workers: stored, numbered, sent after commit). Prints one JSON line."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ django.setup()
 from django.db import connections  # noqa: E402
 
 from campaigns.models import Campaign  # noqa: E402
-from realtime.events import publish  # noqa: E402
+from eventlog.publisher import publish  # noqa: E402
 
 
 def main() -> None:

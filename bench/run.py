@@ -308,7 +308,7 @@ def resume(stack: Stack, gap: int, trials: int) -> dict:
 HEADS = """
 import time
 from campaigns.models import Campaign
-from realtime.log import read_heads
+from eventlog.reads import read_heads
 from django.db import connection
 pks = list(Campaign.objects.order_by("pk").values_list("pk", flat=True)[:{n}])
 read_heads(pks)

@@ -1,4 +1,5 @@
-"""Operators' admin: campaigns with their runs, runs with their artifacts and events."""
+"""Operators' admin: campaigns with their runs, runs with their steps, artifacts and approvals
+(the event log's admin is eventlog.admin; orchestration.admin adds the actions and the run's events)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ from campaigns.models import (
     Approval,
     Artifact,
     Campaign,
-    CampaignEvent,
     ComplianceAudit,
     OrchestrationRun,
     RunStep,
@@ -54,14 +54,6 @@ class ArtifactInline(ReadOnlyInline):
     readonly_fields = fields
 
 
-class EventInline(ReadOnlyInline):
-    model = CampaignEvent
-    fk_name = "run"
-    fields = ["sequence", "event", "emitted_at", "data"]
-    readonly_fields = fields
-    ordering = ["sequence"]
-
-
 class ApprovalInline(ReadOnlyInline):
     model = Approval
     fields = ["public_id", "step", "state", "decided_by", "comment", "created_at", "decided_at"]
@@ -83,13 +75,6 @@ class CampaignAdmin(admin.ModelAdmin):
         if obj is not None and obj.runs.exclude(state__in=FINISHED_STATES).exists():
             return False
         return super().has_delete_permission(request, obj)
-
-    def get_deleted_objects(self, objs, request: HttpRequest):
-        """The event log is read-only in the admin, but it goes with its campaign: its rows must not
-        count as objects the operator lacks permission to delete."""
-        deleted, model_count, perms_needed, protected = super().get_deleted_objects(objs, request)
-        perms_needed.discard(CampaignEvent._meta.verbose_name)
-        return deleted, model_count, perms_needed, protected
 
     def delete_model(self, request: HttpRequest, obj: Campaign) -> None:
         self.delete_queryset(request, Campaign.objects.filter(pk=obj.pk))
@@ -143,7 +128,7 @@ class OrchestrationRunAdmin(admin.ModelAdmin):
         "finished_at",
     ]
     date_hierarchy = "created_at"
-    inlines = [StepInline, ArtifactInline, ApprovalInline, EventInline]
+    inlines = [StepInline, ArtifactInline, ApprovalInline]
 
     @admin.display(description="Live page")
     def live_page(self, run: OrchestrationRun) -> str:
@@ -197,24 +182,4 @@ class ApprovalAdmin(admin.ModelAdmin):
     ]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-
-@admin.register(CampaignEvent)
-class CampaignEventAdmin(admin.ModelAdmin):
-    """The event log is append-only: operators read it, nobody edits or deletes it here."""
-
-    list_display = ["sequence", "event", "campaign", "run", "emitted_at"]
-    list_filter = ["event", "emitted_at"]
-    search_fields = ["campaign__public_id", "campaign__name", "run__public_id", "event"]
-    list_select_related = ["campaign", "run"]
-    ordering = ["-emitted_at", "-sequence"]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False

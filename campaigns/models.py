@@ -242,25 +242,3 @@ class Approval(models.Model):
 
     def __str__(self) -> str:
         return f"{self.public_id} ({self.state})"
-
-
-class CampaignEvent(models.Model):
-    """The durable event log: one row per published event, numbered per campaign from 1."""
-
-    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="events")
-    sequence = models.PositiveBigIntegerField()
-    event = models.CharField(max_length=64)
-    run = models.ForeignKey(OrchestrationRun, on_delete=models.SET_NULL, null=True, blank=True, related_name="events")
-    data = models.JSONField(default=dict, blank=True)
-    emitted_at = models.DateTimeField()
-
-    class Meta:
-        ordering = ["campaign", "sequence"]
-        constraints = [
-            models.UniqueConstraint(fields=["campaign", "sequence"], name="one_event_per_sequence"),
-            models.CheckConstraint(condition=Q(sequence__gte=1), name="event_sequence_positive"),
-        ]
-        verbose_name = "event"
-
-    def __str__(self) -> str:
-        return f"#{self.sequence} {self.event}"

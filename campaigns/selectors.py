@@ -1,4 +1,4 @@
-"""Reads of campaigns, artifacts and the event log, always scoped to what the caller may see."""
+"""Reads of campaigns, runs and artifacts, always scoped to what the caller may see."""
 
 from __future__ import annotations
 
@@ -9,9 +9,8 @@ from django.db.models import Case, IntegerField, OuterRef, QuerySet, Subquery, V
 from django.db.models.functions import Coalesce
 
 from campaigns.errors import NotFound
-from campaigns.models import ARTIFACT_ORDER, FINISHED_STATES, Artifact, Campaign, CampaignEvent, OrchestrationRun
+from campaigns.models import ARTIFACT_ORDER, FINISHED_STATES, Artifact, Campaign, OrchestrationRun
 
-EVENTS_MAX_LIMIT = 1000
 PUBLIC_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
@@ -78,13 +77,3 @@ def campaign_artifacts(campaign: Campaign, *, artifact_type: str | None = None) 
         .order_by("-is_newest", "type_rank", "-version")
     )
     return queryset.filter(type=artifact_type) if artifact_type else queryset
-
-
-def campaign_events(campaign: Campaign, *, after: int = 0, limit: int = 100) -> list[CampaignEvent]:
-    """Durable events with sequence > ``after``, ascending, at most ``limit``."""
-    limit = max(1, min(limit, EVENTS_MAX_LIMIT))
-    return list(
-        CampaignEvent.objects.filter(campaign=campaign, sequence__gt=after)
-        .select_related("run")
-        .order_by("sequence")[:limit]
-    )

@@ -74,6 +74,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "channels",
     "campaigns",
+    "eventlog",
     "realtime",
     "orchestration",
 ]
@@ -229,7 +230,7 @@ CELERY_BEAT_SCHEDULE = {
         "task": "orchestration.tasks.runs_recover",
         "schedule": float(RUN_RECOVERY_INTERVAL_SECONDS),
     },
-    "prune-event-log": {"task": "realtime.tasks.events_prune", "schedule": 3600.0},
+    "prune-event-log": {"task": "eventlog.tasks.events_prune", "schedule": 3600.0},
 }
 if AGENT_PROVIDER == "openai" and not OPENAI_MODEL:
     raise ImproperlyConfigured("OPENAI_MODEL must be set when AGENT_PROVIDER=openai.")

@@ -1,4 +1,4 @@
-"""Admin actions that drive runs: start, cancel, retry, and revise an artifact.
+"""Admin actions that drive runs: start, cancel, retry, and revise an artifact; a run's events.
 
 They extend the campaigns app's admin classes (which know nothing of orchestration) and call the
 same services as the REST API, so the same rules hold.
@@ -14,6 +14,8 @@ from django.template.response import TemplateResponse
 from campaigns.admin import ArtifactAdmin, CampaignAdmin, OrchestrationRunAdmin
 from campaigns.errors import ServiceError
 from campaigns.models import Artifact, Campaign, OrchestrationRun
+from eventlog.admin import EventInline
+from eventlog.models import CampaignEvent
 from orchestration import services
 
 
@@ -32,6 +34,13 @@ def _each(modeladmin: admin.ModelAdmin, request: HttpRequest, objects: QuerySet,
 class CampaignRunsAdmin(CampaignAdmin):
     actions = ["start_run"]
 
+    def get_deleted_objects(self, objs, request: HttpRequest):
+        """The event log is read-only in the admin, but it goes with its campaign: its rows must not
+        count as objects the operator lacks permission to delete."""
+        deleted, model_count, perms_needed, protected = super().get_deleted_objects(objs, request)
+        perms_needed.discard(CampaignEvent._meta.verbose_name)
+        return deleted, model_count, perms_needed, protected
+
     @admin.action(description="Start a run of the selected campaigns")
     def start_run(self, request: HttpRequest, queryset: QuerySet[Campaign]) -> None:
         _each(
@@ -45,6 +54,7 @@ class CampaignRunsAdmin(CampaignAdmin):
 
 class RunActionsAdmin(OrchestrationRunAdmin):
     actions = ["cancel_runs", "retry_runs"]
+    inlines = [*OrchestrationRunAdmin.inlines, EventInline]
 
     @admin.action(description="Cancel the selected runs")
     def cancel_runs(self, request: HttpRequest, queryset: QuerySet[OrchestrationRun]) -> None:

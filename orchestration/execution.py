@@ -26,6 +26,7 @@ from campaigns import ids
 from campaigns.models import Artifact, ComplianceAudit, OrchestrationRun, RunKind, RunState, RunStep, StepStatus
 from campaigns.payloads import artifact_payload, audit_payload
 from campaigns.selectors import campaign_artifacts
+from eventlog.publisher import publish, publish_transient
 from orchestration import plan as plan_
 from orchestration.agents import WRITERS, AgentContext, Draft
 from orchestration.agents.auditor import AuditResult, audit
@@ -49,7 +50,6 @@ from orchestration.providers.base import (
     estimate_tokens,
     tokens_for_chars,
 )
-from realtime.events import publish, publish_transient
 
 logger = logging.getLogger(__name__)
 

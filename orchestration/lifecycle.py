@@ -20,9 +20,9 @@ from campaigns.models import (
     StepStatus,
 )
 from campaigns.payloads import isoformat
+from eventlog.publisher import publish
 from orchestration import plan as plan_
 from orchestration import queue
-from realtime.events import publish
 
 ACTIVE_STEP_STATES = (StepStatus.QUEUED, StepStatus.RUNNING)
 

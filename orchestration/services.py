@@ -32,6 +32,7 @@ from campaigns.models import (
 )
 from campaigns.selectors import is_public_id
 from campaigns.validation import validate_settings
+from eventlog.publisher import publish
 from orchestration import plan as plan_
 from orchestration import queue
 from orchestration.lifecycle import (
@@ -44,7 +45,6 @@ from orchestration.lifecycle import (
     stop_active_steps,
     thought,
 )
-from realtime.events import publish
 
 logger = logging.getLogger(__name__)
 

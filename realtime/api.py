@@ -14,10 +14,11 @@ from rest_framework.views import APIView
 
 from campaigns.api.pagination import QueryIntegerField
 from campaigns.api.serializers import StrictCharField
-from campaigns.models import CampaignEvent
 from campaigns.payloads import isoformat
-from campaigns.selectors import EVENTS_MAX_LIMIT, campaign_events, campaign_get_visible, runs_active
-from realtime.events import event_frame
+from campaigns.selectors import campaign_get_visible, runs_active
+from eventlog.models import CampaignEvent
+from eventlog.publisher import event_frame
+from eventlog.reads import EVENTS_MAX_LIMIT, campaign_events
 from realtime.presence import presence_overview
 from realtime.services import notice_send
 from realtime.snapshots import campaign_snapshot

@@ -20,8 +20,8 @@ from typing import Any
 
 from django.conf import settings
 
+from eventlog.publisher import dumps
 from realtime.delivery import Subscription
-from realtime.log import dumps
 from realtime.metrics import CHUNKS_SHED, INTERNALS_BROKEN, SLOW_CLIENTS_CLOSED
 
 logger = logging.getLogger(__name__)

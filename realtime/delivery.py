@@ -22,7 +22,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
-from realtime import log
+from eventlog import reads
 from realtime.metrics import GAP_EVENTS, GAP_FILLS
 
 if TYPE_CHECKING:
@@ -120,13 +120,13 @@ class Subscription:
 
     async def _send_from_log(self) -> bool:
         while True:
-            page = await log.events_after(self.campaign_pk, self.campaign_id, self.last_sent)
+            page = await reads.events_after(self.campaign_pk, self.campaign_id, self.last_sent)
             for sequence, frame in page:
                 if not await self.connection.push_replayed(self, frame):
                     return False
                 self.last_sent = sequence
                 GAP_EVENTS.labels("replayed").inc()
-            if len(page) < log.PAGE:
+            if len(page) < reads.PAGE:
                 return True
 
     def _drain_backlog_needs_log(self) -> bool:

@@ -23,9 +23,9 @@ from typing import TYPE_CHECKING, Any
 import redis.asyncio as aioredis
 from django.conf import settings
 
-from realtime.events import group_name
-from realtime.layer import realtime_layer, watch_reconnects
-from realtime.log import campaign_heads
+from eventlog.layer import realtime_layer, watch_reconnects
+from eventlog.publisher import group_name
+from eventlog.reads import campaign_heads
 from realtime.metrics import DELIVERY_LATENCY, HEAD_CHECKS, LAYER_RECONNECTS, OUTBOUND_SIZE
 from realtime.payloads import parse_emitted_at
 

@@ -27,7 +27,6 @@ CONNECTIONS = Gauge("realtime_connections", "Open WebSocket connections.", ["pro
 SUBSCRIPTIONS = Gauge(
     "realtime_subscriptions", "Campaign subscriptions on open connections.", ["protocol"], multiprocess_mode="livesum"
 )
-EVENTS_PUBLISHED = Counter("realtime_events_published", "Events published, by event type.", ["event"])
 DELIVERY_LATENCY = Histogram(
     "realtime_event_delivery_seconds",
     "From an event's emitted_at to its frame written to the sockets of a process.",

@@ -10,8 +10,9 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 
 from campaigns.errors import NotFound
-from campaigns.models import Campaign, CampaignEvent, OrchestrationRun, RunState
+from campaigns.models import Campaign, OrchestrationRun, RunState
 from campaigns.selectors import campaign_get_visible, runs_active
+from eventlog.models import CampaignEvent
 from orchestration.serializers import run_payload
 from realtime.api import rest_event
 from realtime.presence import presence_overview

@@ -5,11 +5,11 @@ from __future__ import annotations
 from channels.routing import URLRouter
 from django.urls import path
 
+from eventlog.publisher import dumps
 from realtime import signalr
 from realtime.consumers.base import frame_limit_message
 from realtime.consumers.campaign import CampaignConsumer
 from realtime.consumers.signalr import SignalRHubConsumer
-from realtime.log import dumps
 from realtime.metrics import ERRORS
 from realtime.middleware import HandshakeMiddleware
 

@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import json
-from datetime import timedelta
 
-from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
-from django.utils import timezone
 
-from campaigns.models import CampaignEvent
 from campaigns.payloads import isoformat
-from realtime import layer
+from eventlog import layer
 from realtime.hub import BROADCAST_GROUP
 from realtime.models import SystemNotice
 
@@ -24,14 +20,6 @@ def notice_send(*, level: str, message: str, sent_by: AbstractBaseUser | None) -
     notice.save()
     transaction.on_commit(lambda: notice_broadcast(notice))
     return notice
-
-
-def events_prune() -> int:
-    """Delete events older than EVENT_RETENTION_DAYS. A resume from before the oldest kept event gets a
-    snapshot with ``resync`` instead of a replay; sequences are never reused (they live on the campaign)."""
-    cutoff = timezone.now() - timedelta(days=settings.EVENT_RETENTION_DAYS)
-    deleted, _ = CampaignEvent.objects.filter(emitted_at__lt=cutoff).delete()
-    return deleted
 
 
 def notice_broadcast(notice: SystemNotice) -> None:

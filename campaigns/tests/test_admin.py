@@ -6,21 +6,25 @@ import pytest
 from django.db.models import Model
 from django.test import Client
 
-from campaigns.models import Approval, CampaignEvent, RunState
+from campaigns.models import Approval, RunState
 from campaigns.tests.factories import ArtifactFactory, AuditFactory, CampaignFactory, RunFactory
-from realtime.events import publish
+from eventlog.models import CampaignEvent
+from eventlog.publisher import publish
 
 pytestmark = pytest.mark.django_db
 
 MODELS = ["campaign", "orchestrationrun", "artifact", "complianceaudit", "approval", "campaignevent"]
 
 
+APP_OF = {"campaignevent": "eventlog"}  # every other model is the campaigns app's
+
+
 def changelist_url(model: str) -> str:
-    return f"/admin/campaigns/{model}/"
+    return f"/admin/{APP_OF.get(model, 'campaigns')}/{model}/"
 
 
 def change_url(obj: Model) -> str:
-    return f"/admin/campaigns/{obj._meta.model_name}/{obj.pk}/change/"
+    return f"/admin/{obj._meta.app_label}/{obj._meta.model_name}/{obj.pk}/change/"
 
 
 @pytest.fixture
@@ -205,7 +209,7 @@ def test_records_made_by_the_system_cannot_be_added_by_hand(operator_client, mod
     assert operator_client.get(f"{changelist_url(model)}add/").status_code == 403
 
 
-@pytest.mark.parametrize("path", ["/admin/", "/admin/campaigns/campaign/", "/admin/campaigns/campaignevent/"])
+@pytest.mark.parametrize("path", ["/admin/", "/admin/campaigns/campaign/", "/admin/eventlog/campaignevent/"])
 def test_non_staff_user_is_sent_to_the_login_page(alice, path):
     client = Client()
     client.force_login(alice)

@@ -11,7 +11,7 @@ from rest_framework.test import APIClient
 
 from campaigns.models import Campaign, RunState
 from campaigns.tests.factories import PASSWORD, ArtifactFactory, AuditFactory, CampaignFactory, RunFactory
-from realtime.events import publish
+from eventlog.publisher import publish
 
 pytestmark = pytest.mark.django_db
 

@@ -6,8 +6,9 @@ import pytest
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from campaigns.models import CampaignEvent, RunState
+from campaigns.models import RunState
 from campaigns.tests.factories import ArtifactFactory, AuditFactory, CampaignFactory, RunFactory
+from eventlog.models import CampaignEvent
 
 pytestmark = pytest.mark.django_db
 
@@ -56,7 +57,7 @@ def test_one_audit_per_run():
 
 
 def test_saving_a_stale_campaign_never_rewinds_its_event_sequence():
-    from realtime.events import publish
+    from eventlog.publisher import publish
 
     campaign = CampaignFactory()
     stale = type(campaign).objects.get(pk=campaign.pk)

@@ -14,8 +14,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from campaigns.models import Approval, Artifact, Campaign, CampaignEvent, OrchestrationRun
+from campaigns.models import Approval, Artifact, Campaign, OrchestrationRun
 from campaigns.tests.factories import ArtifactFactory, CampaignFactory, RunFactory
+from eventlog.models import CampaignEvent
 
 pytestmark = pytest.mark.django_db
 

@@ -13,8 +13,9 @@ import websockets
 from channels.db import database_sync_to_async
 from rest_framework_simplejwt.tokens import AccessToken
 
-from campaigns.models import Artifact, CampaignEvent, OrchestrationRun
+from campaigns.models import Artifact, OrchestrationRun
 from campaigns.tests.factories import CampaignFactory, UserFactory
+from eventlog.models import CampaignEvent
 from marketing_agents.tests.processes import RedisServer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -118,7 +119,7 @@ async def test_an_event_stored_while_redis_is_down_reaches_the_subscriber_withou
     read from the log by the web process's head check, so it need not even wait for Redis)."""
     from channels.layers import channel_layers
 
-    from realtime.events import publish
+    from eventlog.publisher import publish
 
     redis = redis_server()
     server = start_web(REDIS_URL=redis.url)
@@ -161,7 +162,7 @@ async def test_a_socket_opened_while_redis_is_down_is_served_from_the_log(start_
     subscribe and events work from the log, and live delivery starts once Redis is up."""
     from channels.layers import channel_layers
 
-    from realtime.events import publish
+    from eventlog.publisher import publish
 
     redis = redis_server()
     redis.kill()

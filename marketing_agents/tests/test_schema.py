@@ -22,10 +22,10 @@ from rest_framework_simplejwt.tokens import AccessToken
 from schemathesis.checks import not_a_server_error
 
 from campaigns.models import Campaign, OrchestrationRun, RunState
-from campaigns.selectors import EVENTS_MAX_LIMIT
 from campaigns.tests.factories import PASSWORD, ArtifactFactory, CampaignFactory, RunFactory
+from eventlog.publisher import publish
+from eventlog.reads import EVENTS_MAX_LIMIT
 from marketing_agents.tests.processes import RedisServer
-from realtime.events import publish
 
 pytestmark = pytest.mark.django_db
 

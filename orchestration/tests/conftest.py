@@ -4,7 +4,8 @@ import time
 
 import pytest
 
-from campaigns.models import FINISHED_STATES, CampaignEvent, OrchestrationRun
+from campaigns.models import FINISHED_STATES, OrchestrationRun
+from eventlog.models import CampaignEvent
 from marketing_agents.tests.processes import Worker
 
 

@@ -9,8 +9,9 @@ from django.contrib.messages import constants
 from django.db.models import Model
 from django.test import Client
 
-from campaigns.models import Campaign, CampaignEvent, OrchestrationRun, RunState
+from campaigns.models import Campaign, OrchestrationRun, RunState
 from campaigns.tests.factories import ArtifactFactory, CampaignFactory, RunFactory
+from eventlog.models import CampaignEvent
 
 pytestmark = pytest.mark.django_db
 

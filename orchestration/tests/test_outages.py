@@ -8,8 +8,9 @@ import json
 
 import pytest
 
-from campaigns.models import Approval, Campaign, CampaignEvent, OrchestrationRun, RunState
+from campaigns.models import Approval, Campaign, OrchestrationRun, RunState
 from campaigns.tests.factories import ArtifactFactory, CampaignFactory, RunFactory
+from eventlog.models import CampaignEvent
 from marketing_agents.tests.processes import RedisServer, run_without_database
 
 pytestmark = pytest.mark.django_db

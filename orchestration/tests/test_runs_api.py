@@ -21,12 +21,12 @@ from campaigns.models import (
     Approval,
     Artifact,
     Campaign,
-    CampaignEvent,
     OrchestrationRun,
     RunState,
     RunStep,
 )
 from campaigns.tests.factories import ArtifactFactory, CampaignFactory, RunFactory
+from eventlog.models import CampaignEvent
 from orchestration import services
 
 pytestmark = pytest.mark.django_db

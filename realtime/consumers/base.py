@@ -22,11 +22,11 @@ from django.contrib.auth.models import AnonymousUser
 from campaigns.errors import NotFound, ServiceError
 from campaigns.models import Campaign
 from campaigns.selectors import campaign_get_visible, run_get_visible
+from eventlog.reads import log_position
 from marketing_agents.errors import DATABASE_DOWN
 from realtime.connection import CLOSE_TRY_AGAIN_LATER, Connection
 from realtime.delivery import Subscription
 from realtime.hub import get_hub
-from realtime.log import log_position
 from realtime.metrics import AUTH_FAILURES, CONNECTIONS, RECONNECTIONS, SNAPSHOT_LATENCY, SUBSCRIPTIONS
 from realtime.snapshots import campaign_snapshot
 

@@ -6,9 +6,9 @@ import json
 import logging
 from typing import Any
 
+from eventlog.publisher import dumps
 from realtime.consumers.base import CLOSE_TOO_BIG, ClientError, RealtimeSession
 from realtime.delivery import Subscription
-from realtime.log import dumps
 from realtime.metrics import ERRORS
 
 logger = logging.getLogger("realtime.connections")

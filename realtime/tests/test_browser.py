@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
-from campaigns.models import Campaign, CampaignEvent, RunState
+from campaigns.models import Campaign, RunState
 from campaigns.tests.factories import PASSWORD, CampaignFactory, UserFactory
+from eventlog.models import CampaignEvent
 from orchestration.tests.conftest import wait_for_run
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]

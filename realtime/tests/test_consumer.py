@@ -29,11 +29,12 @@ from hypothesis import strategies as st
 from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
 
-from campaigns.models import Campaign, CampaignEvent, OrchestrationRun
+from campaigns.models import Campaign, OrchestrationRun
 from campaigns.tests.factories import PASSWORD, ArtifactFactory, CampaignFactory, RunFactory, UserFactory
+from eventlog import layer as realtime_layers
+from eventlog.models import CampaignEvent
+from eventlog.publisher import event_frame, group_name, publish, publish_transient
 from marketing_agents.asgi import application
-from realtime import layer as realtime_layers
-from realtime.events import event_frame, group_name, publish, publish_transient
 from realtime.hub import BROADCAST_GROUP, Hub, get_hub
 from realtime.services import notice_send
 
@@ -1041,7 +1042,7 @@ async def test_a_stranded_event_arrives_without_any_later_event(ws, users, setti
 
 
 def test_one_query_reads_the_heads_of_every_subscribed_campaign(users, django_assert_num_queries):
-    from realtime.log import read_heads
+    from eventlog.reads import read_heads
 
     campaigns = [CampaignFactory(owner=users["alice"]) for _ in range(5)]
     for campaign in campaigns[:2]:

@@ -13,10 +13,10 @@ from channels.db import database_sync_to_async
 from django.db import transaction
 from rest_framework_simplejwt.tokens import AccessToken
 
-from campaigns.models import CampaignEvent
 from campaigns.tests.factories import CampaignFactory, UserFactory
+from eventlog.models import CampaignEvent
+from eventlog.publisher import publish, publish_transient
 from orchestration import services
-from realtime.events import publish, publish_transient
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 

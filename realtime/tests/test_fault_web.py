@@ -19,8 +19,8 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
-from campaigns.models import CampaignEvent
 from campaigns.tests.factories import PASSWORD, CampaignFactory, UserFactory
+from eventlog.models import CampaignEvent
 from realtime.tests.test_signalr_client import JS_DIR, SCRIPT, _node_and_the_signalr_client  # noqa: F401
 from realtime.tests.test_signalr_client import NodeClient as _NodeClient
 

@@ -16,10 +16,11 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import connection, connections, transaction
 
-from campaigns.models import Campaign, CampaignEvent
+from campaigns.models import Campaign
 from campaigns.tests.factories import CampaignFactory, RunFactory
-from realtime import layer
-from realtime.events import group_name, publish, publish_transient
+from eventlog import layer
+from eventlog.models import CampaignEvent
+from eventlog.publisher import group_name, publish, publish_transient
 
 BASE_DIR = Path(settings.BASE_DIR)
 
@@ -203,7 +204,7 @@ PUBLISH_SCRIPT = """
 import django, sys
 django.setup()
 from campaigns.models import Campaign
-from realtime.events import publish
+from eventlog.publisher import publish
 campaign = Campaign.objects.get(pk=int(sys.argv[1]))
 for i in range(int(sys.argv[2])):
     publish(campaign, "progress", {"percentage": i, "message": "from another process"})
@@ -240,7 +241,7 @@ print(CampaignFactory().pk)
 SQLITE_COUNT = """
 import django
 django.setup()
-from campaigns.models import CampaignEvent
+from eventlog.models import CampaignEvent
 print(",".join(str(s) for s in CampaignEvent.objects.order_by("sequence").values_list("sequence", flat=True)))
 """
 
@@ -275,8 +276,8 @@ def test_pruning_removes_only_events_older_than_the_retention(settings):
 
     from django.utils import timezone
 
-    from realtime.services import events_prune
-    from realtime.tasks import prune_events
+    from eventlog.services import events_prune
+    from eventlog.tasks import prune_events
 
     settings.EVENT_RETENTION_DAYS = 30
     campaign = CampaignFactory()

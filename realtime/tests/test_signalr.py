@@ -18,11 +18,11 @@ from django.db import connections
 from django.test import Client
 from rest_framework_simplejwt.tokens import AccessToken
 
-from campaigns.models import CampaignEvent
 from campaigns.tests.factories import ArtifactFactory, CampaignFactory, RunFactory, UserFactory
+from eventlog.models import CampaignEvent
+from eventlog.publisher import publish, publish_transient
 from marketing_agents.asgi import application
 from realtime import signalr
-from realtime.events import publish, publish_transient
 from realtime.hub import get_hub
 from realtime.signalr import RS, camel, check_connection_token, connection_token
 

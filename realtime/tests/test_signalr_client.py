@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 
-from campaigns.models import CampaignEvent
 from campaigns.tests.factories import PASSWORD, CampaignFactory, UserFactory
-from realtime.events import publish
+from eventlog.models import CampaignEvent
+from eventlog.publisher import publish
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 

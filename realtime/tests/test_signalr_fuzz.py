@@ -30,8 +30,9 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from rest_framework_simplejwt.tokens import AccessToken
 
-from campaigns.models import CampaignEvent, OrchestrationRun
+from campaigns.models import OrchestrationRun
 from campaigns.tests.factories import CampaignFactory, RunFactory, UserFactory
+from eventlog.models import CampaignEvent
 from marketing_agents.asgi import application
 from realtime.consumers.signalr import HUB_METHODS
 from realtime.hub import get_hub

@@ -24,9 +24,10 @@ from typing import Any
 import pytest
 from rest_framework_simplejwt.tokens import AccessToken
 
-from campaigns.models import CampaignEvent, OrchestrationRun
+from campaigns.models import OrchestrationRun
 from campaigns.tests.factories import CampaignFactory, UserFactory
-from realtime.events import publish
+from eventlog.models import CampaignEvent
+from eventlog.publisher import publish
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 

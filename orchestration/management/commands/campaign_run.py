@@ -9,8 +9,9 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from campaigns.errors import ServiceError
-from campaigns.models import Campaign, CampaignEvent, OrchestrationRun
-from campaigns.selectors import EVENTS_MAX_LIMIT, campaign_events
+from campaigns.models import Campaign, OrchestrationRun
+from eventlog.models import CampaignEvent
+from eventlog.reads import EVENTS_MAX_LIMIT, campaign_events
 from orchestration import services
 
 ENDINGS = {"campaign.completed": 0, "generation.failed": 1, "run.cancelled": 2}

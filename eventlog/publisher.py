@@ -17,12 +17,13 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection, transaction
 from django.utils import timezone
 
-from campaigns.models import Campaign, CampaignEvent, OrchestrationRun
+from campaigns.models import Campaign, OrchestrationRun
 from campaigns.payloads import isoformat
-from realtime import layer
-from realtime.metrics import EVENTS_PUBLISHED
+from eventlog import layer
+from eventlog.metrics import EVENTS_PUBLISHED
+from eventlog.models import CampaignEvent
 
-# Message type understood by the realtime consumers (``campaign_event`` handler).
+# Message type of an event on the channel layer (the realtime hub's ``campaign_event`` handler).
 LAYER_MESSAGE_TYPE = "campaign.event"
 
 
@@ -80,7 +81,7 @@ def publish(campaign: Campaign, event: str, data: dict[str, Any], run: Orchestra
             "type": LAYER_MESSAGE_TYPE,
             "campaign_id": campaign.public_id,
             "sequence": stored.sequence,
-            "frame": json.dumps(frame, separators=(",", ":")),
+            "frame": dumps(frame),
         }
         transaction.on_commit(lambda: _send(campaign.public_id, event, message))
     return stored
@@ -113,7 +114,12 @@ def publish_transient(
         "campaign_id": campaign.public_id,
         "sequence": None,
         "after_sequence": after,
-        "frame": json.dumps(frame, separators=(",", ":")),
+        "frame": dumps(frame),
     }
     transaction.on_commit(lambda: _send(campaign.public_id, event, message))
     return frame
+
+
+def dumps(frame: dict[str, Any]) -> str:
+    """A frame as sent: compact JSON."""
+    return json.dumps(frame, separators=(",", ":"))

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from realtime.services import events_prune
+from eventlog.services import events_prune
 
 
-@shared_task(name="realtime.tasks.events_prune", ignore_result=True)
+@shared_task(name="eventlog.tasks.events_prune", ignore_result=True)
 def prune_events() -> int:
     return events_prune()

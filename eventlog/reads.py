@@ -1,18 +1,30 @@
-"""Reads of the event log for the consumers (run in a thread: the ORM is synchronous)."""
+"""Reads of the event log: pages for the REST API, and for the realtime consumers (``log_position``,
+``campaign_heads``, ``events_after`` run in a thread: the ORM is synchronous)."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
 from channels.db import database_sync_to_async
 from django.db.models import Min
 
-from campaigns.models import Campaign, CampaignEvent
-from realtime.events import event_frame
+from campaigns.models import Campaign
+from eventlog.models import CampaignEvent
+from eventlog.publisher import event_frame
 
 PAGE = 500
+EVENTS_MAX_LIMIT = 1000
+
+
+def campaign_events(campaign: Campaign, *, after: int = 0, limit: int = 100) -> list[CampaignEvent]:
+    """Durable events with sequence > ``after``, ascending, at most ``limit``."""
+    limit = max(1, min(limit, EVENTS_MAX_LIMIT))
+    return list(
+        CampaignEvent.objects.filter(campaign=campaign, sequence__gt=after)
+        .select_related("run")
+        .order_by("sequence")[:limit]
+    )
 
 
 @dataclass(frozen=True)
@@ -60,7 +72,3 @@ def events_after(campaign_pk: int, campaign_id: str, after: int, limit: int = PA
         frame["replayed"] = True
         frames.append((row.sequence, frame))
     return frames
-
-
-def dumps(frame: dict[str, Any]) -> str:
-    return json.dumps(frame, separators=(",", ":"))

@@ -1,0 +1,74 @@
+"""Dependencies point one way (docs/ARCHITECTURE.md): each app imports only from the apps below it.
+
+    campaigns  <-  eventlog  <-  orchestration  <-  realtime  <-  the project (urls, asgi, serve, schema)
+
+``marketing_agents``' shared modules (errors, logging, env, the Celery app and broker transport)
+sit under everything and import no app. The check reads every import in the source (at module level
+or inside a function, where a cycle would otherwise hide), tests and migrations aside:
+
+    .venv/bin/python -m pytest marketing_agents/tests/test_layers.py
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from django.conf import settings
+
+LAYERS = ["campaigns", "eventlog", "orchestration", "realtime"]
+SHARED = {"errors", "logging", "env", "celery", "broker"}  # marketing_agents modules any app may use
+
+
+def imports_of(path: Path) -> set[str]:
+    modules = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            modules.add(node.module)
+            modules.update(f"{node.module}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.Import):
+            modules.update(alias.name for alias in node.names)
+    return modules
+
+
+def sources(package: str) -> list[Path]:
+    root = Path(settings.BASE_DIR) / package
+    return [p for p in root.rglob("*.py") if "tests" not in p.parts and "migrations" not in p.parts]
+
+
+def upward_imports() -> list[str]:
+    found = []
+    for rank, app in enumerate(LAYERS):
+        above = set(LAYERS[rank + 1 :])
+        for path in sources(app):
+            for module in imports_of(path):
+                top, _, rest = module.partition(".")
+                if top in above:
+                    found.append(f"{path.relative_to(settings.BASE_DIR)} imports {module} ({app} is below {top})")
+                elif top == "marketing_agents" and rest.split(".")[0] not in SHARED:
+                    found.append(f"{path.relative_to(settings.BASE_DIR)} imports {module} (the project's top)")
+    for name in SHARED:
+        path = Path(settings.BASE_DIR) / "marketing_agents" / f"{name}.py"
+        for module in imports_of(path):
+            if module.partition(".")[0] in LAYERS:
+                found.append(f"marketing_agents/{name}.py imports {module} (shared modules import no app)")
+    return sorted(found)
+
+
+def test_no_app_imports_an_app_above_it():
+    assert upward_imports() == []
+
+
+def test_the_check_sees_an_import_hidden_inside_a_function(tmp_path, monkeypatch):
+    """The check itself can fail: a function-level import of realtime from campaigns is found."""
+    package = tmp_path / "campaigns"
+    package.mkdir()
+    (package / "hidden.py").write_text("def f():\n    from realtime.hub import get_hub\n    return get_hub\n")
+    monkeypatch.setattr(settings, "BASE_DIR", tmp_path)
+    (tmp_path / "marketing_agents").mkdir()
+    for name in SHARED:
+        (tmp_path / "marketing_agents" / f"{name}.py").write_text("")
+    assert upward_imports() == [
+        "campaigns/hidden.py imports realtime.hub (campaigns is below realtime)",
+        "campaigns/hidden.py imports realtime.hub.get_hub (campaigns is below realtime)",
+    ]
