@@ -173,11 +173,9 @@ def test_a_task_send_lost_after_commit_is_logged_and_the_recovery_task_queues_it
     from orchestration import services
 
     server = RedisServer(tmp_path).start()
-    settings.CELERY_BROKER_URL = server.url
+    previous, settings.CELERY_BROKER_URL = settings.CELERY_BROKER_URL, server.url
     settings.RUN_REQUEUE_AFTER_SECONDS = 0
-    original = app.conf.broker_url
-    app.conf.broker_url = server.url
-    reset_pools(app)
+    reset_pools(app)  # Celery reads CELERY_BROKER_URL from the settings: the next send goes to the test's Redis
     try:
         campaign = CampaignFactory(owner=alice)
         with django_capture_on_commit_callbacks() as callbacks:
@@ -196,6 +194,6 @@ def test_a_task_send_lost_after_commit_is_logged_and_the_recovery_task_queues_it
         queued = [json.loads(m)["headers"]["task"] for m in redis.Redis.from_url(server.url).lrange("celery", 0, -1)]
         assert queued == ["orchestration.tasks.run_begin"]
     finally:
-        app.conf.broker_url = original
-        reset_pools(app)
+        settings.CELERY_BROKER_URL = previous
+        reset_pools(app)  # and the tests after this one send to the suite's broker again
         server.stop()
