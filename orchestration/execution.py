@@ -24,9 +24,8 @@ from django.utils import timezone
 
 from campaigns import ids
 from campaigns.models import Artifact, ComplianceAudit, OrchestrationRun, RunKind, RunState, RunStep, StepStatus
-from campaigns.payloads import artifact_payload, audit_payload
 from campaigns.selectors import campaign_artifacts
-from eventlog.publisher import publish, publish_transient
+from orchestration import events
 from orchestration import plan as plan_
 from orchestration.agents import WRITERS, AgentContext, Draft
 from orchestration.agents.auditor import AuditResult, audit
@@ -39,7 +38,6 @@ from orchestration.lifecycle import (
     set_progress,
     set_state,
     thought,
-    usage_totals,
 )
 from orchestration.providers import get_provider
 from orchestration.providers.base import (
@@ -149,7 +147,7 @@ def _claim(run_pk: int, step_name: str, worker: str) -> Claim | None:
         return None
     step = RunStep.objects.get(run=run, name=step_name)
     OrchestrationRun.objects.filter(pk=run.pk).update(attempts=F("attempts") + 1, heartbeat_at=now)
-    publish(run.campaign, "step.started", {"step": step.name, "agent": step.agent, "attempt": step.attempt}, run=run)
+    events.step_started(run, step)
     thought(run, step.agent, WRITERS[step.name].thought if step.name in WRITERS else AUDIT_THOUGHT)
     return Claim(run=run, step=step, context=_context(run, step), simulation=_simulation(run, step.name))
 
@@ -232,8 +230,7 @@ def over_budget(run: OrchestrationRun, extra: Usage) -> str:
 
 
 def _chunk(claim: Claim, text: str, index: int, *, complete: bool) -> None:
-    data = {"artifact_type": claim.name, "chunk": text, "chunk_index": index, "is_complete": complete}
-    publish_transient(claim.run.campaign, "artifact.chunk", data, run=claim.run)
+    events.artifact_chunk(claim.run, claim.name, text, index, complete=complete)
 
 
 def _write(claim: Claim) -> tuple[Draft, Usage]:
@@ -283,7 +280,7 @@ def _record_usage(run: OrchestrationRun, usage: Usage) -> None:
     run.completion_tokens += usage.completion_tokens
     run.cost = Decimal(run.cost) + usage.cost
     run.save(update_fields=["prompt_tokens", "completion_tokens", "cost", "updated_at"])
-    publish(run.campaign, "usage.updated", usage_totals(run), run=run)
+    events.usage_updated(run)
 
 
 def _complete_step(run: OrchestrationRun, step: RunStep) -> None:
@@ -291,9 +288,7 @@ def _complete_step(run: OrchestrationRun, step: RunStep) -> None:
     step.duration_ms = int((step.finished_at - step.started_at).total_seconds() * 1000)
     step.checkpoint_id = ids.new_id("chk")
     step.save()
-    data = {"step": step.name, "agent": step.agent, "attempt": step.attempt, "duration_ms": step.duration_ms}
-    publish(run.campaign, "step.completed", data, run=run)
-    publish(run.campaign, "checkpoint.created", {"checkpoint_id": step.checkpoint_id, "step": step.name}, run=run)
+    events.step_completed(run, step)
 
 
 @transaction.atomic
@@ -321,7 +316,7 @@ def _finish_completed(claim: Claim, outcome: tuple[Draft, Usage] | AuditResult) 
         agent_name=step.agent,
         version=latest + 1,
     )
-    publish(run.campaign, "artifact.generated", {"artifact": artifact_payload(artifact)}, run=run)
+    events.artifact_generated(run, artifact)
     _complete_step(run, step)
     set_progress(run, computed_progress(run), f"{step.name} ready")
     dispatch(run)
@@ -339,11 +334,11 @@ def _store_audit(run: OrchestrationRun, step: RunStep, result: AuditResult) -> N
             "audited_at": timezone.now(),
         },
     )
-    publish(run.campaign, "compliance.completed", audit_payload(audit_row), run=run)
+    events.compliance_completed(run, audit_row)
     _complete_step(run, step)
     set_state(run, RunState.COMPLETED)
     set_progress(run, 100, "Campaign ready")
-    publish(run.campaign, "campaign.completed", {"run_id": run.public_id}, run=run)
+    events.campaign_completed(run)
 
 
 def backoff_seconds(attempt: int) -> float:

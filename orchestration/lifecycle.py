@@ -19,10 +19,8 @@ from campaigns.models import (
     RunStep,
     StepStatus,
 )
-from campaigns.payloads import isoformat
-from eventlog.publisher import publish
+from orchestration import events, queue
 from orchestration import plan as plan_
-from orchestration import queue
 
 ACTIVE_STEP_STATES = (StepStatus.QUEUED, StepStatus.RUNNING)
 
@@ -40,7 +38,7 @@ def set_state(run: OrchestrationRun, state: str) -> None:
         run.finished_at = timezone.now()
         fields.append("finished_at")
     run.save(update_fields=fields)
-    publish(run.campaign, "orchestration.state_changed", {"state": state, "previous_state": previous}, run=run)
+    events.state_changed(run, state, previous)
 
 
 def set_progress(run: OrchestrationRun, percentage: int, message: str) -> None:
@@ -49,7 +47,7 @@ def set_progress(run: OrchestrationRun, percentage: int, message: str) -> None:
         return
     run.progress = percentage
     run.save(update_fields=["progress", "updated_at"])
-    publish(run.campaign, "progress", {"percentage": percentage, "message": message}, run=run)
+    events.progress(run, percentage, message)
 
 
 def computed_progress(run: OrchestrationRun) -> int:
@@ -60,7 +58,7 @@ def computed_progress(run: OrchestrationRun) -> int:
 
 
 def thought(run: OrchestrationRun, agent: str, text: str) -> None:
-    publish(run.campaign, "agent.thought", {"agent": agent, "thought": text}, run=run)
+    events.agent_thought(run, agent, text)
 
 
 def _needs_approval(run: OrchestrationRun, generation: list[RunStep]) -> bool:
@@ -85,12 +83,7 @@ def _ready_generation_steps(run: OrchestrationRun, steps: list[RunStep]) -> list
 def request_approval(run: OrchestrationRun) -> None:
     approval = run.approvals.create(step="generation", reason="Review the generated artifacts before the audit.")
     set_state(run, RunState.AWAITING_APPROVAL)
-    publish(
-        run.campaign,
-        "approval.required",
-        {"approval_id": approval.public_id, "step": approval.step, "reason": approval.reason},
-        run=run,
-    )
+    events.approval_required(run, approval)
 
 
 def dispatch(run: OrchestrationRun) -> None:
@@ -124,10 +117,6 @@ def stop_active_steps(run: OrchestrationRun, status: str) -> None:
     run.steps.filter(status__in=ACTIVE_STEP_STATES).update(status=status, lease_expires_at=None)
 
 
-def usage_totals(run: OrchestrationRun) -> dict[str, object]:
-    return {"prompt_tokens": run.prompt_tokens, "completion_tokens": run.completion_tokens, "cost": run.cost}
-
-
 def fail(run: OrchestrationRun, step: RunStep | None, message: str) -> None:
     if step is not None:
         step.status, step.error, step.finished_at = StepStatus.FAILED, message, timezone.now()
@@ -136,14 +125,4 @@ def fail(run: OrchestrationRun, step: RunStep | None, message: str) -> None:
     run.error = message
     run.save(update_fields=["error", "updated_at"])
     set_state(run, RunState.FAILED)
-    publish(
-        run.campaign,
-        "generation.failed",
-        {
-            "error_message": message,
-            "failed_at": isoformat(run.finished_at),
-            "step": step.name if step else None,
-            "attempts": step.attempt if step else 0,
-        },
-        run=run,
-    )
+    events.generation_failed(run, step, message)

@@ -32,9 +32,8 @@ from campaigns.models import (
 )
 from campaigns.selectors import is_public_id
 from campaigns.validation import validate_settings
-from eventlog.publisher import publish
+from orchestration import events, queue
 from orchestration import plan as plan_
-from orchestration import queue
 from orchestration.lifecycle import (
     computed_progress,
     dispatch,
@@ -90,7 +89,7 @@ def _create_run(
         )
         for position, name in enumerate(steps)
     )
-    publish(campaign, "orchestration.state_changed", {"state": RunState.PENDING, "previous_state": None}, run=run)
+    events.state_changed(run, RunState.PENDING, None)
     queue.begin_run(run.pk)
     return run
 
@@ -151,7 +150,7 @@ def run_begin(*, run_pk: int) -> None:
     run.started_at = run.started_at or timezone.now()
     run.save(update_fields=["started_at"])
     set_state(run, RunState.PLANNING)
-    publish(run.campaign, "campaign.started", {"run_id": run.public_id, "plan": run.plan}, run=run)
+    events.campaign_started(run)
     thought(run, "orchestrator", _plan_thought(run))
     # Always through generating: dispatch moves on to approval or the audit when the artifacts exist.
     set_state(run, RunState.GENERATING)
@@ -171,7 +170,7 @@ def run_cancel(*, run: OrchestrationRun, requested_by: AbstractBaseUser | None) 
     stop_active_steps(run, StepStatus.CANCELLED)
     run.approvals.filter(state=ApprovalState.PENDING).update(state=ApprovalState.CANCELLED, decided_at=timezone.now())
     set_state(run, RunState.CANCELLED)
-    publish(run.campaign, "run.cancelled", {"run_id": run.public_id, "requested_by": run.cancel_requested_by}, run=run)
+    events.run_cancelled(run)
     return run
 
 
@@ -198,9 +197,7 @@ def run_retry(*, run: OrchestrationRun, requested_by: AbstractBaseUser | None) -
     run.steps.exclude(status=StepStatus.COMPLETED).update(
         status=StepStatus.PENDING, attempt=0, error="", lease_expires_at=None, queued_at=None
     )
-    publish(
-        run.campaign, "orchestration.state_changed", {"state": RunState.PENDING, "previous_state": previous}, run=run
-    )
+    events.state_changed(run, RunState.PENDING, previous)
     thought(run, "orchestrator", f"Retry requested by {_username(requested_by)}.")
     queue.begin_run(run.pk)
     return run
@@ -232,12 +229,7 @@ def approval_decide(
     approval.state = ApprovalState.APPROVED if decision == "approve" else ApprovalState.REJECTED
     approval.comment, approval.decided_by, approval.decided_at = comment.strip(), decided_by, timezone.now()
     approval.save()
-    publish(
-        run.campaign,
-        "approval.resolved",
-        {"approval_id": approval.public_id, "decision": decision, "by": _username(decided_by)},
-        run=run,
-    )
+    events.approval_resolved(run, approval, decision, _username(decided_by))
     if decision == "approve":
         set_state(run, RunState.AUDITING)
     else:
