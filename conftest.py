@@ -87,6 +87,18 @@ def start_web(transactional_db, tmp_path):
 
 
 @pytest.fixture
+def broker_down(settings, tmp_path):
+    """The broker is a real redis-server of the test's own, killed: a run-lifecycle write meets Redis down."""
+    from marketing_agents.tests.processes import RedisServer
+
+    server = RedisServer(tmp_path).start()
+    settings.CELERY_BROKER_URL = server.url
+    server.kill()
+    yield
+    server.stop()
+
+
+@pytest.fixture
 def start_worker(transactional_db, tmp_path):
     """Start real Celery workers against the test database; all are stopped after the test."""
     from marketing_agents.tests.processes import Worker

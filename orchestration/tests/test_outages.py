@@ -16,15 +16,6 @@ from marketing_agents.tests.processes import RedisServer, run_without_database
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def broker_down(settings, tmp_path):
-    server = RedisServer(tmp_path).start()
-    settings.CELERY_BROKER_URL = server.url
-    server.kill()
-    yield
-    server.stop()
-
-
 def assert_503(response) -> None:
     assert response.status_code == 503, response.content
     assert response.headers["Content-Type"] == "application/json"

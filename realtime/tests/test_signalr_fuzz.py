@@ -35,8 +35,8 @@ from campaigns.tests.factories import CampaignFactory, RunFactory, UserFactory
 from eventlog.models import CampaignEvent
 from marketing_agents.asgi import application
 from realtime.consumers.signalr import HUB_METHODS
-from realtime.hub import get_hub
 from realtime.signalr import RS
+from realtime.tests.test_consumer import stop_hub
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -293,14 +293,7 @@ def test_fuzzed_handshakes_and_records_get_the_contracts_answers(settings, caplo
         fuzz_binary()
 
         async def finish() -> None:
-            hub = get_hub()
-            for _ in range(100):
-                pending = [task for task in hub._tasks if not task.done()]
-                if not pending:
-                    break
-                for task in pending:
-                    task.cancel()
-                await asyncio.wait(pending, timeout=0.05)
+            await stop_hub()
             await database_sync_to_async(connections.close_all)()
 
         runner.run(finish())
