@@ -10,7 +10,7 @@ from django.db import models
 from django.db.models import Q
 from django.urls import reverse
 
-from campaigns import ids
+from campaigns import ids, steps
 from campaigns.validation import validate_settings
 
 NAME_MAX_LENGTH = 200
@@ -20,9 +20,9 @@ TONE_MAX_LENGTH = 100
 
 
 class ArtifactType(models.TextChoices):
-    COPY = "Copy", "Copy"
-    SHORT_COPY = "ShortCopy", "Short copy"
-    VISUAL = "Visual", "Visual"
+    COPY = steps.COPY, "Copy"
+    SHORT_COPY = steps.SHORT_COPY, "Short copy"
+    VISUAL = steps.VISUAL, "Visual"
 
 
 ARTIFACT_ORDER = [ArtifactType.COPY, ArtifactType.SHORT_COPY, ArtifactType.VISUAL]
@@ -40,6 +40,7 @@ class RunState(models.TextChoices):
 
 
 FINISHED_STATES = (RunState.COMPLETED, RunState.FAILED, RunState.CANCELLED)
+WORKING_STATES = (RunState.GENERATING, RunState.AUDITING)  # a worker may be executing one of its steps
 
 
 class RunKind(models.TextChoices):

@@ -8,8 +8,10 @@ from typing import Any
 from django.conf import settings as django_settings
 from django.core.exceptions import ValidationError
 
+from campaigns.steps import STEP_NAMES
+
 SETTINGS_MAX_BYTES = 16 * 1024
-SIMULATION_STEPS = ("Copy", "ShortCopy", "Visual", "audit")
+SIMULATION_STEPS = STEP_NAMES
 SIMULATION_KEYS = {"fail_times": (0, 20), "delay_ms": (0, 600_000)}
 SIMULATION_DISABLED = (
     "simulate is disabled on this server (a switch for tests and demos, turned on with ORCHESTRATION_SIMULATION); "

@@ -23,7 +23,16 @@ from django.db.models import F, Max
 from django.utils import timezone
 
 from campaigns import ids
-from campaigns.models import Artifact, ComplianceAudit, OrchestrationRun, RunKind, RunState, RunStep, StepStatus
+from campaigns.models import (
+    WORKING_STATES,
+    Artifact,
+    ComplianceAudit,
+    OrchestrationRun,
+    RunKind,
+    RunState,
+    RunStep,
+    StepStatus,
+)
 from campaigns.selectors import campaign_artifacts
 from orchestration import events
 from orchestration import plan as plan_
@@ -51,7 +60,6 @@ from orchestration.providers.base import (
 
 logger = logging.getLogger(__name__)
 
-WORKING_STATES = (RunState.GENERATING, RunState.AUDITING)
 CHECK_EVERY_SECONDS = 0.25
 HEARTBEAT_EVERY_SECONDS = 5.0
 AUDIT_THOUGHT = "Checking every artifact for unsubstantiated claims, missing disclaimers, lengths and tone."

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-COPY, SHORT_COPY, VISUAL, AUDIT = "Copy", "ShortCopy", "Visual", "audit"
+from campaigns.steps import ARTIFACT_STEPS, AUDIT, COPY, SHORT_COPY, STEP_NAMES, VISUAL
 
 STEP_AGENTS = {
     COPY: "copywriter",
@@ -10,8 +10,8 @@ STEP_AGENTS = {
     VISUAL: "visual_designer",
     AUDIT: "compliance_auditor",
 }
-GENERATION_STEPS = (COPY, SHORT_COPY, VISUAL)
-FULL_PLAN = (COPY, SHORT_COPY, VISUAL, AUDIT)
+GENERATION_STEPS = ARTIFACT_STEPS
+FULL_PLAN = STEP_NAMES
 
 # ShortCopy and Visual are written from the copy; they run in parallel once it exists.
 DEPENDS_ON = {COPY: (), SHORT_COPY: (COPY,), VISUAL: (COPY,), AUDIT: ()}

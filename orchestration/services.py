@@ -20,6 +20,7 @@ from django.utils import timezone
 from campaigns.errors import Conflict, NotFound, ServiceError
 from campaigns.models import (
     FINISHED_STATES,
+    WORKING_STATES,
     Approval,
     ApprovalState,
     Artifact,
@@ -255,12 +256,11 @@ def runs_recover() -> int:
     """Requeue steps whose worker died (lease expired) or whose task message was lost; returns how many."""
     now = timezone.now()
     lost_before = now - timedelta(seconds=settings.RUN_REQUEUE_AFTER_SECONDS)
-    working = (RunState.GENERATING, RunState.AUDITING)
     stale = Q(status=StepStatus.RUNNING, lease_expires_at__lt=now) | Q(
         status=StepStatus.QUEUED, queued_at__lt=lost_before
     )
     requeued = 0
-    for step_pk in RunStep.objects.filter(stale, run__state__in=working).values_list("pk", flat=True):
+    for step_pk in RunStep.objects.filter(stale, run__state__in=WORKING_STATES).values_list("pk", flat=True):
         requeued += _requeue(step_pk, now=now, lost_before=lost_before)
     for run_pk in OrchestrationRun.objects.filter(state=RunState.PENDING, updated_at__lt=lost_before).values_list(
         "pk", flat=True
@@ -279,7 +279,7 @@ def _requeue(step_pk: int, *, now: datetime, lost_before: datetime) -> int:
     step = RunStep.objects.get(pk=step_pk)
     died = step.status == StepStatus.RUNNING and step.lease_expires_at is not None and step.lease_expires_at < now
     lost = step.status == StepStatus.QUEUED and step.queued_at is not None and step.queued_at < lost_before
-    if run.state not in (RunState.GENERATING, RunState.AUDITING) or not (died or lost):
+    if run.state not in WORKING_STATES or not (died or lost):
         return 0
     why = "stopped responding; resuming it from the last checkpoint" if died else "was never picked up; queued again"
     logger.warning("run %s: the %s step %s", run.public_id, step.name, why)

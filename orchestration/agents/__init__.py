@@ -1,13 +1,14 @@
 from __future__ import annotations
 
+from campaigns.steps import COPY, SHORT_COPY, VISUAL
 from orchestration.agents.base import AgentContext, Draft, WritingAgent
 from orchestration.agents.visual import VisualDesigner
 from orchestration.agents.writers import Copywriter, ShortCopywriter
 
 WRITERS: dict[str, WritingAgent] = {
-    "Copy": Copywriter(),
-    "ShortCopy": ShortCopywriter(),
-    "Visual": VisualDesigner(),
+    COPY: Copywriter(),
+    SHORT_COPY: ShortCopywriter(),
+    VISUAL: VisualDesigner(),
 }
 
 __all__ = ["AgentContext", "Draft", "WritingAgent", "WRITERS"]

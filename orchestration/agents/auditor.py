@@ -20,6 +20,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from typing import Any
 
+from campaigns.steps import COPY, SHORT_COPY, VISUAL
 from orchestration.providers.template import FINANCE_WORDS, HEALTH_WORDS, mentions
 
 HIGH, MEDIUM, LOW = "High", "Medium", "Low"
@@ -41,7 +42,7 @@ FINANCE_DISCLAIMER = re.compile(
     r"capital at risk|not financial advice|past performance|terms and conditions apply", re.IGNORECASE
 )
 HEALTH_DISCLAIMER = re.compile(r"consult your doctor|not intended to diagnose|medical advice", re.IGNORECASE)
-LIMITS = {"Copy": (80, 3000), "ShortCopy": (10, 280), "Visual": (0, 60)}
+LIMITS = {COPY: (80, 3000), SHORT_COPY: (10, 280), VISUAL: (0, 60)}
 FORMAL_TONES = ("formal", "professional", "corporate", "serious", "calm", "luxury")
 SLANG = re.compile(r"\b(awesome|crazy|lol|omg|super cool|epic|insane|gonna|wanna)\b", re.IGNORECASE)
 
