@@ -87,6 +87,24 @@ def start_web(transactional_db, tmp_path):
 
 
 @pytest.fixture
+def clock(monkeypatch):
+    """The realtime rate limit's clock, moved by the test (``clock.advance(seconds)``) instead of slept through."""
+
+    class Clock:
+        now = 1_000.0
+
+        def __call__(self) -> float:
+            return self.now
+
+        def advance(self, seconds: float) -> None:
+            self.now += seconds
+
+    fake = Clock()
+    monkeypatch.setattr("realtime.consumers.base.clock", fake)
+    return fake
+
+
+@pytest.fixture
 def broker_down(settings, tmp_path):
     """The broker is a real redis-server of the test's own, killed: a run-lifecycle write meets Redis down."""
     from marketing_agents.tests.processes import RedisServer

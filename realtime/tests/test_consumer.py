@@ -927,22 +927,22 @@ async def test_the_frame_limit_counts_bytes_not_characters(ws, users):
     await expect_close(comm, 1009)
 
 
-async def test_more_than_100_frames_a_second_is_rate_limited_once(ws, users):
+async def test_more_than_100_frames_a_second_is_rate_limited_once(ws, users, clock):
     comm = await ws(users["alice"])
-    await asyncio.sleep(1.05)  # the next frame opens a fresh one-second window
+    clock.advance(1.05)  # the next frame opens a fresh one-second window
     for i in range(110):
         await comm.send_json_to({"type": "ping", "request_id": f"p{i}"})
     for i in range(100):
         assert await recv(comm) == {"type": "pong", "request_id": f"p{i}"}
     await expect_error(comm, "rate_limited")
     await expect_silence(comm)  # the ten extra frames are not answered, and the error comes once
-    await asyncio.sleep(1.05)
+    clock.advance(1.05)
     await assert_usable(comm)
 
 
-async def test_keeping_up_the_flood_closes_with_1008(ws, users):
+async def test_keeping_up_the_flood_closes_with_1008(ws, users, clock):
     comm = await ws(users["alice"])
-    await asyncio.sleep(1.05)
+    clock.advance(1.05)
     for i in range(400):
         await comm.send_json_to({"type": "ping", "request_id": f"p{i}"})
     for i in range(100):
@@ -953,12 +953,12 @@ async def test_keeping_up_the_flood_closes_with_1008(ws, users):
     assert all(output["type"] == "websocket.close" for output in await drain(comm, 0.3))
 
 
-async def test_bursts_separated_by_quiet_seconds_are_not_closed(ws, users):
+async def test_bursts_separated_by_quiet_seconds_are_not_closed(ws, users, clock):
     """Only a flood that goes on (three seconds in a row) closes the connection; a burst now and then
     gets rate_limited each time, and the connection stays open."""
     comm = await ws(users["alice"])
     for burst in range(3):
-        await asyncio.sleep(2.2)  # at least one whole quiet second between the bursts
+        clock.advance(2.2)  # at least one whole quiet second between the bursts
         for i in range(105):
             await comm.send_json_to({"type": "ping", "request_id": f"b{burst}-{i}"})
         for i in range(100):
@@ -966,7 +966,7 @@ async def test_bursts_separated_by_quiet_seconds_are_not_closed(ws, users):
             assert frame == {"type": "pong", "request_id": f"b{burst}-{i}"}, (burst, frame)
         await expect_error(comm, "rate_limited")
         await expect_silence(comm, 0.2)
-    await asyncio.sleep(1.05)
+    clock.advance(1.05)
     await assert_usable(comm)
 
 

@@ -442,7 +442,7 @@ async def test_two_invocations_in_one_frame_get_two_completions(hub, users):
     assert await connection.next() == {"type": 3, "invocationId": "b"}
 
 
-async def test_the_rate_limit_counts_records_not_frames(hub, users, settings):
+async def test_the_rate_limit_counts_records_not_frames(hub, users, settings, clock):
     settings.WS_MAX_FRAMES_PER_SECOND = 5
     connection = await hub(users["alice"])
     await connection.send("".join(invoke("JoinCampaignGroup", "camp_missing", invocation_id=str(i)) for i in range(8)))
