@@ -115,8 +115,8 @@ class Server(daphne.server.Server):
             transport.unregisterProducer()
 
     def kill_all_applications(self) -> defer.Deferred:
-        from realtime import signalr
         from realtime.hub import close_all_connections
+        from realtime.signalr import http as signalr
 
         def failed(failure) -> None:
             logger.warning("closing the WebSockets at shutdown failed: %s", failure.getErrorMessage())

@@ -17,9 +17,9 @@ from orchestration.api import (
     RunRetry,
 )
 from realtime import pages as realtime_pages
-from realtime import signalr
 from realtime.api import ActiveRuns, CampaignEventList, CampaignSnapshot, NoticeCreate, RealtimePresence
 from realtime.metrics import metrics_view
+from realtime.signalr import http as signalr
 
 router = DefaultRouter()
 router.include_root_view = False

@@ -6,12 +6,12 @@ from channels.routing import URLRouter
 from django.urls import path
 
 from eventlog.publisher import dumps
-from realtime import signalr
 from realtime.consumers.base import frame_limit_message
 from realtime.consumers.campaign import CampaignConsumer
 from realtime.consumers.signalr import SignalRHubConsumer
 from realtime.metrics import ERRORS
 from realtime.middleware import HandshakeMiddleware
+from realtime.signalr import protocol as signalr
 
 websocket_urlpatterns = [
     path("ws/campaigns/", CampaignConsumer.as_asgi()),

@@ -147,7 +147,7 @@ async def test_a_plain_http_request_keeps_its_producer():
 
 
 async def test_shutdown_cancels_the_applications_even_with_a_request_still_arriving(monkeypatch):
-    from realtime import signalr
+    from realtime.signalr import http as signalr
 
     monkeypatch.setitem(signalr._shutdown, "started", False)
 

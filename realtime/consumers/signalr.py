@@ -18,7 +18,6 @@ from urllib.parse import parse_qs
 from django.conf import settings
 
 from marketing_agents.errors import DATABASE_DOWN
-from realtime import signalr
 from realtime.connection import CLOSE_GOING_AWAY, CLOSE_TRY_AGAIN_LATER
 from realtime.consumers.base import (
     CLOSE_TOO_BIG,
@@ -29,19 +28,22 @@ from realtime.consumers.base import (
 )
 from realtime.delivery import Subscription
 from realtime.metrics import ERRORS
-from realtime.signalr import (
+from realtime.signalr import http as signalr_http
+from realtime.signalr.families import REALTIME_API, TASK012, render_frame
+from realtime.signalr.protocol import (
     CANCEL_INVOCATION,
     CLOSE,
     COMPLETION,
     INVOCATION,
     PING,
-    REALTIME_API,
     RS,
     STREAM_INVOCATION,
     STREAM_ITEM,
-    TASK012,
+    InvalidRecord,
     camel,
+    handshake_error,
     invocation,
+    parse,
     record,
 )
 
@@ -50,10 +52,6 @@ logger = logging.getLogger("realtime.connections")
 CLOSE_NORMAL = 1000
 # Codes whose error ends the connection: sent as a Close message, not as a Completion.
 FATAL_CODES = {"unauthenticated", "token_expired"}
-
-
-class InvalidRecord(Exception):
-    """A record that breaks the hub protocol: the connection is closed (with a Close message saying why)."""
 
 
 class Invocation:
@@ -78,10 +76,10 @@ class SignalRHubConsumer(RealtimeSession):
         self._socket_closed = False  # the WebSocket close was sent
         query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
         token = query.get("id", [None])[0]
-        if signalr.shutting_down():
+        if signalr_http.shutting_down():
             await self.close()
             return
-        if token is not None and signalr.check_connection_token(token) is None:
+        if token is not None and signalr_http.check_connection_token(token) is None:
             logger.info("signalr %s refused: unknown or expired connection id", self.connection_id)
             await self.close()  # before accept: the handshake is refused (HTTP 403)
             return
@@ -147,11 +145,11 @@ class SignalRHubConsumer(RealtimeSession):
         # The hub hands one message dict to every local subscriber: render once per family.
         rendered = message.setdefault("_signalr", {})
         if subscription.family not in rendered:
-            rendered[subscription.family] = signalr.render_frame(subscription.family, json.loads(message["frame"]))
+            rendered[subscription.family] = render_frame(subscription.family, json.loads(message["frame"]))
         return rendered[subscription.family]
 
     def render_replayed(self, subscription: Subscription, frame: dict[str, Any]) -> str:
-        return signalr.render_frame(subscription.family, frame)
+        return render_frame(subscription.family, frame)
 
     def render_notice(self, message: dict[str, Any]) -> str:
         frame = json.loads(message["frame"])
@@ -247,7 +245,7 @@ class SignalRHubConsumer(RealtimeSession):
             if self._closed:
                 return
             try:
-                message = self.parse(text)
+                message = parse(text)
             except InvalidRecord as error:
                 logger.info("signalr %s: invalid record (%s)", self.connection_id, error)
                 await self.close_with(f"Invalid record: {error}")
@@ -266,7 +264,7 @@ class SignalRHubConsumer(RealtimeSession):
             request = json.loads(first)
         except (ValueError, RecursionError):
             request = None
-        error = signalr.handshake_error(request, binary=binary)
+        error = handshake_error(request, binary=binary)
         if error is None and not separator:
             error = "Invalid handshake: it must end with the record separator (0x1E)."
         if error is not None:
@@ -282,31 +280,6 @@ class SignalRHubConsumer(RealtimeSession):
         self._pinger = asyncio.ensure_future(self._ping_loop())
         if rest:
             await self.receive(text_data=rest)
-
-    @staticmethod
-    def parse(text: str) -> dict[str, Any]:
-        try:
-            message = json.loads(text)
-        except RecursionError:
-            raise InvalidRecord("records must not nest that deeply.") from None
-        except ValueError:
-            raise InvalidRecord("not valid JSON.") from None
-        if not isinstance(message, dict):
-            raise InvalidRecord("a record must be a JSON object.")
-        kind = message.get("type")
-        if not isinstance(kind, int) or isinstance(kind, bool):
-            raise InvalidRecord('a record needs an integer "type".')
-        invocation_id = message.get("invocationId")
-        if invocation_id is not None and not isinstance(invocation_id, str):
-            raise InvalidRecord('"invocationId" must be a string.')
-        if kind in (INVOCATION, STREAM_INVOCATION):
-            if not isinstance(message.get("target"), str):
-                raise InvalidRecord('an invocation needs a "target" string.')
-            if not isinstance(message.get("arguments"), list):
-                raise InvalidRecord('an invocation needs an "arguments" array.')
-            if kind == STREAM_INVOCATION and invocation_id is None:
-                raise InvalidRecord('a stream invocation needs an "invocationId".')
-        return message
 
     async def handle(self, message: dict[str, Any]) -> None:
         kind = message["type"]

@@ -22,9 +22,10 @@ from campaigns.tests.factories import ArtifactFactory, CampaignFactory, RunFacto
 from eventlog.models import CampaignEvent
 from eventlog.publisher import publish, publish_transient
 from marketing_agents.asgi import application
-from realtime import signalr
 from realtime.hub import get_hub
-from realtime.signalr import RS, camel, check_connection_token, connection_token
+from realtime.signalr import http as signalr
+from realtime.signalr.http import check_connection_token, connection_token
+from realtime.signalr.protocol import RS, camel
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -35,7 +35,7 @@ from campaigns.tests.factories import CampaignFactory, RunFactory, UserFactory
 from eventlog.models import CampaignEvent
 from marketing_agents.asgi import application
 from realtime.consumers.signalr import HUB_METHODS
-from realtime.signalr import RS
+from realtime.signalr.protocol import RS
 from realtime.tests.test_consumer import stop_hub
 
 pytestmark = pytest.mark.django_db(transaction=True)
