@@ -134,13 +134,13 @@ def start_worker(transactional_db, tmp_path):
 
 
 @pytest.fixture(autouse=True)
-def _stop_realtime_hubs():
-    """Each async test has its own event loop; stop the hub that lived on it."""
+def _stop_realtime_fanouts():
+    """Each async test has its own event loop; stop the fan-out that lived on it."""
     yield
-    from realtime import hub
+    from realtime import fanout
 
-    for loop, instance in list(hub._hubs.items()):
+    for loop, instance in list(fanout._fanouts.items()):
         if loop.is_closed():
-            hub._hubs.pop(loop, None)
+            fanout._fanouts.pop(loop, None)
         else:
             instance.cancel_tasks()

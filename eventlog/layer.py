@@ -43,7 +43,7 @@ def run_sync(coro: Coroutine[Any, Any, Any], timeout: float = SEND_TIMEOUT_SECON
 
 
 def realtime_layer() -> Any:
-    """The layer between publishers and the web processes' hubs (settings.REALTIME_LAYER)."""
+    """The layer between publishers and the web processes' fan-outs (settings.REALTIME_LAYER)."""
     return get_channel_layer("realtime")
 
 
@@ -53,7 +53,7 @@ def watch_reconnects(layer: Any, callback: Callable[[Any], Awaitable[None]]) -> 
     channels_redis accepts ``on_reconnect`` but never calls it; redis-py does call the connection's
     connect callbacks on every reconnect (that is how it resubscribes). So the callback is
     registered there, after the pub/sub connection's own, on each shard's connection of the running
-    loop's layer. Returns False for a layer without one (the core layer: the hub sees its receive
+    loop's layer. Returns False for a layer without one (the core layer: the fan-out sees its receive
     fail instead). redis-py keeps the callback as a weak method: its owner must outlive the layer.
     """
     loop_layer = getattr(layer, "_get_layer", None)

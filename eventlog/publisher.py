@@ -23,7 +23,7 @@ from eventlog import layer
 from eventlog.metrics import EVENTS_PUBLISHED
 from eventlog.models import CampaignEvent
 
-# Message type of an event on the channel layer (the realtime hub's ``campaign_event`` handler).
+# Message type of an event on the channel layer (the realtime fan-out's ``campaign_event`` handler).
 LAYER_MESSAGE_TYPE = "campaign.event"
 
 

@@ -115,7 +115,7 @@ class Server(daphne.server.Server):
             transport.unregisterProducer()
 
     def kill_all_applications(self) -> defer.Deferred:
-        from realtime.hub import close_all_connections
+        from realtime.fanout import close_all_connections
         from realtime.signalr import http as signalr
 
         def failed(failure) -> None:

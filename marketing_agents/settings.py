@@ -154,10 +154,10 @@ CHANNEL_LAYERS = {
         },
     },
 }
-# The layer that carries campaign events to the web processes' hubs (realtime.hub). Redis pub/sub
+# The layer that carries campaign events to the web processes' fan-outs (realtime.fanout). Redis pub/sub
 # by default: one PUBLISH per event and messages pushed to each process, where the core layer
 # pays several round trips per message received. Either way delivery is at-most-once and the
-# hubs fill gaps from the event log; "core" (with CHANNEL_LAYER_CAPACITY) is there to prove it.
+# fan-outs fill gaps from the event log; "core" (with CHANNEL_LAYER_CAPACITY) is there to prove it.
 REALTIME_LAYER = env_choice("REALTIME_LAYER", "pubsub", ("pubsub", "core"))
 CHANNEL_LAYERS["realtime"] = (
     {

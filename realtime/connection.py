@@ -45,7 +45,7 @@ def transport_buffer_unreadable(transport: Any) -> None:
 class Connection:
     """Mixed into a consumer; subclasses render frames in their protocol's shape."""
 
-    hub: Any
+    fanout: Any
     subscriptions: dict[str, Subscription]
 
     def connection_setup(self) -> None:
@@ -119,7 +119,7 @@ class Connection:
             return False
         if self.buffered_bytes() > settings.WS_OUTBOUND_BUFFER_BYTES:
             self.congested_since = time.monotonic()
-            self.hub.congested.add(self)
+            self.fanout.congested.add(self)
             logger.info("connection %s congested (%d bytes waiting)", self.connection_id, self.buffered_bytes())
             return False
         return True
@@ -178,11 +178,11 @@ class Connection:
 
     async def check_congestion(self) -> None:
         if self.congested_since is None:
-            self.hub.congested.discard(self)
+            self.fanout.congested.discard(self)
             return
         if self.buffered_bytes() <= settings.WS_OUTBOUND_BUFFER_BYTES // 2:
             self.congested_since = None
-            self.hub.congested.discard(self)
+            self.fanout.congested.discard(self)
             for subscription in self.subscriptions.values():
                 subscription.catch_up("drained")
             return
@@ -193,5 +193,5 @@ class Connection:
             logger.warning("connection %s closed with 1013: %.0f s behind", self.connection_id, behind)
             await self.close(CLOSE_TRY_AGAIN_LATER)
         elif behind > 2 * settings.WS_SLOW_CLIENT_SECONDS and self._transport is not None:
-            self.hub.congested.discard(self)
+            self.fanout.congested.discard(self)
             self._transport.abortConnection()  # it did not even read the close frame

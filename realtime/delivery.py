@@ -47,7 +47,7 @@ class Subscription:
         self._catching_up: asyncio.Task | None = None
         self._cause = "resume"  # what started the current catch-up (realtime_gap_fills)
 
-    # --- live messages, from the hub ---------------------------------------------------------------
+    # --- live messages, from the fan-out ------------------------------------------------------------
 
     async def offer(self, message: dict[str, Any]) -> None:
         if self.closed:

@@ -1,4 +1,4 @@
-"""Connections and subscriptions across every web process, from the keys each hub keeps in Redis."""
+"""Connections and subscriptions across every web process, from the keys each process's fan-out keeps in Redis."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 import redis
 from django.conf import settings
 
-from realtime.hub import PRESENCE_PREFIX
+from realtime.fanout import PRESENCE_PREFIX
 
 
 def presence_overview() -> dict[str, Any]:

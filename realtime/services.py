@@ -9,7 +9,7 @@ from django.db import transaction
 
 from campaigns.payloads import isoformat
 from eventlog import layer
-from realtime.hub import BROADCAST_GROUP
+from realtime.fanout import BROADCAST_GROUP
 from realtime.models import SystemNotice
 
 

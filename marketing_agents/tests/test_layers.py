@@ -63,12 +63,12 @@ def test_the_check_sees_an_import_hidden_inside_a_function(tmp_path, monkeypatch
     """The check itself can fail: a function-level import of realtime from campaigns is found."""
     package = tmp_path / "campaigns"
     package.mkdir()
-    (package / "hidden.py").write_text("def f():\n    from realtime.hub import get_hub\n    return get_hub\n")
+    (package / "hidden.py").write_text("def f():\n    from realtime.fanout import get_fanout\n    return get_fanout\n")
     monkeypatch.setattr(settings, "BASE_DIR", tmp_path)
     (tmp_path / "marketing_agents").mkdir()
     for name in SHARED:
         (tmp_path / "marketing_agents" / f"{name}.py").write_text("")
     assert upward_imports() == [
-        "campaigns/hidden.py imports realtime.hub (campaigns is below realtime)",
-        "campaigns/hidden.py imports realtime.hub.get_hub (campaigns is below realtime)",
+        "campaigns/hidden.py imports realtime.fanout (campaigns is below realtime)",
+        "campaigns/hidden.py imports realtime.fanout.get_fanout (campaigns is below realtime)",
     ]

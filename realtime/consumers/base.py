@@ -26,7 +26,7 @@ from eventlog.reads import log_position
 from marketing_agents.errors import DATABASE_DOWN
 from realtime.connection import CLOSE_TRY_AGAIN_LATER, Connection
 from realtime.delivery import Subscription
-from realtime.hub import get_hub
+from realtime.fanout import get_fanout
 from realtime.metrics import AUTH_FAILURES, CONNECTIONS, RECONNECTIONS, SNAPSHOT_LATENCY, SUBSCRIPTIONS
 from realtime.snapshots import campaign_snapshot
 
@@ -72,7 +72,7 @@ class RealtimeSession(Connection, AsyncWebsocketConsumer):
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         """channels' AsyncConsumer.__call__ without the channel layer. Consumers never join the layer
-        themselves (the process hub does, once per campaign), so this reads the client's messages
+        themselves (the process fan-out does, once per campaign), so this reads the client's messages
         directly, where channels wraps every wait in a task (await_many_dispatch): that cost each
         idle connection a task, a future and a set, and each frame a task."""
         self.scope = scope
@@ -96,7 +96,7 @@ class RealtimeSession(Connection, AsyncWebsocketConsumer):
     async def websocket_connect(self, message: dict[str, Any]) -> None:
         self.connection_id = uuid.uuid4().hex[:12]
         self.user = self.scope.get("user")
-        self.hub = get_hub()
+        self.fanout = get_fanout()
         self.connection_setup()
         self.window_start, self.window_frames, self.over_limit_windows = clock(), 0, 0
         self._expiry: asyncio.TimerHandle | None = None
@@ -121,14 +121,14 @@ class RealtimeSession(Connection, AsyncWebsocketConsumer):
             await self.send_error(ClientError(code))
             await self.close(CLOSE_UNAUTHENTICATED)
             return False
-        if self.hub.stopping:  # the process is shutting down: reconnect to another one
+        if self.fanout.stopping:  # the process is shutting down: reconnect to another one
             await self.accept()
             self.accepted = True
             await self.say_goodbye()
             return False
-        # Join the hub (and so the broadcast group) before accepting: a notice sent the moment the
+        # Join the fan-out (and so the broadcast group) before accepting: a notice sent the moment the
         # client sees the handshake complete must reach it.
-        await self.hub.add_connection(self)
+        await self.fanout.add_connection(self)
         await self.accept()
         self.accepted = True
         CONNECTIONS.labels(self.protocol_name).inc()
@@ -154,10 +154,10 @@ class RealtimeSession(Connection, AsyncWebsocketConsumer):
     async def websocket_disconnect(self, message: dict[str, Any]) -> None:
         if self._expiry is not None:
             self._expiry.cancel()
-        if self.hub is not None and self in self.hub.connections:
+        if self.fanout is not None and self in self.fanout.connections:
             for campaign_id in list(self.subscriptions):
                 await self.drop_subscription(campaign_id)
-            self.hub.remove_connection(self)
+            self.fanout.remove_connection(self)
             CONNECTIONS.labels(self.protocol_name).dec()
             logger.info("ws %s disconnected: code=%s", self.connection_id, message.get("code"))
         await super().websocket_disconnect(message)
@@ -213,7 +213,7 @@ class RealtimeSession(Connection, AsyncWebsocketConsumer):
         subscription = Subscription(self, campaign.pk, campaign.public_id, family)
         self.subscriptions[campaign_id] = subscription
         SUBSCRIPTIONS.labels(self.protocol_name).inc()
-        await self.hub.join(subscription)  # from here on, live messages wait in its backlog
+        await self.fanout.join(subscription)  # from here on, live messages wait in its backlog
         position = await log_position(campaign.pk, resuming=last_sequence is not None)
         await self.send_subscribed(subscription, position.last_sequence)
         if last_sequence is None:
@@ -243,7 +243,7 @@ class RealtimeSession(Connection, AsyncWebsocketConsumer):
             return False
         subscription.close()
         SUBSCRIPTIONS.labels(self.protocol_name).dec()
-        await self.hub.leave(subscription)
+        await self.fanout.leave(subscription)
         return True
 
     async def snapshot(self, campaign: Campaign) -> dict[str, Any]:

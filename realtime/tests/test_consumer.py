@@ -35,7 +35,7 @@ from eventlog import layer as realtime_layers
 from eventlog.models import CampaignEvent
 from eventlog.publisher import event_frame, group_name, publish, publish_transient
 from marketing_agents.asgi import application
-from realtime.hub import BROADCAST_GROUP, Hub, get_hub
+from realtime.fanout import BROADCAST_GROUP, FanOut, get_fanout
 from realtime.services import notice_send
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -234,7 +234,7 @@ async def stop_hub() -> None:
     A cancel that lands while redis-py is in the middle of a command can be swallowed (see
     test_hub_tasks_stop_when_cancelled), so keep cancelling until the tasks are really done.
     """
-    hub = get_hub()
+    hub = get_fanout()
     for _ in range(200):
         pending = [task for task in hub._tasks if not task.done()]
         if not pending:
@@ -1073,7 +1073,7 @@ async def test_a_duplicate_layer_message_is_not_delivered_twice(ws, users):
     assert [f["sequence"] for f in await receive_events(comm, 1)] == [1]
 
     message = layer_message(campaign, stored)
-    await get_hub().dispatch(dict(message))  # the same message handed to the hub again
+    await get_fanout().dispatch(dict(message))  # the same message handed to the hub again
     await hub_layer().group_send(group_name(campaign.public_id), dict(message))  # and through Redis
     await expect_silence(comm, 0.5)
 
@@ -1092,7 +1092,7 @@ async def test_a_message_ahead_of_the_log_is_not_delivered_before_its_predecesso
     ahead = layer_message(campaign, first)
     ahead["sequence"] = 3
     ahead["frame"] = ahead["frame"].replace('"sequence":1', '"sequence":3')
-    await get_hub().dispatch(ahead)
+    await get_fanout().dispatch(ahead)
     await publish_progress(campaign, 2)
     frames = await receive_events(comm, 1)
     assert [f["sequence"] for f in frames] == [2]
@@ -1198,7 +1198,7 @@ async def test_at_shutdown_every_client_is_told_to_reconnect_and_newcomers_too(w
     alice, bob = await ws(users["alice"]), await ws(users["bob"])
     await subscribe(alice, campaign)
     await assert_usable(bob)
-    await get_hub().close_all(timeout=0.5)  # what marketing_agents.serve does when daphne stops
+    await get_fanout().close_all(timeout=0.5)  # what marketing_agents.serve does when daphne stops
     for comm in (alice, bob):
         await expect_close(comm, 1001)  # going away
     late = await ws(users["alice"])  # accepted during the shutdown window, then sent on its way
@@ -1298,7 +1298,7 @@ async def test_ops_realtime_for_staff(ws, users):
     campaign = await db(CampaignFactory)(owner=users["alice"])
     comm = await ws(users["alice"])
     await subscribe(comm, campaign)
-    process_id = get_hub().process_id
+    process_id = get_fanout().process_id
     overview: dict[str, Any] = {}
     for _ in range(50):
         response = await db(api_for(users["operator"]).get)("/api/ops/realtime/")
@@ -1367,7 +1367,7 @@ async def test_metrics_count_what_the_connections_do(ws, users):
 
 
 async def test_hub_tasks_stop_when_cancelled(transactional_db):
-    """Hub.cancel_tasks() must stop the hub's tasks whatever they are awaiting.
+    """FanOut.cancel_tasks() must stop the hub's tasks whatever they are awaiting.
 
     redis-py's asyncio client can swallow a CancelledError that lands in the middle of a command
     (here: the presence task's first SET, while it connects); the task then sleeps and loops on, and
@@ -1375,7 +1375,7 @@ async def test_hub_tasks_stop_when_cancelled(transactional_db):
     """
     lost = []
     for attempt in range(80):  # cancel 0-10 ms after the start: some cancels land mid-command
-        hub = Hub()
+        hub = FanOut()
         await hub._start()
         await asyncio.sleep(attempt * 0.000125)
         hub.cancel_tasks()

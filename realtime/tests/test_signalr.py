@@ -22,7 +22,7 @@ from campaigns.tests.factories import ArtifactFactory, CampaignFactory, RunFacto
 from eventlog.models import CampaignEvent
 from eventlog.publisher import publish, publish_transient
 from marketing_agents.asgi import application
-from realtime.hub import get_hub
+from realtime.fanout import get_fanout
 from realtime.signalr import http as signalr
 from realtime.signalr.http import check_connection_token, connection_token
 from realtime.signalr.protocol import RS, camel
@@ -122,7 +122,7 @@ async def hub(transactional_db):
             await comm.disconnect(timeout=2)
         except (Exception, asyncio.CancelledError):  # finished already (closed, or cancelled by the test)
             pass
-    hub_instance = get_hub()
+    hub_instance = get_fanout()
     for _ in range(200):
         pending = [task for task in hub_instance._tasks if not task.done()]
         if not pending:
@@ -925,7 +925,7 @@ async def test_system_notices_reach_hub_clients(hub, users):
 async def test_server_shutdown_sends_close_with_allow_reconnect(hub, users):
     connection = await hub(users["alice"])
     assert "error" in await connection.call("JoinCampaignGroup", "camp_missing")  # the session is set up
-    await get_hub().close_all(timeout=0.5)  # what marketing_agents.serve does when daphne stops
+    await get_fanout().close_all(timeout=0.5)  # what marketing_agents.serve does when daphne stops
     outputs = []
     while not connection.comm.output_queue.empty():
         outputs.append(connection.comm.output_queue.get_nowait())

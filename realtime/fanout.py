@@ -42,7 +42,7 @@ PRESENCE_TTL = 30
 PRESENCE_PREFIX = "realtime:process:"
 
 
-class Hub:
+class FanOut:
     def __init__(self) -> None:
         self.process_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.subscriptions: dict[str, set[Subscription]] = defaultdict(set)
@@ -80,7 +80,7 @@ class Hub:
         ]
 
     async def _connect(self) -> bool:
-        """Get the hub's layer channel and join the broadcast group. With Redis unreachable this
+        """Get the fan-out's layer channel and join the broadcast group. With Redis unreachable this
         fails (logged once); ``_read`` tries again with backoff, and until then the connections are
         served from the log by the head check."""
         layer = realtime_layer()
@@ -311,20 +311,20 @@ class Hub:
             await client.aclose()
 
 
-_hubs: dict[asyncio.AbstractEventLoop, Hub] = {}
+_fanouts: dict[asyncio.AbstractEventLoop, FanOut] = {}
 
 
 async def close_all_connections(timeout: float = 1.0) -> None:
-    """At shutdown (marketing_agents.serve): the running loop's hub, if it has one, closes its connections."""
-    hub = _hubs.get(asyncio.get_running_loop())
+    """At shutdown (marketing_agents.serve): the running loop's fan-out, if it has one, closes its connections."""
+    hub = _fanouts.get(asyncio.get_running_loop())
     if hub is not None:
         await hub.close_all(timeout)
 
 
-def get_hub() -> Hub:
-    """The hub of the running event loop (one per process under daphne; one per test loop in tests)."""
+def get_fanout() -> FanOut:
+    """The fan-out of the running event loop (one per process under daphne; one per test loop in tests)."""
     loop = asyncio.get_running_loop()
-    hub = _hubs.get(loop)
+    hub = _fanouts.get(loop)
     if hub is None:
-        hub = _hubs[loop] = Hub()
+        hub = _fanouts[loop] = FanOut()
     return hub
