@@ -70,6 +70,13 @@ def campaign(alice) -> Campaign:
     return CampaignFactory(owner=alice)
 
 
+def decide(api, user, run, approval, body):
+    """POST a decision on a run's approval, as ``user``."""
+    ids = {"run_id": run.public_id, "approval_id": approval.public_id}
+    path = "/api/runs/{run_id}/approvals/{approval_id}/"
+    return send(api, "POST", path, path_parameters=ids, body=body, headers=bearer(user))
+
+
 def awaiting_approval(campaign: Campaign) -> tuple[OrchestrationRun, Any]:
     """A run whose artifacts are generated and which waits for a person to approve them."""
     run = RunFactory(campaign=campaign, state=RunState.AWAITING_APPROVAL, steps="completed")
@@ -236,16 +243,8 @@ def test_a_refused_state_change_is_a_documented_409(api, alice, campaign):
 def test_a_decided_approval_is_a_documented_409(api, alice, campaign):
     run = RunFactory(campaign=campaign, state=RunState.COMPLETED, steps="completed")
     approval = run.approvals.create(step="generation", state="approved")
-    ids = {"run_id": run.public_id, "approval_id": approval.public_id}
 
-    response = send(
-        api,
-        "POST",
-        "/api/runs/{run_id}/approvals/{approval_id}/",
-        path_parameters=ids,
-        body={"decision": "approve"},
-        headers=bearer(alice),
-    )
+    response = decide(api, alice, run, approval, {"decision": "approve"})
 
     assert response.status_code == 409
 
@@ -377,16 +376,8 @@ def test_the_schema_and_the_server_agree_on_a_campaign_name(api, document, alice
 )
 def test_the_schema_and_the_server_agree_on_an_approval_decision(api, document, alice, campaign, body, valid):
     run, approval = awaiting_approval(campaign)
-    ids = {"run_id": run.public_id, "approval_id": approval.public_id}
 
-    response = send(
-        api,
-        "POST",
-        "/api/runs/{run_id}/approvals/{approval_id}/",
-        path_parameters=ids,
-        body=body,
-        headers=bearer(alice),
-    )
+    response = decide(api, alice, run, approval, body)
 
     assert response.status_code == (200 if valid else 400), response.text
     assert component(document, "ApprovalDecisionRequest").is_valid(body) == valid
