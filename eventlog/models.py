@@ -13,9 +13,9 @@ class CampaignEvent(models.Model):
     campaign = models.ForeignKey("campaigns.Campaign", on_delete=models.CASCADE, related_name="events")
     sequence = models.PositiveBigIntegerField()
     event = models.CharField(max_length=64)
-    run = models.ForeignKey(
-        "campaigns.OrchestrationRun", on_delete=models.SET_NULL, null=True, blank=True, related_name="events"
-    )
+    # The public id of the run that published it ("" for none): the log names runs as the wire
+    # does and knows nothing else of them (runs belong to orchestration, above this app).
+    run_public_id = models.CharField("run", max_length=32, blank=True, default="")
     data = models.JSONField(default=dict, blank=True)
     emitted_at = models.DateTimeField()
 

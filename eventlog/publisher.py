@@ -17,7 +17,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection, transaction
 from django.utils import timezone
 
-from campaigns.models import Campaign, OrchestrationRun
+from campaigns.models import Campaign
 from campaigns.payloads import isoformat
 from eventlog import layer
 from eventlog.metrics import EVENTS_PUBLISHED
@@ -51,20 +51,20 @@ def _next_sequence(campaign_pk: int) -> int:
     return row[0]
 
 
-def event_frame(event: CampaignEvent, *, campaign_public_id: str, run_public_id: str | None) -> dict[str, Any]:
+def event_frame(event: CampaignEvent, *, campaign_public_id: str) -> dict[str, Any]:
     """The shape shared by the socket's ``event`` frame and ``GET …/events/`` (without ``type``)."""
     return {
         "type": "event",
         "event": event.event,
         "campaign_id": campaign_public_id,
-        "run_id": run_public_id,
+        "run_id": event.run_public_id or None,
         "sequence": event.sequence,
         "emitted_at": isoformat(event.emitted_at),
         "data": event.data,
     }
 
 
-def publish(campaign: Campaign, event: str, data: dict[str, Any], run: OrchestrationRun | None = None) -> CampaignEvent:
+def publish(campaign: Campaign, event: str, data: dict[str, Any], *, run_id: str | None = None) -> CampaignEvent:
     """Store a durable event with the campaign's next sequence; send it to subscribers after commit."""
     payload = _normalize(data)
     with transaction.atomic():
@@ -72,11 +72,11 @@ def publish(campaign: Campaign, event: str, data: dict[str, Any], run: Orchestra
             campaign=campaign,
             sequence=_next_sequence(campaign.pk),
             event=event,
-            run=run,
+            run_public_id=run_id or "",
             data=payload,
             emitted_at=timezone.now(),
         )
-        frame = event_frame(stored, campaign_public_id=campaign.public_id, run_public_id=run.public_id if run else None)
+        frame = event_frame(stored, campaign_public_id=campaign.public_id)
         message = {
             "type": LAYER_MESSAGE_TYPE,
             "campaign_id": campaign.public_id,
@@ -93,7 +93,7 @@ def _send(campaign_public_id: str, event: str, message: dict[str, Any]) -> None:
 
 
 def publish_transient(
-    campaign: Campaign, event: str, data: dict[str, Any], run: OrchestrationRun | None = None
+    campaign: Campaign, event: str, data: dict[str, Any], *, run_id: str | None = None
 ) -> dict[str, Any]:
     """Send an event that is not stored and has no sequence (``artifact.chunk``).
 
@@ -104,7 +104,7 @@ def publish_transient(
         "type": "event",
         "event": event,
         "campaign_id": campaign.public_id,
-        "run_id": run.public_id if run else None,
+        "run_id": run_id,
         "after_sequence": after,
         "emitted_at": isoformat(timezone.now()),
         "data": _normalize(data),

@@ -20,11 +20,7 @@ EVENTS_MAX_LIMIT = 1000
 def campaign_events(campaign: Campaign, *, after: int = 0, limit: int = 100) -> list[CampaignEvent]:
     """Durable events with sequence > ``after``, ascending, at most ``limit``."""
     limit = max(1, min(limit, EVENTS_MAX_LIMIT))
-    return list(
-        CampaignEvent.objects.filter(campaign=campaign, sequence__gt=after)
-        .select_related("run")
-        .order_by("sequence")[:limit]
-    )
+    return list(CampaignEvent.objects.filter(campaign=campaign, sequence__gt=after).order_by("sequence")[:limit])
 
 
 @dataclass(frozen=True)
@@ -61,14 +57,10 @@ campaign_heads = database_sync_to_async(read_heads)
 @database_sync_to_async
 def events_after(campaign_pk: int, campaign_id: str, after: int, limit: int = PAGE) -> list[tuple[int, dict[str, Any]]]:
     """(sequence, frame) of the durable events after ``after``, ascending; frames marked ``replayed``."""
-    rows = (
-        CampaignEvent.objects.filter(campaign_id=campaign_pk, sequence__gt=after)
-        .select_related("run")
-        .order_by("sequence")[:limit]
-    )
+    rows = CampaignEvent.objects.filter(campaign_id=campaign_pk, sequence__gt=after).order_by("sequence")[:limit]
     frames = []
     for row in rows:
-        frame = event_frame(row, campaign_public_id=campaign_id, run_public_id=row.run.public_id if row.run else None)
+        frame = event_frame(row, campaign_public_id=campaign_id)
         frame["replayed"] = True
         frames.append((row.sequence, frame))
     return frames

@@ -14,7 +14,7 @@ from django.template.response import TemplateResponse
 from campaigns.admin import ArtifactAdmin, CampaignAdmin, OrchestrationRunAdmin
 from campaigns.errors import ServiceError
 from campaigns.models import Artifact, Campaign, OrchestrationRun
-from eventlog.admin import EventInline
+from eventlog.admin import CampaignEventAdmin
 from eventlog.models import CampaignEvent
 from orchestration import services
 
@@ -54,7 +54,11 @@ class CampaignRunsAdmin(CampaignAdmin):
 
 class RunActionsAdmin(OrchestrationRunAdmin):
     actions = ["cancel_runs", "retry_runs"]
-    inlines = [*OrchestrationRunAdmin.inlines, EventInline]
+    readonly_fields = [*OrchestrationRunAdmin.readonly_fields, "events"]
+
+    @admin.display(description="Events")
+    def events(self, run: OrchestrationRun) -> str:
+        return CampaignEventAdmin.run_events(run.campaign_id, run.public_id)
 
     @admin.action(description="Cancel the selected runs")
     def cancel_runs(self, request: HttpRequest, queryset: QuerySet[OrchestrationRun]) -> None:

@@ -13,7 +13,7 @@ from eventlog.publisher import publish, publish_transient
 
 
 def _run_event(run: OrchestrationRun, event: str, data: dict[str, Any]) -> None:
-    publish(run.campaign, event, data, run=run)
+    publish(run.campaign, event, data, run_id=run.public_id)
 
 
 def state_changed(run: OrchestrationRun, state: str, previous: str | None) -> None:
@@ -44,7 +44,7 @@ def step_completed(run: OrchestrationRun, step: RunStep) -> None:
 
 def artifact_chunk(run: OrchestrationRun, artifact_type: str, text: str, index: int, *, complete: bool) -> None:
     data = {"artifact_type": artifact_type, "chunk": text, "chunk_index": index, "is_complete": complete}
-    publish_transient(run.campaign, "artifact.chunk", data, run=run)
+    publish_transient(run.campaign, "artifact.chunk", data, run_id=run.public_id)
 
 
 def artifact_generated(run: OrchestrationRun, artifact: Artifact) -> None:

@@ -30,9 +30,7 @@ class EventQuerySerializer(serializers.Serializer):
 
 
 def rest_event(event: CampaignEvent, campaign_public_id: str) -> dict[str, Any]:
-    frame = event_frame(
-        event, campaign_public_id=campaign_public_id, run_public_id=event.run.public_id if event.run else None
-    )
+    frame = event_frame(event, campaign_public_id=campaign_public_id)
     del frame["type"]
     return frame
 

@@ -36,7 +36,7 @@ def objects(alice) -> dict[str, Model]:
         run=run, issues=[{"artifact_type": "Copy", "issue_description": "Vague claim.", "severity": "Medium"}]
     )
     approval = Approval.objects.create(run=run, step="Copy", reason="Operator review requested.")
-    publish(campaign, "progress", {"percentage": 50, "message": "half way"}, run=run)
+    publish(campaign, "progress", {"percentage": 50, "message": "half way"}, run_id=run.public_id)
     event = CampaignEvent.objects.get(campaign=campaign)
     return {
         "campaign": campaign,

@@ -48,9 +48,9 @@ def stored(campaign: Campaign) -> dict[str, Any]:
     )
 
 
-def publish_progress(campaign: Campaign, times: int, run=None) -> None:
+def publish_progress(campaign: Campaign, times: int, run_id: str | None = None) -> None:
     for n in range(times):
-        publish(campaign, "progress", {"percentage": 10 * (n + 1), "message": f"step {n + 1}"}, run=run)
+        publish(campaign, "progress", {"percentage": 10 * (n + 1), "message": f"step {n + 1}"}, run_id=run_id)
 
 
 @pytest.fixture
@@ -705,7 +705,7 @@ def test_events_default_lists_everything_ascending(alice_api, campaign):
 def test_event_shape(alice_api, campaign):
     run = RunFactory(campaign=campaign, state=RunState.GENERATING)
     publish(campaign, "progress", {"percentage": 10, "message": "x"})
-    publish(campaign, "progress", {"percentage": 20, "message": "y"}, run=run)
+    publish(campaign, "progress", {"percentage": 20, "message": "y"}, run_id=run.public_id)
 
     first, second = alice_api.get(events_url(campaign)).json()["results"]
 
@@ -835,7 +835,7 @@ def test_snapshot_of_a_finished_run(alice_api, campaign):
         ArtifactFactory(run=run, type=kind)
     issues = [{"artifact_type": "Visual", "issue_description": "Small print is too small.", "severity": "Low"}]
     audit = AuditFactory(run=run, score=88, issues=issues, feedback="Mostly fine.")
-    publish_progress(campaign, 4, run=run)
+    publish_progress(campaign, 4, run_id=run.public_id)
 
     snapshot = snapshot_of(alice_api, campaign)
 
@@ -865,7 +865,7 @@ def test_snapshot_of_a_finished_run(alice_api, campaign):
 def test_snapshot_of_a_run_in_progress(alice_api, campaign):
     run = RunFactory(campaign=campaign, state=RunState.GENERATING, steps={"Copy": "completed"})
     copy = ArtifactFactory(run=run, type="Copy")
-    publish_progress(campaign, 2, run=run)
+    publish_progress(campaign, 2, run_id=run.public_id)
 
     snapshot = snapshot_of(alice_api, campaign)
 

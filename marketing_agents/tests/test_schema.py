@@ -129,7 +129,7 @@ def test_a_run_answers_as_the_schema_says_before_and_after_it_did_anything(api, 
 def test_events_and_artifacts_answer_as_the_schema_says(api, alice, campaign):
     run = RunFactory(campaign=campaign, state=RunState.COMPLETED, steps="completed")
     ArtifactFactory(run=run, type="Copy")
-    publish(campaign, "progress", {"percentage": 40, "message": "Copy written."}, run=run)
+    publish(campaign, "progress", {"percentage": 40, "message": "Copy written."}, run_id=run.public_id)
     publish(campaign, "system.check", {})
     ids = {"campaign_id": campaign.public_id}
 

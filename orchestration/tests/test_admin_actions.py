@@ -65,7 +65,7 @@ def test_start_run_starts_a_pending_run(operator_client, operator, campaign):
     ]
     assert shown(response) == [(constants.SUCCESS, "Started runs for 1 of 1.")]
     event = last_event(campaign)
-    assert event.event == "orchestration.state_changed" and event.run == run
+    assert event.event == "orchestration.state_changed" and event.run_public_id == run.public_id
     assert event.data == {"state": "pending", "previous_state": None}
 
 

@@ -212,7 +212,7 @@ def test_a_revision_streams_the_next_version_and_audits_again(worker):
     copies = list(Artifact.objects.filter(campaign=campaign, type="Copy").order_by("version"))
     assert [a.version for a in copies] == [1, 2], "earlier versions are kept"
     assert "free refills" in copies[1].content
-    later = [e for e in events_of(campaign) if e.run_id == revision.pk]
+    later = [e for e in events_of(campaign) if e.run_public_id == revision.public_id]
     generated = [e for e in later if e.event == "artifact.generated"]
     assert [(e.data["artifact"]["type"], e.data["artifact"]["version"]) for e in generated] == [("Copy", 2)]
     assert "step.started" in names(later) and "compliance.completed" in names(later)

@@ -186,7 +186,7 @@ def hub_layer() -> Any:
 
 def layer_message(campaign: Campaign, stored: CampaignEvent) -> dict[str, Any]:
     """The channel-layer message ``publish`` sends for a stored event."""
-    frame = event_frame(stored, campaign_public_id=campaign.public_id, run_public_id=None)
+    frame = event_frame(stored, campaign_public_id=campaign.public_id)
     return {
         "type": "campaign.event",
         "campaign_id": campaign.public_id,
@@ -1150,7 +1150,7 @@ async def test_transient_chunks_carry_after_sequence_and_no_sequence(ws, users):
     await publish_progress(campaign, 10)
     assert [f["sequence"] for f in await receive_events(comm, 1)] == [1]
     chunk_data = {"artifact_type": "Copy", "chunk": "Meet the", "chunk_index": 0, "is_complete": False}
-    await db(publish_transient)(campaign, "artifact.chunk", chunk_data, run=run)
+    await db(publish_transient)(campaign, "artifact.chunk", chunk_data, run_id=run.public_id)
     [chunk] = await receive_events(comm, 1)
     assert "sequence" not in chunk
     assert "replayed" not in chunk

@@ -112,7 +112,7 @@ def test_event_reaches_the_group_after_commit(listener):
     run = RunFactory(campaign=campaign)
     channel = join(campaign)
     with transaction.atomic():
-        publish(campaign, "campaign.started", {"run_id": run.public_id, "plan": ["Copy"]}, run=run)
+        publish(campaign, "campaign.started", {"run_id": run.public_id, "plan": ["Copy"]}, run_id=run.public_id)
         assert receive(channel, timeout=0.3) is None, "sent before the transaction committed"
     message = receive(channel)
     assert message["type"] == "campaign.event"

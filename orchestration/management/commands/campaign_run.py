@@ -80,14 +80,15 @@ class Command(BaseCommand):
                 )
 
     def follow(self, run: OrchestrationRun, *, timeout: float) -> int:
-        after = CampaignEvent.objects.filter(run=run).order_by("sequence").values_list("sequence", flat=True).first()
+        first = CampaignEvent.objects.filter(campaign=run.campaign, run_public_id=run.public_id).order_by("sequence")
+        after = first.values_list("sequence", flat=True).first()
         after = (after or 1) - 1
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for event in campaign_events(run.campaign, after=after, limit=EVENTS_MAX_LIMIT):
                 after = event.sequence
                 self.print_event(event)
-                if event.run_id == run.pk and event.event in ENDINGS:
+                if event.run_public_id == run.public_id and event.event in ENDINGS:
                     return ENDINGS[event.event]
             time.sleep(0.2)
         raise CommandError(
