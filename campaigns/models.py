@@ -1,51 +1,20 @@
-"""Campaigns, their orchestration runs, artifacts, audits, approvals and the event log."""
+"""Campaigns: what a marketing team asks for (runs, artifacts and audits are orchestration's)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from django.conf import settings as django_settings
-from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
-from django.db.models import Q
 from django.urls import reverse
 
-from campaigns import ids, steps
+from campaigns import ids
 from campaigns.validation import validate_settings
 
 NAME_MAX_LENGTH = 200
 BRIEF_MAX_LENGTH = 20_000
 AUDIENCE_MAX_LENGTH = 1_000
 TONE_MAX_LENGTH = 100
-
-
-class ArtifactType(models.TextChoices):
-    COPY = steps.COPY, "Copy"
-    SHORT_COPY = steps.SHORT_COPY, "Short copy"
-    VISUAL = steps.VISUAL, "Visual"
-
-
-ARTIFACT_ORDER = [ArtifactType.COPY, ArtifactType.SHORT_COPY, ArtifactType.VISUAL]
-
-
-class RunState(models.TextChoices):
-    PENDING = "pending"
-    PLANNING = "planning"
-    GENERATING = "generating"
-    AWAITING_APPROVAL = "awaiting_approval"
-    AUDITING = "auditing"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-
-FINISHED_STATES = (RunState.COMPLETED, RunState.FAILED, RunState.CANCELLED)
-WORKING_STATES = (RunState.GENERATING, RunState.AUDITING)  # a worker may be executing one of its steps
-
-
-class RunKind(models.TextChoices):
-    GENERATION = "generation"
-    REVISION = "revision"
 
 
 class Campaign(models.Model):
@@ -83,163 +52,3 @@ class Campaign(models.Model):
     def get_absolute_url(self) -> str:
         """The live campaign page (the admin's "View on site")."""
         return reverse("campaign-page", args=[self.public_id])
-
-
-class OrchestrationRun(models.Model):
-    public_id = models.CharField(max_length=32, unique=True, default=ids.run_id, editable=False)
-    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="runs")
-    kind = models.CharField(max_length=16, choices=RunKind.choices, default=RunKind.GENERATION)
-    state = models.CharField(max_length=32, choices=RunState.choices, default=RunState.PENDING, db_index=True)
-    # The plan as step names in order, e.g. ["Copy", "ShortCopy", "Visual", "audit"]; each step's
-    # progress lives in its RunStep row.
-    plan = models.JSONField(default=list, blank=True)
-    settings = models.JSONField(default=dict, blank=True, validators=[validate_settings])
-    attempts = models.PositiveIntegerField(default=0)
-    error = models.TextField(blank=True)
-    prompt_tokens = models.PositiveBigIntegerField(default=0)
-    completion_tokens = models.PositiveBigIntegerField(default=0)
-    cost = models.DecimalField(max_digits=12, decimal_places=6, default=0)
-    progress = models.PositiveSmallIntegerField(default=0)
-    # Last heartbeat of any of the run's steps (each step holds its own lease, see RunStep).
-    heartbeat_at = models.DateTimeField(null=True, blank=True)
-    cancel_requested = models.BooleanField(default=False)
-    cancel_requested_by = models.CharField(max_length=150, blank=True)
-    created_by = models.ForeignKey(
-        django_settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
-    )
-    created_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
-    updated_at = models.DateTimeField(auto_now=True)
-
-    class Meta:
-        ordering = ["-created_at", "-id"]
-        constraints = [
-            models.UniqueConstraint(
-                fields=["campaign"],
-                condition=~Q(state__in=FINISHED_STATES),
-                name="one_active_run_per_campaign",
-                violation_error_message="This campaign already has an active run.",
-            ),
-        ]
-        indexes = [models.Index(fields=["campaign", "-created_at"])]
-
-    def __str__(self) -> str:
-        return f"{self.public_id} ({self.state})"
-
-
-class StepStatus(models.TextChoices):
-    PENDING = "pending"  # waiting for the steps it depends on
-    QUEUED = "queued"  # handed to the broker, not claimed yet (or waiting out a retry backoff)
-    RUNNING = "running"  # claimed by a worker that holds the lease
-    COMPLETED = "completed"  # done: a checkpoint a retried run resumes after
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-
-class RunStep(models.Model):
-    """One step of a run's plan, claimed by compare-and-set and kept alive by a lease."""
-
-    run = models.ForeignKey(OrchestrationRun, on_delete=models.CASCADE, related_name="steps")
-    name = models.CharField(max_length=32)  # Copy, ShortCopy, Visual or audit
-    agent = models.CharField(max_length=64)
-    position = models.PositiveSmallIntegerField()
-    status = models.CharField(max_length=16, choices=StepStatus.choices, default=StepStatus.PENDING)
-    attempt = models.PositiveIntegerField(default=0)
-    # Extra guidance for the agent: a revision's instructions or a rejection's comment.
-    instructions = models.TextField(blank=True)
-    queued_at = models.DateTimeField(null=True, blank=True)
-    lease_owner = models.CharField(max_length=200, blank=True)
-    lease_expires_at = models.DateTimeField(null=True, blank=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
-    duration_ms = models.PositiveIntegerField(null=True, blank=True)
-    checkpoint_id = models.CharField(max_length=32, blank=True)
-    error = models.TextField(blank=True)
-
-    class Meta:
-        ordering = ["run_id", "position"]
-        constraints = [models.UniqueConstraint(fields=["run", "name"], name="one_step_per_name")]
-        indexes = [models.Index(fields=["status", "lease_expires_at"]), models.Index(fields=["status", "queued_at"])]
-
-    def __str__(self) -> str:
-        return f"{self.name} ({self.status}, attempt {self.attempt})"
-
-
-class Artifact(models.Model):
-    public_id = models.CharField(max_length=32, unique=True, default=ids.artifact_id, editable=False)
-    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="artifacts")
-    run = models.ForeignKey(OrchestrationRun, on_delete=models.CASCADE, related_name="artifacts")
-    type = models.CharField(max_length=16, choices=ArtifactType.choices)
-    content = models.TextField()
-    metadata = models.JSONField(default=dict, blank=True)
-    agent_name = models.CharField(max_length=64)
-    # Versions count per campaign and type: 1 for the first, n+1 for each regeneration or revision.
-    version = models.PositiveIntegerField(default=1)
-    created_at = models.DateTimeField(auto_now_add=True)
-
-    class Meta:
-        ordering = ["campaign", "type", "-version"]
-        constraints = [
-            models.UniqueConstraint(fields=["campaign", "type", "version"], name="one_artifact_per_version"),
-            models.UniqueConstraint(fields=["run", "type", "version"], name="one_artifact_per_run_step"),
-        ]
-
-    def __str__(self) -> str:
-        return f"{self.type} v{self.version} ({self.public_id})"
-
-
-class Severity(models.TextChoices):
-    LOW = "Low"
-    MEDIUM = "Medium"
-    HIGH = "High"
-
-
-class ComplianceAudit(models.Model):
-    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="audits")
-    run = models.OneToOneField(OrchestrationRun, on_delete=models.CASCADE, related_name="audit")
-    score = models.PositiveSmallIntegerField(validators=[MinValueValidator(0), MaxValueValidator(100)])
-    is_compliant = models.BooleanField()
-    # [{"artifact_type": "Copy", "issue_description": "...", "severity": "High"}, ...]
-    issues = models.JSONField(default=list, blank=True)
-    feedback = models.TextField(blank=True)
-    audited_at = models.DateTimeField(auto_now_add=True)
-
-    class Meta:
-        ordering = ["-audited_at", "-id"]
-        constraints = [
-            models.CheckConstraint(condition=Q(score__gte=0) & Q(score__lte=100), name="audit_score_0_100"),
-        ]
-
-    def __str__(self) -> str:
-        return f"audit of {self.run.public_id}: {self.score}"
-
-
-class ApprovalState(models.TextChoices):
-    PENDING = "pending"
-    APPROVED = "approved"
-    REJECTED = "rejected"
-    CANCELLED = "cancelled"  # the run was cancelled while it waited
-
-
-class Approval(models.Model):
-    public_id = models.CharField(max_length=32, unique=True, default=ids.approval_id, editable=False)
-    run = models.ForeignKey(OrchestrationRun, on_delete=models.CASCADE, related_name="approvals")
-    step = models.CharField(max_length=32)
-    reason = models.CharField(max_length=500, blank=True)
-    state = models.CharField(max_length=16, choices=ApprovalState.choices, default=ApprovalState.PENDING)
-    decided_by = models.ForeignKey(
-        django_settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
-    )
-    comment = models.TextField(blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    decided_at = models.DateTimeField(null=True, blank=True)
-
-    class Meta:
-        ordering = ["-created_at", "-id"]
-        constraints = [
-            models.UniqueConstraint(fields=["run"], condition=Q(state="pending"), name="one_pending_approval_per_run"),
-        ]
-
-    def __str__(self) -> str:
-        return f"{self.public_id} ({self.state})"

@@ -1,28 +1,23 @@
-"""Reads of campaigns, runs and artifacts, always scoped to what the caller may see."""
+"""Reads of campaigns, always scoped to what the caller may see."""
 
 from __future__ import annotations
 
 import re
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.db.models import Case, IntegerField, OuterRef, QuerySet, Subquery, Value, When
-from django.db.models.functions import Coalesce
+from django.db.models import QuerySet
 
 from campaigns.errors import NotFound
-from campaigns.models import ARTIFACT_ORDER, FINISHED_STATES, Artifact, Campaign, OrchestrationRun
+from campaigns.models import Campaign
 
 PUBLIC_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 def campaigns_visible_to(user: AbstractBaseUser | AnonymousUser) -> QuerySet[Campaign]:
-    """The caller's campaigns (staff: all), with the latest run's id and state."""
+    """The caller's campaigns (staff: all)."""
     if not user.is_authenticated:
         return Campaign.objects.none()
-    latest_run = OrchestrationRun.objects.filter(campaign=OuterRef("pk")).order_by("-created_at", "-id")
-    queryset = Campaign.objects.select_related("owner").annotate(
-        latest_run_public_id=Subquery(latest_run.values("public_id")[:1]),
-        state=Coalesce(Subquery(latest_run.values("state")[:1]), Value("idle")),
-    )
+    queryset = Campaign.objects.select_related("owner")
     return queryset if user.is_staff else queryset.filter(owner=user)
 
 
@@ -31,49 +26,12 @@ def is_public_id(value: object) -> bool:
     return isinstance(value, str) and PUBLIC_ID.fullmatch(value) is not None
 
 
-def campaign_get_visible(user: AbstractBaseUser | AnonymousUser, public_id: str) -> Campaign:
-    campaign = campaigns_visible_to(user).filter(public_id=public_id).first() if is_public_id(public_id) else None
+def campaign_get_visible(
+    user: AbstractBaseUser | AnonymousUser, public_id: str, *, among: QuerySet[Campaign] | None = None
+) -> Campaign:
+    """The caller's campaign of that id, from ``among`` (an annotated ``campaigns_visible_to``) if given."""
+    visible = campaigns_visible_to(user) if among is None else among
+    campaign = visible.filter(public_id=public_id).first() if is_public_id(public_id) else None
     if campaign is None:
         raise NotFound("Campaign not found.")
     return campaign
-
-
-def run_get_visible(user: AbstractBaseUser | AnonymousUser, public_id: str) -> OrchestrationRun:
-    run = None
-    if is_public_id(public_id):
-        visible = campaigns_visible_to(user).values("pk")
-        run = OrchestrationRun.objects.select_related("campaign").filter(public_id=public_id, campaign__in=visible)
-        run = run.first()
-    if run is None:
-        raise NotFound("Run not found.")
-    return run
-
-
-def runs_active(limit: int = 200) -> QuerySet[OrchestrationRun]:
-    """Runs not finished yet, across all campaigns, newest first (the operators' view)."""
-    return (
-        OrchestrationRun.objects.exclude(state__in=FINISHED_STATES)
-        .select_related("campaign", "campaign__owner")
-        .order_by("-created_at")[:limit]
-    )
-
-
-def campaign_artifacts(campaign: Campaign, *, artifact_type: str | None = None) -> QuerySet[Artifact]:
-    """Every version; the newest version of each type first (in plan order), then older ones."""
-    newest = (
-        Artifact.objects.filter(campaign=campaign, type=OuterRef("type")).order_by("-version").values("version")[:1]
-    )
-    type_rank = Case(
-        *[When(type=kind, then=Value(rank)) for rank, kind in enumerate(ARTIFACT_ORDER)],
-        output_field=IntegerField(),
-    )
-    queryset = (
-        Artifact.objects.filter(campaign=campaign)
-        .select_related("campaign", "run")
-        .annotate(
-            is_newest=Case(When(version=Subquery(newest), then=Value(1)), default=Value(0)),
-            type_rank=type_rank,
-        )
-        .order_by("-is_newest", "type_rank", "-version")
-    )
-    return queryset.filter(type=artifact_type) if artifact_type else queryset

@@ -1,4 +1,5 @@
-"""Writes to campaigns. Every door (REST, admin, WebSocket, tasks) goes through these."""
+"""Writes to campaigns. Every door (REST, admin, pages) goes through these (deleting one is
+orchestration's: ``orchestration.services.campaign_delete`` checks for an active run first)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,7 @@ from typing import Any
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 
-from campaigns.errors import Conflict
-from campaigns.models import FINISHED_STATES, Campaign
+from campaigns.models import Campaign
 
 EDITABLE_FIELDS = ("name", "brief", "audience", "tone", "settings")
 
@@ -39,12 +39,3 @@ def campaign_update(*, campaign: Campaign, **changes: Any) -> Campaign:
     campaign.full_clean()
     campaign.save(update_fields=[*changes, "updated_at"])
     return campaign
-
-
-@transaction.atomic
-def campaign_delete(*, campaign: Campaign) -> None:
-    # Lock the campaign so a run cannot start between the check and the delete.
-    locked = Campaign.objects.select_for_update().get(pk=campaign.pk)
-    if locked.runs.exclude(state__in=FINISHED_STATES).exists():
-        raise Conflict("This campaign has an active run; cancel it before deleting the campaign.")
-    locked.delete()

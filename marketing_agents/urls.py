@@ -1,17 +1,18 @@
 from django.contrib import admin
-from django.urls import include, path
+from django.http import HttpRequest, HttpResponsePermanentRedirect
+from django.urls import include, path, re_path
 from django.views.generic import TemplateView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 
-from campaigns import pages as campaign_pages
-from campaigns.api.views import CampaignArtifactList, CampaignViewSet
 from marketing_agents import errors, health
 from orchestration.api import (
     ApprovalDecide,
     ArtifactRevision,
+    CampaignArtifactList,
     CampaignRunList,
+    CampaignViewSet,
     RunCancel,
     RunDetail,
     RunRetry,
@@ -20,6 +21,22 @@ from realtime import pages as realtime_pages
 from realtime.api import ActiveRuns, CampaignEventList, CampaignSnapshot, NoticeCreate, RealtimePresence
 from realtime.metrics import metrics_view
 from realtime.signalr import http as signalr
+
+# Admin pages of models that moved out of the campaigns app: operators' bookmarks still lead there.
+MOVED_ADMIN_MODELS = {
+    "orchestrationrun": "orchestration",
+    "artifact": "orchestration",
+    "complianceaudit": "orchestration",
+    "approval": "orchestration",
+    "campaignevent": "eventlog",
+}
+
+
+def moved_admin_page(request: HttpRequest, model: str, rest: str) -> HttpResponsePermanentRedirect:
+    query = request.META.get("QUERY_STRING", "")
+    url = f"/admin/{MOVED_ADMIN_MODELS[model]}/{model}/{rest}"
+    return HttpResponsePermanentRedirect(f"{url}?{query}" if query else url)
+
 
 router = DefaultRouter()
 router.include_root_view = False
@@ -52,9 +69,10 @@ api_patterns = [
 urlpatterns = [
     path("", TemplateView.as_view(template_name="home.html"), name="home"),
     path("accounts/", include("django.contrib.auth.urls")),
-    path("campaigns/", campaign_pages.campaign_list, name="campaign-list"),
+    path("campaigns/", realtime_pages.campaign_list, name="campaign-list"),
     path("campaigns/<str:campaign_id>/", realtime_pages.campaign_page, name="campaign-page"),
     path("console/", realtime_pages.console, name="console"),
+    re_path(rf"^admin/campaigns/(?P<model>{'|'.join(MOVED_ADMIN_MODELS)})/(?P<rest>.*)$", moved_admin_page),
     path("admin/", admin.site.urls),
     path("api/", include(api_patterns)),
     path("hubs/campaign/negotiate", signalr.negotiate, name="signalr-negotiate"),

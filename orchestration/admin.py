@@ -1,8 +1,6 @@
-"""Admin actions that drive runs: start, cancel, retry, and revise an artifact; a run's events.
-
-They extend the campaigns app's admin classes (which know nothing of orchestration) and call the
-same services as the REST API, so the same rules hold.
-"""
+"""Operators' admin for campaigns and their work: each campaign with its runs, each run with its
+steps, artifacts, approvals and events, and the actions that drive runs (start, cancel, retry,
+revise). The actions call the same services as the REST API, so the same rules hold."""
 
 from __future__ import annotations
 
@@ -10,13 +8,15 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
+from django.utils.html import format_html
 
-from campaigns.admin import ArtifactAdmin, CampaignAdmin, OrchestrationRunAdmin
-from campaigns.errors import ServiceError
-from campaigns.models import Artifact, Campaign, OrchestrationRun
+from campaigns.admin import CampaignAdmin, ReadOnlyInline
+from campaigns.errors import Conflict, ServiceError
+from campaigns.models import Campaign
 from eventlog.admin import CampaignEventAdmin
 from eventlog.models import CampaignEvent
 from orchestration import services
+from orchestration.models import FINISHED_STATES, Approval, Artifact, ComplianceAudit, OrchestrationRun, RunStep
 
 
 def _each(modeladmin: admin.ModelAdmin, request: HttpRequest, objects: QuerySet, verb: str, call) -> None:
@@ -31,15 +31,37 @@ def _each(modeladmin: admin.ModelAdmin, request: HttpRequest, objects: QuerySet,
         modeladmin.message_user(request, f"{verb} {done} of {len(objects)}.", messages.SUCCESS)
 
 
-class CampaignRunsAdmin(CampaignAdmin):
-    actions = ["start_run"]
+class RunInline(ReadOnlyInline):
+    model = OrchestrationRun
+    fields = ["public_id", "kind", "state", "attempts", "prompt_tokens", "completion_tokens", "cost", "created_at"]
+    readonly_fields = fields
+    ordering = ["-created_at"]
 
-    def get_deleted_objects(self, objs, request: HttpRequest):
-        """The event log is read-only in the admin, but it goes with its campaign: its rows must not
-        count as objects the operator lacks permission to delete."""
-        deleted, model_count, perms_needed, protected = super().get_deleted_objects(objs, request)
-        perms_needed.discard(CampaignEvent._meta.verbose_name)
-        return deleted, model_count, perms_needed, protected
+
+class StepInline(ReadOnlyInline):
+    model = RunStep
+    show_change_link = False
+    fields = ["name", "agent", "status", "attempt", "lease_expires_at", "duration_ms", "checkpoint_id", "error"]
+    readonly_fields = fields
+
+
+class ArtifactInline(ReadOnlyInline):
+    model = Artifact
+    fk_name = "run"
+    fields = ["public_id", "type", "version", "agent_name", "created_at"]
+    readonly_fields = fields
+
+
+class ApprovalInline(ReadOnlyInline):
+    model = Approval
+    fields = ["public_id", "step", "state", "decided_by", "comment", "created_at", "decided_at"]
+    readonly_fields = fields
+
+
+@admin.register(Campaign)
+class CampaignRunsAdmin(CampaignAdmin):
+    inlines = [RunInline]
+    actions = ["start_run"]
 
     @admin.action(description="Start a run of the selected campaigns")
     def start_run(self, request: HttpRequest, queryset: QuerySet[Campaign]) -> None:
@@ -51,10 +73,82 @@ class CampaignRunsAdmin(CampaignAdmin):
             lambda campaign: services.run_start(campaign=campaign, created_by=request.user),
         )
 
+    def has_delete_permission(self, request: HttpRequest, obj: Campaign | None = None) -> bool:
+        # The same rule as the API: a campaign with an active run is cancelled first, then deleted.
+        if obj is not None and obj.runs.exclude(state__in=FINISHED_STATES).exists():
+            return False
+        return super().has_delete_permission(request, obj)
 
-class RunActionsAdmin(OrchestrationRunAdmin):
+    def delete_model(self, request: HttpRequest, obj: Campaign) -> None:
+        self.delete_queryset(request, Campaign.objects.filter(pk=obj.pk))
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Campaign]) -> None:
+        for campaign in queryset:
+            try:
+                services.campaign_delete(campaign=campaign)
+            except Conflict as exc:
+                self.message_user(request, f"{campaign}: {exc}", messages.WARNING)
+
+    def get_deleted_objects(self, objs, request: HttpRequest):
+        """The event log is read-only in the admin, but it goes with its campaign: its rows must not
+        count as objects the operator lacks permission to delete."""
+        deleted, model_count, perms_needed, protected = super().get_deleted_objects(objs, request)
+        perms_needed.discard(CampaignEvent._meta.verbose_name)
+        return deleted, model_count, perms_needed, protected
+
+
+@admin.register(OrchestrationRun)
+class OrchestrationRunAdmin(admin.ModelAdmin):
+    list_display = [
+        "public_id",
+        "campaign",
+        "kind",
+        "state",
+        "attempts",
+        "prompt_tokens",
+        "completion_tokens",
+        "cost",
+        "cancel_requested",
+        "created_at",
+        "finished_at",
+    ]
+    list_filter = ["state", "kind", "cancel_requested", "created_at"]
+    search_fields = ["public_id", "campaign__public_id", "campaign__name", "error"]
+    list_select_related = ["campaign"]
+    readonly_fields = [
+        "live_page",
+        "public_id",
+        "campaign",
+        "kind",
+        "state",
+        "plan",
+        "settings",
+        "attempts",
+        "error",
+        "prompt_tokens",
+        "completion_tokens",
+        "cost",
+        "progress",
+        "heartbeat_at",
+        "cancel_requested",
+        "cancel_requested_by",
+        "created_by",
+        "created_at",
+        "started_at",
+        "finished_at",
+        "events",
+    ]
+    date_hierarchy = "created_at"
+    inlines = [StepInline, ArtifactInline, ApprovalInline]
     actions = ["cancel_runs", "retry_runs"]
-    readonly_fields = [*OrchestrationRunAdmin.readonly_fields, "events"]
+
+    @admin.display(description="Live page")
+    def live_page(self, run: OrchestrationRun) -> str:
+        return format_html('<a href="{}">Watch {} live</a>', run.campaign.get_absolute_url(), run.campaign.name)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        # Runs are started through the run services (admin action, API), never typed in by hand.
+        return False
 
     @admin.display(description="Events")
     def events(self, run: OrchestrationRun) -> str:
@@ -69,8 +163,17 @@ class RunActionsAdmin(OrchestrationRunAdmin):
         _each(self, request, queryset, "Retried", lambda run: services.run_retry(run=run, requested_by=request.user))
 
 
-class ArtifactRevisionAdmin(ArtifactAdmin):
+@admin.register(Artifact)
+class ArtifactAdmin(admin.ModelAdmin):
+    list_display = ["public_id", "campaign", "type", "version", "agent_name", "run", "created_at"]
+    list_filter = ["type", "agent_name", "created_at"]
+    search_fields = ["public_id", "campaign__public_id", "campaign__name", "content"]
+    list_select_related = ["campaign", "run"]
+    readonly_fields = ["public_id", "campaign", "run", "type", "version", "agent_name", "created_at"]
     actions = ["request_revision"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
 
     @admin.action(description="Request a revision of the selected artifacts")
     def request_revision(self, request: HttpRequest, queryset: QuerySet[Artifact]) -> HttpResponse | None:
@@ -101,10 +204,35 @@ class ArtifactRevisionAdmin(ArtifactAdmin):
         return TemplateResponse(request, "admin/orchestration/revision.html", context)
 
 
-for model, model_admin in (
-    (Campaign, CampaignRunsAdmin),
-    (OrchestrationRun, RunActionsAdmin),
-    (Artifact, ArtifactRevisionAdmin),
-):
-    admin.site.unregister(model)
-    admin.site.register(model, model_admin)
+@admin.register(ComplianceAudit)
+class ComplianceAuditAdmin(admin.ModelAdmin):
+    list_display = ["run", "campaign", "score", "is_compliant", "audited_at"]
+    list_filter = ["is_compliant", "audited_at"]
+    search_fields = ["run__public_id", "campaign__public_id", "campaign__name", "feedback"]
+    list_select_related = ["campaign", "run"]
+    readonly_fields = ["campaign", "run", "score", "is_compliant", "issues", "feedback", "audited_at"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+
+@admin.register(Approval)
+class ApprovalAdmin(admin.ModelAdmin):
+    list_display = ["public_id", "run", "step", "state", "decided_by", "created_at", "decided_at"]
+    list_filter = ["state", "step", "created_at"]
+    search_fields = ["public_id", "run__public_id", "comment"]
+    list_select_related = ["run", "decided_by"]
+    readonly_fields = [
+        "public_id",
+        "run",
+        "step",
+        "reason",
+        "state",
+        "decided_by",
+        "comment",
+        "created_at",
+        "decided_at",
+    ]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from campaigns.models import Approval, Artifact, ComplianceAudit, OrchestrationRun, RunStep
-from campaigns.payloads import artifact_payload, audit_payload, isoformat
+from campaigns.payloads import isoformat
 from eventlog.publisher import publish, publish_transient
+from orchestration.models import Approval, Artifact, ComplianceAudit, OrchestrationRun, RunStep
+from orchestration.payloads import artifact_payload, audit_payload
 
 
 def _run_event(run: OrchestrationRun, event: str, data: dict[str, Any]) -> None:

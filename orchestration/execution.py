@@ -23,17 +23,6 @@ from django.db.models import F, Max
 from django.utils import timezone
 
 from campaigns import ids
-from campaigns.models import (
-    WORKING_STATES,
-    Artifact,
-    ComplianceAudit,
-    OrchestrationRun,
-    RunKind,
-    RunState,
-    RunStep,
-    StepStatus,
-)
-from campaigns.selectors import campaign_artifacts
 from orchestration import events
 from orchestration import plan as plan_
 from orchestration.agents import WRITERS, AgentContext, Draft
@@ -48,6 +37,16 @@ from orchestration.lifecycle import (
     set_state,
     thought,
 )
+from orchestration.models import (
+    WORKING_STATES,
+    Artifact,
+    ComplianceAudit,
+    OrchestrationRun,
+    RunKind,
+    RunState,
+    RunStep,
+    StepStatus,
+)
 from orchestration.providers import get_provider
 from orchestration.providers.base import (
     PermanentProviderError,
@@ -57,6 +56,7 @@ from orchestration.providers.base import (
     estimate_tokens,
     tokens_for_chars,
 )
+from orchestration.selectors import campaign_artifacts
 
 logger = logging.getLogger(__name__)
 

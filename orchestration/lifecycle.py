@@ -10,7 +10,9 @@ from datetime import timedelta
 
 from django.utils import timezone
 
-from campaigns.models import (
+from orchestration import events, queue
+from orchestration import plan as plan_
+from orchestration.models import (
     FINISHED_STATES,
     ApprovalState,
     OrchestrationRun,
@@ -19,8 +21,6 @@ from campaigns.models import (
     RunStep,
     StepStatus,
 )
-from orchestration import events, queue
-from orchestration import plan as plan_
 
 ACTIVE_STEP_STATES = (StepStatus.QUEUED, StepStatus.RUNNING)
 

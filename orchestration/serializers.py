@@ -1,68 +1,80 @@
 from __future__ import annotations
 
-from decimal import Decimal
-from operator import attrgetter
 from typing import Any
 
+from django.db import models
 from rest_framework import serializers
 
-from campaigns.api.serializers import SettingsField, StrictCharField
-from campaigns.models import Approval, ApprovalState, OrchestrationRun, RunKind, RunState, RunStep, StepStatus
-from campaigns.payloads import isoformat
+from campaigns.api.fields import SettingsField, StrictCharField
+from campaigns.models import Campaign
 from orchestration import plan as plan_
+from orchestration.models import (
+    ApprovalState,
+    Artifact,
+    OrchestrationRun,
+    RunKind,
+    RunState,
+    StepStatus,
+)
+from orchestration.payloads import artifact_payload, run_payload
 
 
-def step_payload(step: RunStep) -> dict[str, Any]:
-    return {
-        "step": step.name,
-        "agent": step.agent,
-        "status": step.status,
-        "attempt": step.attempt,
-        "started_at": isoformat(step.started_at),
-        "finished_at": isoformat(step.finished_at),
-        "duration_ms": step.duration_ms,
-        "checkpoint_id": step.checkpoint_id or None,
-        "error": step.error or None,
-    }
+class CampaignSerializer(serializers.ModelSerializer):
+    id = serializers.CharField(source="public_id", read_only=True)
+    name = StrictCharField(max_length=Campaign._meta.get_field("name").max_length)
+    brief = StrictCharField(max_length=Campaign._meta.get_field("brief").max_length)
+    audience = StrictCharField(
+        max_length=Campaign._meta.get_field("audience").max_length, required=False, allow_blank=True
+    )
+    tone = StrictCharField(max_length=Campaign._meta.get_field("tone").max_length, required=False, allow_blank=True)
+    owner = serializers.CharField(source="owner.get_username", read_only=True)
+    state = serializers.CharField(read_only=True, default="idle", help_text="State of the latest run, or idle.")
+    latest_run_id = serializers.CharField(
+        source="latest_run_public_id", read_only=True, default=None, allow_null=True, help_text="null until it ran."
+    )
+    last_sequence = serializers.IntegerField(read_only=True)
+
+    # ``settings`` keeps the model field's validators; only its documented type changes.
+    serializer_field_mapping = {**serializers.ModelSerializer.serializer_field_mapping, models.JSONField: SettingsField}
+
+    class Meta:
+        model = Campaign
+        fields = [
+            "id",
+            "name",
+            "brief",
+            "audience",
+            "tone",
+            "settings",
+            "owner",
+            "state",
+            "latest_run_id",
+            "last_sequence",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = ["created_at", "updated_at"]
+
+    def validate_settings(self, value: Any) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise serializers.ValidationError("settings must be a JSON object.")
+        return value
 
 
-def approval_payload(approval: Approval) -> dict[str, Any]:
-    return {
-        "id": approval.public_id,
-        "run_id": approval.run.public_id,
-        "step": approval.step,
-        "reason": approval.reason,
-        "state": approval.state,
-        "comment": approval.comment,
-        "decided_by": approval.decided_by.get_username() if approval.decided_by else None,
-        "created_at": isoformat(approval.created_at),
-        "decided_at": isoformat(approval.decided_at),
-    }
+class ArtifactSerializer(serializers.ModelSerializer):
+    """Read-only; the representation is the one wire shape of an artifact."""
 
+    id = serializers.CharField(source="public_id")
+    campaign_id = serializers.CharField(source="campaign.public_id")
+    run_id = serializers.CharField(source="run.public_id")
 
-def run_payload(run: OrchestrationRun) -> dict[str, Any]:
-    return {
-        "id": run.public_id,
-        "campaign_id": run.campaign.public_id,
-        "kind": run.kind,
-        "state": run.state,
-        "plan": run.plan,
-        "steps": [step_payload(step) for step in run.steps.all()],
-        "attempts": run.attempts,
-        "progress": run.progress,
-        "usage": {
-            "prompt_tokens": run.prompt_tokens,
-            "completion_tokens": run.completion_tokens,
-            "cost": f"{Decimal(run.cost):.6f}",
-        },
-        "error": run.error or None,
-        "settings": run.settings,
-        "cancel_requested": run.cancel_requested,
-        "approvals": [approval_payload(a) for a in sorted(run.approvals.all(), key=attrgetter("created_at", "pk"))],
-        "created_at": isoformat(run.created_at),
-        "started_at": isoformat(run.started_at),
-        "finished_at": isoformat(run.finished_at),
-    }
+    class Meta:
+        model = Artifact
+        fields = ["id", "campaign_id", "run_id", "type", "content", "metadata", "created_at", "agent_name", "version"]
+        read_only_fields = fields
+
+    def to_representation(self, instance: Artifact) -> dict[str, Any]:
+        return artifact_payload(instance)
 
 
 class RunStepSerializer(serializers.Serializer):

@@ -18,19 +18,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from campaigns.errors import Conflict, NotFound, ServiceError
-from campaigns.models import (
-    FINISHED_STATES,
-    WORKING_STATES,
-    Approval,
-    ApprovalState,
-    Artifact,
-    Campaign,
-    OrchestrationRun,
-    RunKind,
-    RunState,
-    RunStep,
-    StepStatus,
-)
+from campaigns.models import Campaign
 from campaigns.selectors import is_public_id
 from campaigns.validation import validate_settings
 from orchestration import events, queue
@@ -44,6 +32,18 @@ from orchestration.lifecycle import (
     set_state,
     stop_active_steps,
     thought,
+)
+from orchestration.models import (
+    FINISHED_STATES,
+    WORKING_STATES,
+    Approval,
+    ApprovalState,
+    Artifact,
+    OrchestrationRun,
+    RunKind,
+    RunState,
+    RunStep,
+    StepStatus,
 )
 
 logger = logging.getLogger(__name__)
@@ -287,3 +287,13 @@ def _requeue(step_pk: int, *, now: datetime, lost_before: datetime) -> int:
         thought(run, "orchestrator", f"The {step.agent} {why}.")
     queue_step(step)
     return 1
+
+
+@transaction.atomic
+def campaign_delete(*, campaign: Campaign) -> None:
+    """Delete a campaign with everything it owns; refused while one of its runs is active."""
+    # Lock the campaign so a run cannot start between the check and the delete.
+    locked = Campaign.objects.select_for_update().get(pk=campaign.pk)
+    if locked.runs.exclude(state__in=FINISHED_STATES).exists():
+        raise Conflict("This campaign has an active run; cancel it before deleting the campaign.")
+    locked.delete()

@@ -12,13 +12,14 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from campaigns.api.fields import StrictCharField
 from campaigns.api.pagination import QueryIntegerField
-from campaigns.api.serializers import StrictCharField
 from campaigns.payloads import isoformat
-from campaigns.selectors import campaign_get_visible, runs_active
+from campaigns.selectors import campaign_get_visible
 from eventlog.models import CampaignEvent
 from eventlog.publisher import event_frame
 from eventlog.reads import EVENTS_MAX_LIMIT, campaign_events
+from orchestration.selectors import runs_active
 from realtime.presence import presence_overview
 from realtime.services import notice_send
 from realtime.snapshots import campaign_snapshot

@@ -1,30 +1,56 @@
-"""The live campaign page and the operators' console."""
+"""The pages: the campaign list with its form, the live campaign page and the operators' console."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from django import forms
 from django.contrib.admin.views.decorators import staff_member_required
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
 from django.http import Http404, HttpRequest, HttpResponse
-from django.shortcuts import render
+from django.shortcuts import redirect, render
 
 from campaigns.errors import NotFound
-from campaigns.models import Campaign, OrchestrationRun, RunState
-from campaigns.selectors import campaign_get_visible, runs_active
+from campaigns.models import Campaign
+from campaigns.selectors import campaign_get_visible
+from campaigns.services import campaign_create
 from eventlog.models import CampaignEvent
-from orchestration.serializers import run_payload
+from orchestration.models import OrchestrationRun, RunState
+from orchestration.payloads import run_payload
+from orchestration.selectors import campaigns_with_latest_run, runs_active
 from realtime.api import rest_event
 from realtime.presence import presence_overview
 from realtime.snapshots import campaign_snapshot
 
 
+class CampaignForm(forms.ModelForm):
+    class Meta:
+        model = Campaign
+        fields = ["name", "brief", "audience", "tone"]
+        widgets = {"brief": forms.Textarea(attrs={"rows": 5})}
+        help_texts = {
+            "brief": "What are we promoting, to whom, and why? Up to 20,000 characters.",
+            "tone": "For example friendly, professional, playful, bold, calm.",
+        }
+
+
+@login_required
+def campaign_list(request: HttpRequest) -> HttpResponse:
+    form = CampaignForm(request.POST if request.method == "POST" else None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            campaign = campaign_create(owner=request.user, **form.cleaned_data)
+        except ValidationError as exc:
+            form.add_error(None, exc)
+        else:
+            return redirect("campaign-page", campaign_id=campaign.public_id)
+    campaigns = campaigns_with_latest_run(request.user)[:100]
+    return render(request, "campaigns/list.html", {"form": form, "campaigns": campaigns})
+
+
 def recent_events(campaign: Campaign, up_to: int, limit: int = 60) -> list[dict[str, Any]]:
-    rows = (
-        CampaignEvent.objects.filter(campaign=campaign, sequence__lte=up_to)
-        .select_related("run")
-        .order_by("-sequence")[:limit]
-    )
+    rows = CampaignEvent.objects.filter(campaign=campaign, sequence__lte=up_to).order_by("-sequence")[:limit]
     return [rest_event(row, campaign.public_id) for row in reversed(rows)]
 
 

@@ -9,9 +9,11 @@ from typing import Any
 from django.db import connection, transaction
 from django.utils import timezone
 
-from campaigns.models import ARTIFACT_ORDER, Campaign, ComplianceAudit, OrchestrationRun, RunState, StepStatus
-from campaigns.payloads import artifact_payload, audit_payload, isoformat
-from campaigns.selectors import campaign_artifacts
+from campaigns.models import Campaign
+from campaigns.payloads import isoformat
+from orchestration.models import ARTIFACT_ORDER, ComplianceAudit, OrchestrationRun, RunState, StepStatus
+from orchestration.payloads import artifact_payload, audit_payload
+from orchestration.selectors import campaign_artifacts
 
 ARTIFACT_TYPES = [str(kind) for kind in ARTIFACT_ORDER]
 

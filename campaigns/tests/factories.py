@@ -3,7 +3,8 @@ from __future__ import annotations
 import factory
 from django.contrib.auth import get_user_model
 
-from campaigns.models import Artifact, Campaign, ComplianceAudit, OrchestrationRun, RunState, RunStep
+from campaigns.models import Campaign
+from orchestration.models import Artifact, ComplianceAudit, OrchestrationRun, RunState, RunStep
 from orchestration.plan import FULL_PLAN, STEP_AGENTS
 
 PASSWORD = "correct-horse-battery-staple"

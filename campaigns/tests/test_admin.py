@@ -6,21 +6,21 @@ import pytest
 from django.db.models import Model
 from django.test import Client
 
-from campaigns.models import Approval, RunState
 from campaigns.tests.factories import ArtifactFactory, AuditFactory, CampaignFactory, RunFactory
 from eventlog.models import CampaignEvent
 from eventlog.publisher import publish
+from orchestration.models import Approval, RunState
 
 pytestmark = pytest.mark.django_db
 
 MODELS = ["campaign", "orchestrationrun", "artifact", "complianceaudit", "approval", "campaignevent"]
 
 
-APP_OF = {"campaignevent": "eventlog"}  # every other model is the campaigns app's
+APP_OF = {"campaign": "campaigns", "campaignevent": "eventlog"}  # every other model is orchestration's
 
 
 def changelist_url(model: str) -> str:
-    return f"/admin/{APP_OF.get(model, 'campaigns')}/{model}/"
+    return f"/admin/{APP_OF.get(model, 'orchestration')}/{model}/"
 
 
 def change_url(obj: Model) -> str:
@@ -222,7 +222,7 @@ def test_non_staff_user_is_sent_to_the_login_page(alice, path):
 
 
 def test_anonymous_is_sent_to_the_login_page():
-    response = Client().get("/admin/campaigns/orchestrationrun/")
+    response = Client().get("/admin/orchestration/orchestrationrun/")
 
     assert response.status_code == 302
     assert response["Location"].startswith("/admin/login/")
@@ -251,3 +251,19 @@ def test_the_bulk_delete_action_deletes_finished_campaigns(operator_client, obje
 
     assert response.status_code == 302
     assert not type(finished).objects.filter(pk__in=[finished.pk, other.pk]).exists()
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("/admin/campaigns/orchestrationrun/?state=failed", "/admin/orchestration/orchestrationrun/?state=failed"),
+        ("/admin/campaigns/artifact/7/change/", "/admin/orchestration/artifact/7/change/"),
+        ("/admin/campaigns/approval/", "/admin/orchestration/approval/"),
+        ("/admin/campaigns/campaignevent/", "/admin/eventlog/campaignevent/"),
+    ],
+)
+def test_admin_pages_of_models_that_left_the_campaigns_app_redirect_to_their_new_place(operator_client, old, new):
+    response = operator_client.get(old)
+
+    assert response.status_code == 301
+    assert response["Location"] == new

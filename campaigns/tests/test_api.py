@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 from rest_framework.test import APIClient
 
-from campaigns.models import Campaign, RunState
+from campaigns.models import Campaign
 from campaigns.tests.factories import PASSWORD, ArtifactFactory, AuditFactory, CampaignFactory, RunFactory
 from eventlog.publisher import publish
+from orchestration.models import RunState
 
 pytestmark = pytest.mark.django_db
 

@@ -6,9 +6,9 @@ import pytest
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from campaigns.models import RunState
 from campaigns.tests.factories import ArtifactFactory, AuditFactory, CampaignFactory, RunFactory
 from eventlog.models import CampaignEvent
+from orchestration.models import RunState
 
 pytestmark = pytest.mark.django_db
 

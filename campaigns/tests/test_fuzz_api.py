@@ -14,9 +14,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from campaigns.models import Approval, Artifact, Campaign, OrchestrationRun
+from campaigns.models import Campaign
 from campaigns.tests.factories import ArtifactFactory, CampaignFactory, RunFactory
 from eventlog.models import CampaignEvent
+from orchestration.models import Approval, Artifact, OrchestrationRun
 
 pytestmark = pytest.mark.django_db
 

@@ -24,11 +24,11 @@ from channels.db import database_sync_to_async
 from django.db import connections
 from rest_framework_simplejwt.tokens import AccessToken
 
-from campaigns.models import Artifact, OrchestrationRun
 from campaigns.tests.factories import CampaignFactory, UserFactory
 from eventlog.models import CampaignEvent
 from marketing_agents.errors import DATABASE_DOWN, RETRY_AFTER_SECONDS
 from marketing_agents.tests.processes import restart_postgres
+from orchestration.models import Artifact, OrchestrationRun
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 

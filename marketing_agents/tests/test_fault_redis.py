@@ -13,10 +13,10 @@ import websockets
 from channels.db import database_sync_to_async
 from rest_framework_simplejwt.tokens import AccessToken
 
-from campaigns.models import Artifact, OrchestrationRun
 from campaigns.tests.factories import CampaignFactory, UserFactory
 from eventlog.models import CampaignEvent
 from marketing_agents.tests.processes import RedisServer
+from orchestration.models import Artifact, OrchestrationRun
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 

@@ -18,11 +18,11 @@ import websockets
 from channels.db import database_sync_to_async
 from rest_framework_simplejwt.tokens import AccessToken
 
-from campaigns.models import Artifact, OrchestrationRun
 from campaigns.tests.factories import CampaignFactory, UserFactory
 from eventlog.models import CampaignEvent
 from marketing_agents.tests.processes import BASE_DIR, RedisServer, free_port, process_env
 from marketing_agents.tests.test_fault_redis import next_event
+from orchestration.models import Artifact, OrchestrationRun
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 

@@ -4,7 +4,8 @@
 
 ``marketing_agents``' shared modules (errors, logging, env, the Celery app and broker transport)
 sit under everything and import no app. The check reads every import in the source (at module level
-or inside a function, where a cycle would otherwise hide), tests and migrations aside:
+or inside a function, where a cycle would otherwise hide), tests and migrations aside, and every
+relation between models (a foreign key is a dependency even when written as a string):
 
     .venv/bin/python -m pytest marketing_agents/tests/test_layers.py
 """
@@ -13,8 +14,12 @@ from __future__ import annotations
 
 import ast
 from pathlib import Path
+from types import SimpleNamespace
 
+from django.apps import apps
 from django.conf import settings
+
+from orchestration.models import OrchestrationRun
 
 LAYERS = ["campaigns", "eventlog", "orchestration", "realtime"]
 SHARED = {"errors", "logging", "env", "celery", "broker"}  # marketing_agents modules any app may use
@@ -71,4 +76,34 @@ def test_the_check_sees_an_import_hidden_inside_a_function(tmp_path, monkeypatch
     assert upward_imports() == [
         "campaigns/hidden.py imports realtime.fanout (campaigns is below realtime)",
         "campaigns/hidden.py imports realtime.fanout.get_fanout (campaigns is below realtime)",
+    ]
+
+
+def upward_relations(models=None) -> list[str]:
+    """Relations from a model to a model of an app above its own (a string reference hides from imports)."""
+    found = []
+    for model in models if models is not None else apps.get_models():
+        app = model._meta.app_label
+        if app not in LAYERS:
+            continue
+        for field in model._meta.get_fields(include_hidden=True):
+            if not field.is_relation or field.auto_created or field.related_model is None:
+                continue
+            target = field.related_model._meta.app_label
+            if target in LAYERS and LAYERS.index(target) > LAYERS.index(app):
+                found.append(f"{model._meta.label}.{field.name} -> {field.related_model._meta.label}")
+    return sorted(found)
+
+
+def test_no_model_points_at_a_model_of_an_app_above_it():
+    assert upward_relations() == []
+
+
+def test_the_relation_check_sees_a_foreign_key_pointing_up():
+    """The check itself can fail: an event that named its run by a foreign key (as it once did) is found."""
+    run = SimpleNamespace(name="run", is_relation=True, auto_created=False, related_model=OrchestrationRun)
+    meta = SimpleNamespace(app_label="eventlog", label="eventlog.CampaignEvent", get_fields=lambda **_: [run])
+
+    assert upward_relations([SimpleNamespace(_meta=meta)]) == [
+        "eventlog.CampaignEvent.run -> orchestration.OrchestrationRun"
     ]

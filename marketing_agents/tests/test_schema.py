@@ -21,10 +21,11 @@ from django.test import Client
 from rest_framework_simplejwt.tokens import AccessToken
 from schemathesis.checks import not_a_server_error
 
-from campaigns.models import Campaign, OrchestrationRun, RunState
+from campaigns.models import Campaign
 from campaigns.tests.factories import PASSWORD, ArtifactFactory, CampaignFactory, RunFactory
 from eventlog.publisher import publish
 from eventlog.reads import EVENTS_MAX_LIMIT
+from orchestration.models import OrchestrationRun, RunState
 
 pytestmark = pytest.mark.django_db
 

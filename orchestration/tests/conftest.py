@@ -4,9 +4,9 @@ import time
 
 import pytest
 
-from campaigns.models import FINISHED_STATES, OrchestrationRun
 from eventlog.models import CampaignEvent
 from marketing_agents.tests.processes import Worker
+from orchestration.models import FINISHED_STATES, OrchestrationRun
 
 
 @pytest.fixture

@@ -9,15 +9,16 @@ from django.contrib.messages import constants
 from django.db.models import Model
 from django.test import Client
 
-from campaigns.models import Campaign, OrchestrationRun, RunState
+from campaigns.models import Campaign
 from campaigns.tests.factories import ArtifactFactory, CampaignFactory, RunFactory
 from eventlog.models import CampaignEvent
+from orchestration.models import OrchestrationRun, RunState
 
 pytestmark = pytest.mark.django_db
 
 CAMPAIGNS = "/admin/campaigns/campaign/"
-RUNS = "/admin/campaigns/orchestrationrun/"
-ARTIFACTS = "/admin/campaigns/artifact/"
+RUNS = "/admin/orchestration/orchestrationrun/"
+ARTIFACTS = "/admin/orchestration/artifact/"
 
 
 @pytest.fixture

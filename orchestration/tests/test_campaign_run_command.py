@@ -17,10 +17,10 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connection
 
-from campaigns.models import OrchestrationRun, RunState
 from campaigns.tests.factories import CampaignFactory, RunFactory, UserFactory
 from marketing_agents.tests.processes import BASE_DIR, process_env
 from orchestration import services
+from orchestration.models import OrchestrationRun, RunState
 from orchestration.tests.conftest import events_of, names
 
 EVENT_LINE = re.compile(r"^#(\d+)\s+(\S+)")

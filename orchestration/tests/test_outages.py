@@ -8,10 +8,11 @@ import json
 
 import pytest
 
-from campaigns.models import Approval, Campaign, OrchestrationRun, RunState
+from campaigns.models import Campaign
 from campaigns.tests.factories import ArtifactFactory, CampaignFactory, RunFactory
 from eventlog.models import CampaignEvent
 from marketing_agents.tests.processes import RedisServer, run_without_database
+from orchestration.models import Approval, OrchestrationRun, RunState
 
 pytestmark = pytest.mark.django_db
 

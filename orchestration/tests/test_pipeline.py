@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from campaigns.models import FINISHED_STATES as FINISHED
-from campaigns.models import Artifact, ComplianceAudit, RunState
 from campaigns.tests.factories import CampaignFactory, UserFactory
 from orchestration import services
+from orchestration.models import FINISHED_STATES as FINISHED
+from orchestration.models import Approval, Artifact, ComplianceAudit, RunState, RunStep, StepStatus
 from orchestration.tests.conftest import events_of, names, wait_for_run
 
 pytestmark = pytest.mark.e2e
@@ -80,8 +80,6 @@ def test_a_permanent_error_fails_at_once(worker):
 def test_cancel_mid_run_stops_the_step_and_nothing_follows(worker):
     import time
 
-    from campaigns.models import RunStep, StepStatus
-
     campaign = CampaignFactory(settings={"simulate": {"Copy": {"delay_ms": 50}}})
     run = start(campaign)
     deadline = time.monotonic() + 60
@@ -153,7 +151,6 @@ def test_a_killed_worker_is_noticed_and_the_run_resumes_from_its_checkpoint(star
 
 
 def test_approval_approve_continues_to_the_audit(worker):
-    from campaigns.models import Approval
 
     campaign = CampaignFactory(settings={"require_approval": True})
     run = wait_for_run(start(campaign), states=[RunState.AWAITING_APPROVAL])
@@ -321,8 +318,6 @@ def test_cancel_during_a_long_simulated_delay_frees_the_worker(worker):
     """The audit step is in a 10-minute pause on the worker when the run is cancelled: the worker lets
     go of it at its next lease renewal, instead of sleeping out the ten minutes."""
     import time
-
-    from campaigns.models import RunStep, StepStatus
 
     campaign = CampaignFactory(settings={"simulate": {"audit": {"delay_ms": 600_000}}})
     run = wait_for_run(start(campaign), states=[RunState.AUDITING])

@@ -9,10 +9,10 @@ import redis
 from django.conf import settings
 from django.utils import timezone
 
-from campaigns.models import OrchestrationRun, RunState, RunStep
 from campaigns.tests.factories import RunFactory
 from orchestration import services
 from orchestration.execution import backoff_seconds
+from orchestration.models import OrchestrationRun, RunState, RunStep
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

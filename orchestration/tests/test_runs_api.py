@@ -17,17 +17,11 @@ from django.db import connection
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from campaigns.models import (
-    Approval,
-    Artifact,
-    Campaign,
-    OrchestrationRun,
-    RunState,
-    RunStep,
-)
+from campaigns.models import Campaign
 from campaigns.tests.factories import ArtifactFactory, CampaignFactory, RunFactory
 from eventlog.models import CampaignEvent
 from orchestration import services
+from orchestration.models import Approval, Artifact, OrchestrationRun, RunState, RunStep
 
 pytestmark = pytest.mark.django_db
 

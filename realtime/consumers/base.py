@@ -21,9 +21,10 @@ from django.contrib.auth.models import AnonymousUser
 
 from campaigns.errors import NotFound, ServiceError
 from campaigns.models import Campaign
-from campaigns.selectors import campaign_get_visible, run_get_visible
+from campaigns.selectors import campaign_get_visible
 from eventlog.reads import log_position
 from marketing_agents.errors import DATABASE_DOWN
+from orchestration.selectors import run_get_visible
 from realtime.connection import CLOSE_TRY_AGAIN_LATER, Connection
 from realtime.delivery import Subscription
 from realtime.fanout import get_fanout

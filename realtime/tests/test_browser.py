@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
-from campaigns.models import Campaign, RunState
+from campaigns.models import Campaign
 from campaigns.tests.factories import PASSWORD, CampaignFactory, UserFactory
 from eventlog.models import CampaignEvent
+from orchestration.models import ComplianceAudit, RunState
 from orchestration.tests.conftest import wait_for_run
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]

@@ -29,12 +29,13 @@ from hypothesis import strategies as st
 from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
 
-from campaigns.models import Campaign, OrchestrationRun
+from campaigns.models import Campaign
 from campaigns.tests.factories import PASSWORD, ArtifactFactory, CampaignFactory, RunFactory, UserFactory
 from eventlog import layer as realtime_layers
 from eventlog.models import CampaignEvent
 from eventlog.publisher import event_frame, group_name, publish, publish_transient
 from marketing_agents.asgi import application
+from orchestration.models import OrchestrationRun
 from realtime.fanout import BROADCAST_GROUP, FanOut, get_fanout
 from realtime.services import notice_send
 

@@ -19,7 +19,7 @@ def test_the_admin_links_to_the_console_and_to_live_pages(client, operator):
     campaign_page = client.get(f"/admin/campaigns/campaign/{campaign.pk}/change/").content.decode()
     view_on_site = re.search(r'href="([^"]+)" class="viewsitelink"', campaign_page).group(1)
     assert client.get(view_on_site)["Location"].endswith(f"/campaigns/{campaign.public_id}/")
-    run_page = client.get(f"/admin/campaigns/orchestrationrun/{run.pk}/change/").content.decode()
+    run_page = client.get(f"/admin/orchestration/orchestrationrun/{run.pk}/change/").content.decode()
     assert f'href="/campaigns/{campaign.public_id}/"' in run_page
 
 

@@ -22,6 +22,7 @@ from campaigns.tests.factories import ArtifactFactory, CampaignFactory, RunFacto
 from eventlog.models import CampaignEvent
 from eventlog.publisher import publish, publish_transient
 from marketing_agents.asgi import application
+from orchestration.payloads import artifact_payload
 from realtime.fanout import get_fanout
 from realtime.signalr import http as signalr
 from realtime.signalr.http import check_connection_token, connection_token
@@ -594,12 +595,14 @@ async def test_task012_family_gets_receive_orchestration_event_in_camel_case(hub
     connection = await hub(users["alice"])
     assert await connection.call("SubscribeToCampaign", campaign.public_id) == {"type": 3, "invocationId": "1"}
     await db(publish)(
-        campaign, "orchestration.state_changed", {"state": "generating", "previous_state": "planning"}, run
+        campaign,
+        "orchestration.state_changed",
+        {"state": "generating", "previous_state": "planning"},
+        run_id=run.public_id,
     )
-    from campaigns.payloads import artifact_payload
 
     payload = await db(artifact_payload)(artifact)
-    await db(publish)(campaign, "artifact.generated", {"artifact": payload}, run)
+    await db(publish)(campaign, "artifact.generated", {"artifact": payload}, run_id=run.public_id)
 
     first = await connection.next()
     assert first["type"] == 1 and "invocationId" not in first
@@ -741,9 +744,10 @@ async def test_a_resume_while_events_keep_coming_has_no_gap_and_no_duplicate(hub
 async def test_join_campaign_group_with_last_sequence_replays_its_client_methods(hub, users):
     campaign = await db(CampaignFactory)(owner=users["alice"])
     run = await db(RunFactory)(campaign=campaign, state="generating")
-    await db(publish)(campaign, "campaign.started", {"run_id": run.public_id, "plan": []}, run)  # 1
-    await db(publish)(campaign, "progress", {"percentage": 50, "message": "half"}, run)  # 2: no client method
-    await db(publish)(campaign, "campaign.completed", {"run_id": run.public_id}, run)  # 3
+    await db(publish)(campaign, "campaign.started", {"run_id": run.public_id, "plan": []}, run_id=run.public_id)  # 1
+    # 2: progress has no client method in this family
+    await db(publish)(campaign, "progress", {"percentage": 50, "message": "half"}, run_id=run.public_id)
+    await db(publish)(campaign, "campaign.completed", {"run_id": run.public_id}, run_id=run.public_id)  # 3
     connection = await hub(users["alice"])
     # The seed's family carries no sequence: a client resumes from a snapshot's lastEventSequence.
     assert (await connection.call("GetCampaignSnapshot", campaign.public_id))["result"]["lastEventSequence"] == 3
@@ -753,7 +757,7 @@ async def test_join_campaign_group_with_last_sequence_replays_its_client_methods
     }
     assert (await connection.next())["target"] == "OnCampaignCompleted"  # 2 has no method; 1 was seen
     assert await connection.quiet()
-    await db(publish)(campaign, "campaign.started", {"run_id": run.public_id, "plan": []}, run)
+    await db(publish)(campaign, "campaign.started", {"run_id": run.public_id, "plan": []}, run_id=run.public_id)
     assert await connection.next() == {"type": 1, "target": "OnCampaignStarted", "arguments": [campaign.public_id]}
 
 
@@ -815,21 +819,21 @@ async def test_realtime_api_family_gets_its_client_methods(hub, users):
     campaign = await db(CampaignFactory)(owner=users["alice"])
     run = await db(RunFactory)(campaign=campaign, state="generating")
     artifact = await db(ArtifactFactory)(run=run, type="ShortCopy")
-    from campaigns.payloads import artifact_payload
 
     payload = await db(artifact_payload)(artifact)
     connection = await hub(users["alice"])
     assert await connection.call("JoinCampaignGroup", campaign.public_id) == {"type": 3, "invocationId": "1"}
 
-    await db(publish)(campaign, "campaign.started", {"run_id": run.public_id, "plan": ["Copy"]}, run)
-    await db(publish)(campaign, "progress", {"percentage": 10, "message": "working"}, run)  # no method: not sent
+    await db(publish)(campaign, "campaign.started", {"run_id": run.public_id, "plan": ["Copy"]}, run_id=run.public_id)
+    # no client method for progress here: not sent
+    await db(publish)(campaign, "progress", {"percentage": 10, "message": "working"}, run_id=run.public_id)
     await db(publish_transient)(
         campaign,
         "artifact.chunk",
         {"artifact_type": "Copy", "chunk": "Hel", "chunk_index": 0, "is_complete": False},
-        run,
+        run_id=run.public_id,
     )
-    await db(publish)(campaign, "artifact.generated", {"artifact": payload}, run)
+    await db(publish)(campaign, "artifact.generated", {"artifact": payload}, run_id=run.public_id)
     audit = {
         "is_compliant": True,
         "compliance_score": 92,
@@ -837,11 +841,14 @@ async def test_realtime_api_family_gets_its_client_methods(hub, users):
         "feedback": "ok",
         "audited_at": "2026-11-22T03:40:00Z",
     }
-    await db(publish)(campaign, "compliance.completed", audit, run)
+    await db(publish)(campaign, "compliance.completed", audit, run_id=run.public_id)
     await db(publish)(
-        campaign, "generation.failed", {"error_message": "boom", "failed_at": "2026-11-22T03:41:00Z"}, run
+        campaign,
+        "generation.failed",
+        {"error_message": "boom", "failed_at": "2026-11-22T03:41:00Z"},
+        run_id=run.public_id,
     )
-    await db(publish)(campaign, "campaign.completed", {"run_id": run.public_id}, run)
+    await db(publish)(campaign, "campaign.completed", {"run_id": run.public_id}, run_id=run.public_id)
 
     calls = await connection.until("OnCampaignCompleted")
     assert all("invocationId" not in c for c in calls)

@@ -30,10 +30,10 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from rest_framework_simplejwt.tokens import AccessToken
 
-from campaigns.models import OrchestrationRun
 from campaigns.tests.factories import CampaignFactory, RunFactory, UserFactory
 from eventlog.models import CampaignEvent
 from marketing_agents.asgi import application
+from orchestration.models import OrchestrationRun
 from realtime.consumers.signalr import HUB_METHODS
 from realtime.signalr.protocol import RS
 from realtime.tests.test_consumer import stop_hub

@@ -24,10 +24,10 @@ from typing import Any
 import pytest
 from rest_framework_simplejwt.tokens import AccessToken
 
-from campaigns.models import OrchestrationRun
 from campaigns.tests.factories import CampaignFactory, UserFactory
 from eventlog.models import CampaignEvent
 from eventlog.publisher import publish
+from orchestration.models import OrchestrationRun
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 

@@ -9,10 +9,11 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from campaigns.errors import ServiceError
-from campaigns.models import Campaign, OrchestrationRun
+from campaigns.models import Campaign
 from eventlog.models import CampaignEvent
 from eventlog.reads import EVENTS_MAX_LIMIT, campaign_events
 from orchestration import services
+from orchestration.models import OrchestrationRun
 
 ENDINGS = {"campaign.completed": 0, "generation.failed": 1, "run.cancelled": 2}
 TIMED_OUT = 3

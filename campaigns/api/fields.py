@@ -1,0 +1,30 @@
+"""Serializer fields the whole REST API shares (strict text, settings objects)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+
+class StrictCharField(serializers.CharField):
+    """A CharField that refuses numbers and booleans instead of quietly turning them into text.
+
+    ``max_length`` counts the characters sent, before surrounding whitespace is trimmed, so a text
+    is refused exactly when the schema's ``maxLength`` says so."""
+
+    default_error_messages = {"invalid": "Not a valid string."}
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        if self.max_length is not None and len(data) > self.max_length:
+            self.fail("max_length", max_length=self.max_length)
+        return super().to_internal_value(data)
+
+
+@extend_schema_field(OpenApiTypes.OBJECT, component_name="CampaignSettings")
+class SettingsField(serializers.JSONField):
+    """Campaign or run settings: a JSON object (the schema lists its keys: marketing_agents/schema.py)."""
