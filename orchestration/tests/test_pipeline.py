@@ -130,10 +130,11 @@ def test_a_killed_worker_is_noticed_and_the_run_resumes_from_its_checkpoint(star
     campaign = CampaignFactory(settings={"simulate": {"ShortCopy": {"delay_ms": 100}, "Visual": {"delay_ms": 100}}})
     run = start(campaign)
     deadline = time.monotonic() + 30
-    while not step_events(campaign, "step.started", "ShortCopy") and time.monotonic() < deadline:
-        time.sleep(0.05)
-    time.sleep(0.3)
-    first.kill()  # kill -9, mid-step: no chance to clean up
+    short_copy = RunStep.objects.filter(run=run, name="ShortCopy")
+    while short_copy.get().status != StepStatus.RUNNING and time.monotonic() < deadline:
+        time.sleep(0.05)  # polling the database for the condition above, bounded by the deadline
+    assert short_copy.get().status == StepStatus.RUNNING
+    first.kill()  # kill -9, mid-step (the worker holds the ShortCopy lease): no chance to clean up
     killed_at = time.monotonic()
     run.refresh_from_db()
     assert run.state == RunState.GENERATING

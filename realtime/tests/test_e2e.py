@@ -53,6 +53,15 @@ def log_sequences(campaign) -> list[int]:
     return list(CampaignEvent.objects.filter(campaign=campaign).order_by("sequence").values_list("sequence", flat=True))
 
 
+async def log_passes(campaign, sequence: int, timeout: float = 30) -> None:
+    """Wait until the campaign's log holds an event after ``sequence``."""
+    later = CampaignEvent.objects.filter(campaign=campaign, sequence__gt=sequence)
+    deadline = time.monotonic() + timeout
+    while not await database_sync_to_async(later.exists)():
+        assert time.monotonic() < deadline, f"no event after {sequence} within {timeout} s"
+        await asyncio.sleep(0.05)  # polling the database for the condition above, bounded by the deadline
+
+
 async def test_twenty_clients_receive_the_identical_contiguous_sequence(start_web, start_worker):
     server, _ = start_web(), start_worker(AGENT_CHUNK_DELAY_MS="2")
     alice = await database_sync_to_async(UserFactory)(username="alice")
@@ -81,9 +90,9 @@ async def test_a_client_that_drops_mid_run_resumes_with_exactly_what_it_missed(s
     await database_sync_to_async(services.run_start)(campaign=campaign, created_by=alice)
     seen = await collect(ws, until_event="artifact.generated")
     await ws.close()  # the connection drops mid-run
-    await asyncio.sleep(0.5)
-    ws = await connect(server, alice)
     last = seen[-1]["sequence"]
+    await log_passes(campaign, last)  # the run goes on while the client is away
+    ws = await connect(server, alice)
     answer = await subscribe(ws, campaign.public_id, last_sequence=last)
     assert answer["last_sequence"] >= last
     rest = await collect(ws)

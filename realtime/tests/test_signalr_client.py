@@ -224,7 +224,6 @@ def test_automatic_reconnect_after_a_server_restart_then_rejoin(start_web, node_
     alice, campaign, _ = make_users_and_campaigns()
     client = node_clients("reconnect", server, alice, campaign)
     client.expect("joined", timeout=30)
-    time.sleep(0.5)  # the connection is settled
 
     server.stop()  # daphne shuts down: the hub tells its clients to reconnect
     reconnecting = client.expect("reconnecting", timeout=30)
