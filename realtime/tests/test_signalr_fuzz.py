@@ -36,7 +36,7 @@ from marketing_agents.asgi import application
 from orchestration.models import OrchestrationRun
 from realtime.consumers.signalr import HUB_METHODS
 from realtime.signalr.protocol import RS
-from realtime.tests.test_consumer import stop_hub
+from realtime.tests.sockets import stop_hub
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
