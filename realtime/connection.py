@@ -50,8 +50,8 @@ class Connection:
 
     def connection_setup(self) -> None:
         self.subscriptions = {}
-        self.congested_since: float | None = None
-        self.held_chunks: dict[tuple[str, str], dict[str, Any]] = {}
+        self._congested_since: float | None = None
+        self._held_chunks: dict[tuple[str, str], dict[str, Any]] = {}
         self.closing = False  # closed by the server (slow client, shutdown): the client is no longer heard
         self.output_dropped = False
         protocol = getattr(self.base_send, "args", (None,))[0]
@@ -114,11 +114,16 @@ class Connection:
             self._transport = None  # counted once per connection, never congested from now on
             return 0
 
+    @property
+    def congested(self) -> bool:
+        """Behind on writes: live frames wait (durable ones are re-read from the log once it drains)."""
+        return self._congested_since is not None
+
     def has_room(self) -> bool:
-        if self.congested_since is not None:
+        if self._congested_since is not None:
             return False
         if self.buffered_bytes() > settings.WS_OUTBOUND_BUFFER_BYTES:
-            self.congested_since = time.monotonic()
+            self._congested_since = time.monotonic()
             self.fanout.congested.add(self)
             logger.info("connection %s congested (%d bytes waiting)", self.connection_id, self.buffered_bytes())
             return False
@@ -152,7 +157,7 @@ class Connection:
         """Merge a chunk into the one held for its artifact; past the limit, drop it."""
         frame = json.loads(message["frame"])
         key = (subscription.campaign_id, frame["data"].get("artifact_type", ""))
-        held = self.held_chunks.get(key)
+        held = self._held_chunks.get(key)
         if held is not None and held["after_sequence"] == message["after_sequence"]:
             merged = held["frame"]["data"]
             if len(merged["chunk"]) + len(frame["data"]["chunk"]) > MERGED_CHUNK_LIMIT:
@@ -165,11 +170,14 @@ class Connection:
             return
         if held is not None:
             CHUNKS_SHED.labels("dropped").inc()
-        self.held_chunks[key] = {"after_sequence": message["after_sequence"], "frame": frame}
+        self._held_chunks[key] = {"after_sequence": message["after_sequence"], "frame": frame}
 
     async def flush_chunks(self, subscription: Subscription) -> None:
-        for key in [k for k in self.held_chunks if k[0] == subscription.campaign_id]:
-            held = self.held_chunks.pop(key)
+        """Send the chunks held for the subscription's campaign while it caught up, if still in place."""
+        if not self._held_chunks:
+            return
+        for key in [k for k in self._held_chunks if k[0] == subscription.campaign_id]:
+            held = self._held_chunks.pop(key)
             if held["after_sequence"] != subscription.last_sent:
                 CHUNKS_SHED.labels("dropped").inc()  # durable events moved past it meanwhile
                 continue
@@ -177,16 +185,16 @@ class Connection:
             await self.push_chunk(subscription, message)
 
     async def check_congestion(self) -> None:
-        if self.congested_since is None:
+        if self._congested_since is None:
             self.fanout.congested.discard(self)
             return
         if self.buffered_bytes() <= settings.WS_OUTBOUND_BUFFER_BYTES // 2:
-            self.congested_since = None
+            self._congested_since = None
             self.fanout.congested.discard(self)
             for subscription in self.subscriptions.values():
                 subscription.catch_up("drained")
             return
-        behind = time.monotonic() - self.congested_since
+        behind = time.monotonic() - self._congested_since
         if behind > settings.WS_SLOW_CLIENT_SECONDS and not self.closing:
             self.closing = True
             SLOW_CLIENTS_CLOSED.inc()

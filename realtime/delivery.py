@@ -53,7 +53,7 @@ class Subscription:
         if self.closed:
             return
         if not self.ready:
-            if self.connection.congested_since is None:
+            if not self.connection.congested:
                 self._hold(message)
             elif message.get("sequence") is None:
                 self.connection.hold_chunk(self, message)
@@ -110,8 +110,7 @@ class Subscription:
                     self.ready = True
                     if self.last_sent > started_from:
                         GAP_FILLS.labels(self._cause).inc()
-                    if self.connection.held_chunks:
-                        await self.connection.flush_chunks(self)
+                    await self.connection.flush_chunks(self)
                     return
                 await self._send_backlog()
         except Exception:

@@ -252,8 +252,8 @@ class FanOut:
             seen_before = min(head, previous.get(campaign_id, 0))
             for subscription in list(self.subscriptions.get(campaign_id, ())):
                 # A congested connection is behind on purpose; it catches up once it drains.
-                congested = subscription.connection.congested_since is not None
-                if subscription.ready and not congested and subscription.last_sent < seen_before:
+                behind = subscription.ready and subscription.last_sent < seen_before
+                if behind and not subscription.connection.congested:
                     stranded += 1
                     subscription.catch_up("head_check")
         return stranded
