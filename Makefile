@@ -17,10 +17,10 @@ $(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
 	touch $@
 
 run: $(VENV)/.runtime
-	$(PY) -m marketing_agents.devservices run
+	$(PY) -m deploy.local run
 
 test: $(VENV)/.dev
-	$(PY) -m marketing_agents.devservices test
+	$(PY) -m deploy.local test
 
 lint: $(VENV)/.dev
 	$(VENV)/bin/ruff check .

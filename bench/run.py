@@ -26,7 +26,7 @@ from pathlib import Path
 BASE = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE))
 
-from marketing_agents import devservices  # noqa: E402
+from deploy.local import services as devservices  # noqa: E402
 
 PY = sys.executable
 

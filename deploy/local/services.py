@@ -1,13 +1,13 @@
 """Local services for ``make run`` and ``make test``: Redis, PostgreSQL, daphne and a Celery worker.
 
-    python -m marketing_agents.devservices run            # what `make run` does after installing
-    python -m marketing_agents.devservices test [ARGS]    # what `make test` does: pytest ARGS
+    python -m deploy.local run            # what `make run` does after installing
+    python -m deploy.local test [ARGS]    # what `make test` does: pytest ARGS
 
 ``test`` starts a private PostgreSQL (initdb in a temporary directory) and a private Redis, both on
 free loopback ports, points DATABASE_URL and REDIS_URL at them, runs pytest and removes them.
 ``run`` starts a private Redis on 127.0.0.1:6379 when REDIS_URL is unset and nothing answers there,
 migrates, makes sure an operator account exists, then runs daphne and a Celery worker in the
-foreground, supervised (marketing_agents.supervisor: restarted when they exit), until Ctrl-C.
+foreground, supervised (deploy/local/supervisor.py: restarted when they exit), until Ctrl-C.
 Missing Debian packages are installed when running as root.
 """
 
@@ -26,9 +26,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
-from marketing_agents.supervisor import Child, Supervisor
+from deploy.local.supervisor import Child, Supervisor
 
-BASE_DIR = Path(__file__).resolve().parent.parent
+BASE_DIR = Path(__file__).resolve().parent.parent.parent
 PYTHON = sys.executable
 _apt_updated = False
 
@@ -331,7 +331,3 @@ def main(argv: list[str]) -> int:
     if argv[0] == "run":
         return serve()
     return run_tests(argv[1:])
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

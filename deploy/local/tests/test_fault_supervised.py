@@ -30,7 +30,7 @@ db = database_sync_to_async
 
 
 class MakeRun:
-    """`python -m marketing_agents.devservices run`, what `make run` runs once the venv exists."""
+    """`python -m deploy.local run`, what `make run` runs once the venv exists."""
 
     def __init__(self, tmp_path, redis: RedisServer) -> None:
         self.port = free_port()
@@ -45,7 +45,7 @@ class MakeRun:
         )
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "marketing_agents.devservices", "run"],
+                [sys.executable, "-m", "deploy.local", "run"],
                 cwd=BASE_DIR,
                 env=env,
                 stdout=log,

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from marketing_agents.supervisor import Child, Supervisor, describe_exit
+from deploy.local.supervisor import Child, Supervisor, describe_exit
 
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(600)"]
 

@@ -1,0 +1,5 @@
+import sys
+
+from deploy.local.services import main
+
+sys.exit(main(sys.argv[1:]))
