@@ -86,3 +86,16 @@ def run_payload(run: OrchestrationRun) -> dict[str, Any]:
         "started_at": isoformat(run.started_at),
         "finished_at": isoformat(run.finished_at),
     }
+
+
+def active_run_payload(run: OrchestrationRun) -> dict[str, Any]:
+    """A run in the operators' list of active runs: who, what and how far (not its steps)."""
+    return {
+        "id": run.public_id,
+        "campaign_id": run.campaign.public_id,
+        "campaign_name": run.campaign.name,
+        "owner": run.campaign.owner.get_username(),
+        "state": run.state,
+        "progress": run.progress,
+        "created_at": isoformat(run.created_at),
+    }

@@ -19,6 +19,7 @@ from campaigns.selectors import campaign_get_visible
 from eventlog.models import CampaignEvent
 from eventlog.publisher import event_frame
 from eventlog.reads import EVENTS_MAX_LIMIT, campaign_events
+from orchestration.payloads import active_run_payload
 from orchestration.selectors import runs_active
 from realtime.presence import presence_overview
 from realtime.services import notice_send
@@ -125,20 +126,4 @@ class ActiveRuns(APIView):
 
     @extend_schema(responses=OpenApiTypes.OBJECT)
     def get(self, request: Request) -> Response:
-        runs = runs_active()
-        return Response(
-            {
-                "runs": [
-                    {
-                        "id": run.public_id,
-                        "campaign_id": run.campaign.public_id,
-                        "campaign_name": run.campaign.name,
-                        "owner": run.campaign.owner.get_username(),
-                        "state": run.state,
-                        "progress": run.progress,
-                        "created_at": isoformat(run.created_at),
-                    }
-                    for run in runs
-                ]
-            }
-        )
+        return Response({"runs": [active_run_payload(run) for run in runs_active()]})
