@@ -4,22 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from campaigns.models import Campaign
 from campaigns.tests.api import (
     ARTIFACT_FIELDS,
     ISO_UTC,
-    alices_campaign,
     detail_url,
 )
 from campaigns.tests.factories import ArtifactFactory, CampaignFactory, RunFactory
 from orchestration.models import RunState
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def campaign(alice) -> Campaign:
-    return alices_campaign(alice)
 
 
 # --- Artifacts -------------------------------------------------------------------------------------

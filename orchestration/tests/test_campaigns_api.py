@@ -15,7 +15,6 @@ from campaigns.tests.api import (
     CAMPAIGNS,
     ISO_UTC,
     VALID,
-    alices_campaign,
     call,
     detail_url,
     patch_json,
@@ -26,11 +25,6 @@ from campaigns.tests.factories import CampaignFactory, RunFactory
 from orchestration.models import RunState
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def campaign(alice) -> Campaign:
-    return alices_campaign(alice)
 
 
 # --- Campaign CRUD ---------------------------------------------------------------------------------

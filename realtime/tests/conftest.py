@@ -10,6 +10,10 @@ from django.db import connections
 
 from campaigns.tests.factories import UserFactory
 from marketing_agents.asgi import application
+from realtime.signalr import http as signalr
+from realtime.signalr.http import connection_token
+from realtime.tests import hubs
+from realtime.tests.hubs import HANDSHAKE, Hub
 from realtime.tests.sockets import PATH, db, stop_hub, token_for
 
 
@@ -53,3 +57,33 @@ def users(transactional_db):
         "bob": UserFactory(username="bob"),
         "operator": UserFactory(username="charlie", is_staff=True, is_superuser=True),
     }
+
+
+@pytest.fixture
+async def hub(transactional_db):
+    opened: list[WebsocketCommunicator] = []
+
+    async def open_hub(user=None, *, path: str | None = None, handshake: bool = True) -> Hub:
+        if path is None:
+            path = f"{hubs.PATH}?id={connection_token(signalr.new_connection_id())}"
+            if user is not None:
+                path += f"&access_token={hubs.token_for(user)}"
+        comm = WebsocketCommunicator(application, path)
+        opened.append(comm)
+        connected, _ = await comm.connect(timeout=5)
+        assert connected, "the WebSocket was refused"
+        connection = Hub(comm)
+        if handshake:
+            await connection.send(HANDSHAKE)
+            assert await connection.next() == {}
+        return connection
+
+    yield open_hub
+
+    for comm in opened:
+        try:
+            await comm.disconnect(timeout=2)
+        except (Exception, asyncio.CancelledError):  # finished already (closed, or cancelled by the test)
+            pass
+    await stop_hub()
+    await db(connections.close_all)()
