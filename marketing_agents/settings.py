@@ -121,6 +121,14 @@ DATABASE_URL = env_url(
 _database = dj_database_url.parse(
     DATABASE_URL, conn_max_age=env_int("DB_CONN_MAX_AGE", 60, minimum=0), conn_health_checks=True
 )
+if _database["ENGINE"] != "django.db.backends.sqlite3" and not env_str("SECRET_KEY"):
+    # A shared database means processes on several hosts: each would generate its own key, and a
+    # token signed on one host (JWT, SignalR connection token, session) would fail on the next.
+    raise ImproperlyConfigured(
+        "SECRET_KEY must be set in the environment when DATABASE_URL names a shared database "
+        "(PostgreSQL): every web process and worker, on every host, must sign with the same key "
+        "(docs/DEPLOY.md)."
+    )
 if _database["ENGINE"] == "django.db.backends.sqlite3":
     # WAL lets readers and one writer work at once; IMMEDIATE takes the write lock at BEGIN so two
     # processes never deadlock upgrading a read lock, and the timeout makes a writer wait, not fail.

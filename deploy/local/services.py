@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import glob
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -204,6 +205,8 @@ def test_services() -> Iterator[dict[str, str]]:
             "PROMETHEUS_MULTIPROC_DIR": str(root / "metrics"),
             "DATABASE_URL": f"postgres://postgres@127.0.0.1:{pg_port}/marketing_agents",
             "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
+            # One key for every process of the suite, as on several hosts sharing a database.
+            "SECRET_KEY": os.environ.get("SECRET_KEY") or secrets.token_urlsafe(50),
             "DEVSERVICES_REDIS_SERVER": redis_server_binary(),
             # For the fault tests that restart the suite's PostgreSQL (marketing_agents/tests/processes.py).
             "DEVSERVICES_POSTGRES_BIN": str(postgres_bin_dir()),

@@ -87,3 +87,33 @@ def test_bad_environment_stops_start_up_with_a_clear_message(variable, value, me
     assert result.returncode != 0
     assert message in result.stderr
     assert "hunter2" not in result.stderr
+
+
+def test_a_shared_database_without_a_secret_key_in_the_environment_stops_start_up():
+    """Several hosts would each generate a key and refuse each other's tokens (docs/DEPLOY.md)."""
+    environ = {k: v for k, v in os.environ.items() if k != "SECRET_KEY"}
+    environ["DATABASE_URL"] = "postgres://app:hunter2@db.internal:5432/marketing_agents"
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        cwd=settings.BASE_DIR,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "SECRET_KEY must be set in the environment when DATABASE_URL names a shared database" in result.stderr
+    assert "hunter2" not in result.stderr
+
+
+def test_sqlite_without_a_secret_key_keeps_the_generated_one():
+    environ = {k: v for k, v in os.environ.items() if k not in ("SECRET_KEY", "DATABASE_URL")}
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        cwd=settings.BASE_DIR,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
