@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from django.db.models import Model
 from django.test import Client
@@ -95,6 +97,18 @@ def test_run_change_page_shows_its_artifacts_approvals_and_events(operator_clien
     assert objects["artifact"].public_id in html
     assert objects["approval"].public_id in html
     assert "half way" in html
+
+
+def test_the_run_page_links_to_exactly_its_events_in_the_log(operator_client, objects):
+    run = objects["orchestrationrun"]
+    publish(run.campaign, "progress", {"percentage": 60, "message": "another run's"}, run_id="run_other")
+    html = operator_client.get(change_url(run)).content.decode()
+    link = re.search(r'href="(/admin/eventlog/campaignevent/\?[^"]+)"', html).group(1).replace("&amp;", "&")
+
+    response = operator_client.get(link)
+
+    assert response.status_code == 200
+    assert [event.data["message"] for event in response.context["cl"].result_list] == ["half way"]
 
 
 def test_campaign_add_page_loads(operator_client):
