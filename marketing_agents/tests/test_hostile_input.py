@@ -22,6 +22,7 @@ from rest_framework_simplejwt.tokens import AccessToken
 from campaigns.api.parsers import TOO_DEEP
 from campaigns.models import Campaign
 from campaigns.tests.factories import UserFactory
+from realtime.tests.hubs import ws_frame
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -151,8 +152,6 @@ async def test_an_answer_for_a_native_client_that_closed_is_dropped_without_a_tr
     """A ping and the close frame in one TCP write: autobahn reads both before the consumer answers,
     so the pong met a protocol that was closing but not yet disconnected, and daphne logged
     "Attempt to send on a closed protocol" with a traceback."""
-    from realtime.tests.test_signalr import ws_frame
-
     server, alice, bearer = served
     rounds = 10
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 from channels.db import database_sync_to_async
@@ -82,3 +83,16 @@ class Hub:
 def assert_readable(error: str) -> None:
     assert isinstance(error, str) and error.strip()
     assert "Traceback" not in error and "File " not in error and "Exception" not in error
+
+
+def ws_frame(opcode: int, payload: bytes) -> bytes:
+    """One masked client frame (RFC 6455 §5.2)."""
+    mask = os.urandom(4)
+    length = len(payload)
+    if length < 126:
+        header = bytes([0x80 | opcode, 0x80 | length])
+    elif length < 1 << 16:
+        header = bytes([0x80 | opcode, 0x80 | 126]) + length.to_bytes(2, "big")
+    else:
+        header = bytes([0x80 | opcode, 0x80 | 127]) + length.to_bytes(8, "big")
+    return header + mask + bytes(byte ^ mask[i % 4] for i, byte in enumerate(payload))

@@ -23,6 +23,7 @@ from realtime.tests.hubs import (
     invoke,
     rec,
     token_for,
+    ws_frame,
 )
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -277,19 +278,6 @@ async def test_a_frame_over_the_limit_is_closed_with_a_reason(hub, users):
 
 
 # --- a client that goes while its answer is on the way (real daphne) ----------------------------------------
-
-
-def ws_frame(opcode: int, payload: bytes) -> bytes:
-    """One masked client frame (RFC 6455 §5.2)."""
-    mask = os.urandom(4)
-    length = len(payload)
-    if length < 126:
-        header = bytes([0x80 | opcode, 0x80 | length])
-    elif length < 1 << 16:
-        header = bytes([0x80 | opcode, 0x80 | 126]) + length.to_bytes(2, "big")
-    else:
-        header = bytes([0x80 | opcode, 0x80 | 127]) + length.to_bytes(8, "big")
-    return header + mask + bytes(byte ^ mask[i % 4] for i, byte in enumerate(payload))
 
 
 def raw_hub_socket(server, token: str) -> socket.socket:
