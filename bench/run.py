@@ -6,6 +6,10 @@
     .venv/bin/python bench/run.py snapshot
     .venv/bin/python bench/run.py resume
     .venv/bin/python bench/run.py headcheck            # the cost of the head check (stranded events)
+    .venv/bin/python bench/run.py idle --clients 5000 --profile .run/idle.txt   # where daphne's time goes
+
+--profile samples the web process with py-spy for the whole scenario, writes the collapsed stacks
+to the file and adds the functions that took the most of its CPU (inclusive and self) to the JSON.
 
 With --pin (default on a 2-core machine) daphne and Redis run on CPU 0, the load client and the
 publisher on CPU 1, as in ../shared/BASELINES.md. Not part of `make test`: run it by hand.
@@ -348,6 +352,60 @@ def metric(stack: Stack, name: str) -> float:
     return 0.0
 
 
+class Profile:
+    """py-spy sampling the web process (every thread, idle frames left out) while a scenario runs."""
+
+    def __init__(self, stack: Stack, path: str | None) -> None:
+        self.stack, self.path, self.process = stack, path, None
+
+    def __enter__(self) -> Profile:
+        if self.path:
+            spy = shutil.which("py-spy", path=str(Path(PY).parent)) or "py-spy"
+            argv = [spy, "record", "--pid", str(self.stack.daphne.pid), "--rate", "250", "--format", "raw"]
+            self.process = subprocess.Popen([*argv, "--output", self.path], stdout=subprocess.DEVNULL)
+            time.sleep(1)  # py-spy attaching; a sample window, not a wait for a condition
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.process is not None:
+            self.process.send_signal(2)  # SIGINT: py-spy writes what it sampled and exits
+            self.process.wait(60)
+
+    def summary(self, top: int = 25) -> dict:
+        """The functions with the largest share of the samples, inclusive and self."""
+        if not self.path:
+            return {}
+        inclusive: dict[str, int] = {}
+        own: dict[str, int] = {}
+        total = 0
+        for line in Path(self.path).read_text().splitlines():
+            stack, _, count = line.rpartition(" ")
+            if not count.isdigit():
+                continue
+            samples = int(count)
+            total += samples
+            frames = [frame_name(frame) for frame in stack.split(";")[1:]]
+            for name in set(frames):
+                inclusive[name] = inclusive.get(name, 0) + samples
+            if frames:
+                own[frames[-1]] = own.get(frames[-1], 0) + samples
+
+        def share(table: dict[str, int]) -> list[str]:
+            ranked = sorted(table.items(), key=lambda item: -item[1])[:top]
+            return [f"{100 * count / total:5.1f}%  {name}" for name, count in ranked]
+
+        return {"samples": total, "inclusive": share(inclusive), "self": share(own)}
+
+
+def frame_name(frame: str) -> str:
+    """'handshake (realtime/consumers/base.py:88)' -> 'handshake (realtime/consumers/base.py)'."""
+    name, _, where = frame.partition(" (")
+    where = where.rstrip(")").rsplit(":", 1)[0]
+    for prefix in (str(BASE) + "/", "site-packages/"):
+        where = where.split(prefix, 1)[-1]
+    return f"{name} ({where})"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
@@ -358,9 +416,10 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=500)
     parser.add_argument("--duration", type=float, default=15)
     parser.add_argument("--no-pin", dest="pin", action="store_false")
+    parser.add_argument("--profile", metavar="FILE", help="sample the web process with py-spy into FILE")
     args = parser.parse_args()
     results: dict = {"pinned": args.pin, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    with Stack(args.pin) as stack:
+    with Stack(args.pin) as stack, Profile(stack, args.profile) as profile:
         if args.scenario in ("fanout", "all"):
             results["fanout"] = fanout(stack, args.clients, args.campaigns, args.rate, args.duration)
         if args.scenario == "all":
@@ -373,6 +432,8 @@ def main() -> None:
             results["headcheck"] = headcheck(stack, 1000, 15)
         if args.scenario in ("idle", "all"):
             results["idle"] = idle(stack, args.clients if args.scenario == "idle" else 10000)
+    if args.profile:
+        results["profile"] = profile.summary()
     print(json.dumps(results, indent=2))
 
 
