@@ -24,12 +24,25 @@ from kombu.transport import redis as kombu_redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 
-class Channel(kombu_redis.Channel):
+class ClosedConnectionGuard:
     def _connparams(self, asynchronous: bool = False) -> dict:
         if self.connection.client is None:
             raise RedisConnectionError("the broker connection was closed")
         return super()._connparams(asynchronous=asynchronous)
 
 
+class Channel(ClosedConnectionGuard, kombu_redis.Channel):
+    pass
+
+
 class Transport(kombu_redis.Transport):
     Channel = Channel
+
+
+class SentinelChannel(ClosedConnectionGuard, kombu_redis.SentinelChannel):
+    """The same guard on kombu's Sentinel transport (REDIS_URL names a Sentinel set): its pools are
+    built from ``_connparams`` too, before it asks the Sentinels for the current primary."""
+
+
+class SentinelTransport(kombu_redis.SentinelTransport):
+    Channel = SentinelChannel

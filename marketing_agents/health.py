@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 
-import redis
 from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.http import require_GET
+
+from marketing_agents import redisconf
 
 logger = logging.getLogger(__name__)
 
@@ -28,8 +29,8 @@ def _database_ok() -> bool:
         return False
 
 
-def _redis_ok(url: str, what: str) -> bool:
-    client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
+def _redis_ok(target: redisconf.RedisTarget, what: str) -> bool:
+    client = redisconf.client(target, socket_connect_timeout=1, socket_timeout=1)
     try:
         return bool(client.ping())
     except Exception as exc:
@@ -39,10 +40,9 @@ def _redis_ok(url: str, what: str) -> bool:
         client.close()
 
 
-def _layer_url() -> str:
+def _layer_target() -> redisconf.RedisTarget:
     """The Redis the realtime channel layer (events to the web processes) uses."""
-    host = settings.CHANNEL_LAYERS["realtime"]["CONFIG"]["hosts"][0]
-    return host["address"] if isinstance(host, dict) else host
+    return redisconf.from_layer_host(settings.CHANNEL_LAYERS["realtime"]["CONFIG"]["hosts"][0])
 
 
 @require_GET
@@ -53,9 +53,9 @@ def readyz(request: HttpRequest) -> JsonResponse:
     and Celery are configured with, the same Redis unless a deployment splits them."""
     checks = {
         "database": _database_ok(),
-        "redis": _redis_ok(settings.REDIS_URL, "redis"),
-        "layer": _redis_ok(_layer_url(), "channel layer"),
-        "broker": _redis_ok(settings.CELERY_BROKER_URL, "broker"),
+        "redis": _redis_ok(redisconf.current(), "redis"),
+        "layer": _redis_ok(_layer_target(), "channel layer"),
+        "broker": _redis_ok(redisconf.broker_target(settings.CELERY_BROKER_URL, redisconf.current()), "broker"),
     }
     ready = all(checks.values())
     body = {"status": "ok" if ready else "unavailable", "checks": {k: "ok" if v else "down" for k, v in checks.items()}}

@@ -16,6 +16,7 @@ import dj_database_url
 from corsheaders.defaults import default_headers
 from django.core.exceptions import ImproperlyConfigured
 
+from marketing_agents import redisconf
 from marketing_agents.env import (
     env_bool,
     env_choice,
@@ -145,7 +146,10 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Redis, channel layer, Celery ------------------------------------------------------------------
 
-REDIS_URL = env_url("REDIS_URL", "redis://127.0.0.1:6379/0", schemes=("redis", "rediss", "unix"))
+REDIS_URL = env_url(
+    "REDIS_URL", "redis://127.0.0.1:6379/0", schemes=("redis", "rediss", "unix", redisconf.SENTINEL_SCHEME)
+)
+_redis = redisconf.parse(REDIS_URL)  # a plain Redis, or a Sentinel set (marketing_agents/redisconf.py)
 
 CHANNEL_LAYER_CAPACITY = env_int("CHANNEL_LAYER_CAPACITY", 1000, minimum=1)
 CHANNEL_LAYERS = {
@@ -154,7 +158,7 @@ CHANNEL_LAYERS = {
         "CONFIG": {
             # redis-py 8 defaults socket_timeout to 5 s, which aborts the layer's 5 s blocking
             # BZPOPMIN every time a channel is idle (django/channels_redis#422): allow longer reads.
-            "hosts": [{"address": REDIS_URL, "socket_timeout": 15, "socket_connect_timeout": 5}],
+            "hosts": [redisconf.layer_host(_redis, socket_timeout=15, socket_connect_timeout=5)],
             "capacity": CHANNEL_LAYER_CAPACITY,
             "expiry": 60,
             "group_expiry": 86400,
@@ -179,10 +183,14 @@ CHANNEL_LAYERS["realtime"] = (
 # Longest step we allow (seconds); the broker must not redeliver a task before that.
 ORCHESTRATION_STEP_TIMEOUT = env_int("ORCHESTRATION_STEP_TIMEOUT", 900, minimum=10)
 ORCHESTRATION_SIMULATION = env_bool("ORCHESTRATION_SIMULATION", False)  # honour settings.simulate: tests, demos
-CELERY_BROKER_URL = REDIS_URL
-# kombu's Redis transport, minus the crash that stopped workers when Redis restarted (see the module).
-CELERY_BROKER_TRANSPORT = "marketing_agents.broker:Transport"
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": ORCHESTRATION_STEP_TIMEOUT * 4}
+CELERY_BROKER_URL = redisconf.broker_url(_redis)
+# kombu's Redis transport (or its Sentinel transport), minus the crash that stopped workers when
+# Redis restarted (see the module).
+CELERY_BROKER_TRANSPORT = "marketing_agents.broker:" + ("SentinelTransport" if _redis.is_sentinel else "Transport")
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": ORCHESTRATION_STEP_TIMEOUT * 4,
+    **redisconf.broker_transport_options(_redis),
+}
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1

@@ -17,6 +17,7 @@ from django.db import transaction
 from kombu.exceptions import OperationalError as BrokerError
 
 from campaigns.errors import Unavailable
+from marketing_agents import redisconf
 from marketing_agents.errors import REDIS_DOWN
 
 logger = logging.getLogger(__name__)
@@ -28,7 +29,8 @@ def require_broker() -> None:
     """Raise Unavailable unless the broker answers a PING within a second."""
     url = settings.CELERY_BROKER_URL
     if url not in _brokers:
-        _brokers[url] = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
+        target = redisconf.broker_target(url, redisconf.current())
+        _brokers[url] = redisconf.client(target, socket_connect_timeout=1, socket_timeout=1)
     try:
         _brokers[url].ping()
     except (redis.ConnectionError, redis.TimeoutError):

@@ -20,12 +20,12 @@ import uuid
 from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
-import redis.asyncio as aioredis
 from django.conf import settings
 
 from eventlog.layer import realtime_layer, watch_reconnects
 from eventlog.publisher import group_name
 from eventlog.reads import campaign_heads
+from marketing_agents import redisconf
 from realtime.metrics import DELIVERY_LATENCY, HEAD_CHECKS, LAYER_RECONNECTS, OUTBOUND_SIZE
 from realtime.payloads import parse_emitted_at
 
@@ -296,7 +296,7 @@ class FanOut:
 
     async def _presence(self) -> None:
         """Publish this process's connection counts to Redis, for the operators' view across processes."""
-        client = aioredis.Redis.from_url(settings.REDIS_URL)
+        client = redisconf.async_client(redisconf.current())
         key = PRESENCE_PREFIX + self.process_id
         try:
             while not self.stopping:

@@ -6,14 +6,12 @@ import json
 from collections import Counter
 from typing import Any
 
-import redis
-from django.conf import settings
-
+from marketing_agents import redisconf
 from realtime.fanout import PRESENCE_PREFIX
 
 
 def presence_overview() -> dict[str, Any]:
-    client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2)
+    client = redisconf.client(redisconf.current(), socket_timeout=2)
     try:
         keys = sorted(client.scan_iter(match=PRESENCE_PREFIX + "*", count=500))
         values = client.mget(keys) if keys else []

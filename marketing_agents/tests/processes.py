@@ -173,12 +173,13 @@ class RedisServer(ManagedProcess):
 
     name = "redis"
 
-    def __init__(self, log_dir: Path, *, persistent: bool = False) -> None:
+    def __init__(self, log_dir: Path, *, persistent: bool = False, replica_of: int | None = None) -> None:
         self.port = free_port()
         self.data_dir = log_dir / f"redis-{self.port}"
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = log_dir / f"redis-{self.port}.log"
         self.persistent = persistent
+        self.replica_of = replica_of
         self.env = dict(os.environ)
 
     @property
@@ -188,7 +189,24 @@ class RedisServer(ManagedProcess):
     def argv(self) -> list[str]:
         binary = os.environ.get("DEVSERVICES_REDIS_SERVER", "redis-server")
         persistence = ["--appendonly", "yes", "--appendfsync", "always"] if self.persistent else ["--save", ""]
-        return [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.data_dir), *persistence]
+        replication = ["--replicaof", "127.0.0.1", str(self.replica_of)] if self.replica_of else []
+        return [
+            binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.data_dir),
+            *persistence,
+            *replication,
+        ]
+
+    def info(self, section: str) -> dict:
+        """INFO ``section``, as redis-py parses it."""
+        import redis
+
+        return redis.Redis(port=self.port, socket_timeout=2, decode_responses=True).info(section)
 
     def ready(self) -> bool:
         import socket
@@ -229,3 +247,32 @@ def run_without_database(script: str) -> subprocess.CompletedProcess:
         text=True,
         timeout=60,
     )
+
+
+class SentinelServer(RedisServer):
+    """A Redis Sentinel (redis-server in sentinel mode, as Debian's redis-sentinel runs it) watching
+    ``primary`` as "mymaster", quorum 2, quick to declare it down (1 s) for a test."""
+
+    name = "sentinel"
+
+    def __init__(self, log_dir: Path, primary: int, master: str = "mymaster") -> None:
+        super().__init__(log_dir)
+        self.master = master
+        self.config = self.data_dir / "sentinel.conf"  # Sentinel rewrites its file: it must be writable
+        self.config.write_text(
+            f"port {self.port}\nbind 127.0.0.1\ndir {self.data_dir}\n"
+            f"sentinel monitor {master} 127.0.0.1 {primary} 2\n"
+            f"sentinel down-after-milliseconds {master} 1000\n"
+            f"sentinel failover-timeout {master} 10000\n"
+            f"sentinel parallel-syncs {master} 1\n"
+        )
+
+    def argv(self) -> list[str]:
+        binary = os.environ.get("DEVSERVICES_REDIS_SERVER", "redis-server")
+        return [binary, str(self.config), "--sentinel"]
+
+    def primary_port(self) -> int:
+        import redis
+
+        client = redis.Redis(port=self.port, socket_timeout=2, decode_responses=True)
+        return int(client.execute_command("SENTINEL", "get-master-addr-by-name", self.master)[1])

@@ -1,0 +1,112 @@
+"""Redis with Sentinel (issue 13): REDIS_URL names a Sentinel set; the primary is killed mid-run,
+the Sentinels promote the replica, and the product follows it: real daphne, a real Celery worker, a
+real primary, replica and three Sentinels of the test's own."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from types import SimpleNamespace
+
+import httpx
+import pytest
+from channels.db import database_sync_to_async
+
+from campaigns.tests.factories import CampaignFactory, UserFactory
+from marketing_agents.tests.processes import RedisServer, SentinelServer
+from marketing_agents.tests.test_fault_redis import bearer, next_event, stored_sequences, watch
+from orchestration.models import Artifact, OrchestrationRun
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+db = database_sync_to_async
+
+
+def until(condition, what: str, timeout: float) -> float:
+    """Wait for ``condition()``; returns how long it took."""
+    started = time.monotonic()
+    while not condition():
+        assert time.monotonic() - started < timeout, f"no {what} within {timeout} s"
+        time.sleep(0.1)  # polling the servers for the condition above, bounded by the timeout
+    return time.monotonic() - started
+
+
+def answers(check) -> bool:
+    try:
+        return check()
+    except Exception:  # a server still starting, or the one just killed
+        return False
+
+
+@pytest.fixture
+def sentinel_set(tmp_path):
+    """A primary, its replica (in sync) and three Sentinels that all see both."""
+    started = []
+
+    def start(server):
+        started.append(server.start())
+        return server
+
+    primary = start(RedisServer(tmp_path))
+    replica = start(RedisServer(tmp_path, replica_of=primary.port))
+    until(lambda: replica.info("replication").get("master_link_status") == "up", "replica in sync", 30)
+    sentinels = [start(SentinelServer(tmp_path, primary.port)) for _ in range(3)]
+
+    def all_see_everyone() -> bool:
+        masters = [sentinel.info("sentinel")["master0"] for sentinel in sentinels]
+        return all(master["slaves"] == 1 and master["sentinels"] == 3 for master in masters)
+
+    until(lambda: answers(all_see_everyone), "Sentinels that see the replica and each other", 30)
+    hosts = ",".join(f"127.0.0.1:{sentinel.port}" for sentinel in sentinels)
+    yield SimpleNamespace(
+        primary=primary, replica=replica, sentinels=sentinels, url=f"redis+sentinel://{hosts}/mymaster/0"
+    )
+    for server in reversed(started):
+        server.stop()
+
+
+async def test_the_primary_killed_mid_run_the_replica_takes_over_and_the_run_completes(
+    start_web, start_worker, sentinel_set
+):
+    server = start_web(REDIS_URL=sentinel_set.url)
+    # A step takes a few seconds (80 chunks, 40 ms apart), so the primary dies while a task runs.
+    worker = start_worker(REDIS_URL=sentinel_set.url, AGENT_CHUNK_DELAY_MS="40", RUN_REQUEUE_AFTER_SECONDS="3")
+    alice = await db(UserFactory)(username="alice")
+    campaign = await db(CampaignFactory)(owner=alice)
+    ws = await watch(server, alice, campaign.public_id)
+    async with httpx.AsyncClient(base_url=server.url, headers=bearer(alice), timeout=10) as api:
+        started = await api.post(f"/api/campaigns/{campaign.public_id}/runs/", json={})
+        assert started.status_code == 202, started.text
+        seen = []
+        while not any(f["event"] == "step.started" for f in seen):
+            seen.append(await next_event(ws, 30))
+
+        sentinel_set.primary.kill()  # kill -9 of the primary, mid-step
+        killed = time.monotonic()
+        promoted = await asyncio.get_running_loop().run_in_executor(
+            None,
+            lambda: until(
+                lambda: answers(lambda: sentinel_set.sentinels[0].primary_port() == sentinel_set.replica.port),
+                "promotion of the replica",
+                60,
+            ),
+        )
+        print(f"\nthe Sentinels promoted the replica {promoted:.2f} s after the primary was killed", end=" ")
+
+        while seen[-1]["event"] != "campaign.completed":
+            seen.append(await next_event(ws, 120))
+        print(f"run completed {time.monotonic() - killed:.2f} s after the kill", end=" ")
+        ready = await api.get("/readyz")
+    await ws.close()
+
+    sequences = [f["sequence"] for f in seen]
+    assert sequences == list(range(1, len(sequences) + 1)), "the watcher got exactly 1..N, in order"
+    assert sequences == await db(stored_sequences)(campaign)
+    run = await db(OrchestrationRun.objects.get)(public_id=started.json()["id"])
+    assert run.state == "completed"
+    types = await db(lambda: sorted(Artifact.objects.filter(run=run).values_list("type", flat=True)))()
+    assert types == ["Copy", "ShortCopy", "Visual"], "one artifact per type"
+    assert ready.status_code == 200, ready.text  # the web process's checks reach the new primary
+    assert worker.process.poll() is None, "the worker followed the failover"
+    assert "Unrecoverable error" not in worker.log(), worker.log()[-3000:]
+    assert server.process.poll() is None
