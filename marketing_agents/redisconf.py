@@ -151,8 +151,14 @@ def client(target: RedisTarget, **options: Any) -> redis.Redis:
     """A synchronous client; through Sentinel, each new connection goes to the current primary."""
     if not target.is_sentinel:
         return redis.Redis.from_url(target.url, **options)
-    sentinel = Sentinel(list(target.sentinels), sentinel_kwargs=_sentinel_kwargs(target))
-    return sentinel.master_for(target.master, db=target.db, password=target.password, **options)
+    return _sentinel(target).master_for(target.master, db=target.db, password=target.password, **options)
+
+
+@lru_cache(maxsize=16)
+def _sentinel(target: RedisTarget) -> Sentinel:
+    """One set of connections to the Sentinels per process (a readiness probe every few seconds
+    must not open new ones each time); closing a client closes only its pool to the primary."""
+    return Sentinel(list(target.sentinels), sentinel_kwargs=_sentinel_kwargs(target))
 
 
 def async_client(target: RedisTarget, **options: Any) -> aioredis.Redis:
