@@ -44,25 +44,27 @@ def sentinel_set(tmp_path):
     started = []
 
     def start(server):
-        started.append(server.start())
-        return server
+        started.append(server)
+        return server.start()
 
-    primary = start(RedisServer(tmp_path))
-    replica = start(RedisServer(tmp_path, replica_of=primary.port))
-    until(lambda: replica.info("replication").get("master_link_status") == "up", "replica in sync", 30)
-    sentinels = [start(SentinelServer(tmp_path, primary.port)) for _ in range(3)]
+    try:
+        primary = start(RedisServer(tmp_path))
+        replica = start(RedisServer(tmp_path, replica_of=primary.port))
+        until(lambda: replica.info("replication").get("master_link_status") == "up", "replica in sync", 30)
+        sentinels = [start(SentinelServer(tmp_path, primary.port)) for _ in range(3)]
 
-    def all_see_everyone() -> bool:
-        masters = [sentinel.info("sentinel")["master0"] for sentinel in sentinels]
-        return all(master["slaves"] == 1 and master["sentinels"] == 3 for master in masters)
+        def all_see_everyone() -> bool:
+            masters = [sentinel.info("sentinel")["master0"] for sentinel in sentinels]
+            return all(master["slaves"] == 1 and master["sentinels"] == 3 for master in masters)
 
-    until(lambda: answers(all_see_everyone), "Sentinels that see the replica and each other", 30)
-    hosts = ",".join(f"127.0.0.1:{sentinel.port}" for sentinel in sentinels)
-    yield SimpleNamespace(
-        primary=primary, replica=replica, sentinels=sentinels, url=f"redis+sentinel://{hosts}/mymaster/0"
-    )
-    for server in reversed(started):
-        server.stop()
+        until(lambda: answers(all_see_everyone), "Sentinels that see the replica and each other", 30)
+        hosts = ",".join(f"127.0.0.1:{sentinel.port}" for sentinel in sentinels)
+        yield SimpleNamespace(
+            primary=primary, replica=replica, sentinels=sentinels, url=f"redis+sentinel://{hosts}/mymaster/0"
+        )
+    finally:  # also when the set never came up: no server outlives the test
+        for server in reversed(started):
+            server.stop()
 
 
 async def test_the_primary_killed_mid_run_the_replica_takes_over_and_the_run_completes(
