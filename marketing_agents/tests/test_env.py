@@ -63,6 +63,18 @@ def test_env_origins(monkeypatch):
             env.env_origins("ORIGINS")
 
 
+def manage_check(environ: dict[str, str]) -> subprocess.CompletedProcess:
+    """``manage.py check`` in a fresh process with that environment: what start-up says of it."""
+    return subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        cwd=settings.BASE_DIR,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
 @pytest.mark.parametrize(
     ("variable", "value", "message"),
     [
@@ -76,14 +88,7 @@ def test_env_origins(monkeypatch):
     ],
 )
 def test_bad_environment_stops_start_up_with_a_clear_message(variable, value, message):
-    result = subprocess.run(
-        [sys.executable, "manage.py", "check"],
-        cwd=settings.BASE_DIR,
-        env={**os.environ, variable: value},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = manage_check({**os.environ, variable: value})
     assert result.returncode != 0
     assert message in result.stderr
     assert "hunter2" not in result.stderr
@@ -93,14 +98,7 @@ def test_a_shared_database_without_a_secret_key_in_the_environment_stops_start_u
     """Several hosts would each generate a key and refuse each other's tokens (docs/DEPLOY.md)."""
     environ = {k: v for k, v in os.environ.items() if k != "SECRET_KEY"}
     environ["DATABASE_URL"] = "postgres://app:hunter2@db.internal:5432/marketing_agents"
-    result = subprocess.run(
-        [sys.executable, "manage.py", "check"],
-        cwd=settings.BASE_DIR,
-        env=environ,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = manage_check(environ)
     assert result.returncode != 0
     assert "SECRET_KEY must be set in the environment when DATABASE_URL names a shared database" in result.stderr
     assert "hunter2" not in result.stderr
@@ -108,12 +106,5 @@ def test_a_shared_database_without_a_secret_key_in_the_environment_stops_start_u
 
 def test_sqlite_without_a_secret_key_keeps_the_generated_one():
     environ = {k: v for k, v in os.environ.items() if k not in ("SECRET_KEY", "DATABASE_URL")}
-    result = subprocess.run(
-        [sys.executable, "manage.py", "check"],
-        cwd=settings.BASE_DIR,
-        env=environ,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = manage_check(environ)
     assert result.returncode == 0, result.stderr

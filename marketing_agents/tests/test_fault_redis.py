@@ -67,15 +67,8 @@ def stored_sequences(campaign) -> list[int]:
     return list(CampaignEvent.objects.filter(campaign=campaign).order_by("sequence").values_list("sequence", flat=True))
 
 
-@pytest.mark.parametrize("persistent", [False, True], ids=["restarted-empty", "restarted-with-its-data"])
-async def test_redis_restarted_mid_run_the_run_completes_and_a_watcher_misses_nothing(
-    start_web, start_worker, redis_server, persistent
-):
-    redis = redis_server(persistent=persistent)
-    server = start_web(REDIS_URL=redis.url)
-    # A step takes a few seconds (80 chunks, 40 ms apart), so the restart lands while a task runs
-    # with its message unacknowledged: what used to kill the worker.
-    worker = start_worker(REDIS_URL=redis.url, AGENT_CHUNK_DELAY_MS="40", RUN_REQUEUE_AFTER_SECONDS="3")
+async def a_watched_run(server):
+    """Alice's run started through the API and watched on a native socket, up to its first step."""
     alice = await db(UserFactory)(username="alice")
     campaign = await db(CampaignFactory)(owner=alice)
     ws = await watch(server, alice, campaign.public_id)
@@ -85,6 +78,33 @@ async def test_redis_restarted_mid_run_the_run_completes_and_a_watcher_misses_no
     seen = []
     while not any(f["event"] == "step.started" for f in seen):
         seen.append(await next_event(ws, 30))
+    return ws, campaign, started.json()["id"], seen
+
+
+async def assert_completed_once(seen: list[dict], campaign, run_id: str, worker) -> None:
+    """The watcher got exactly 1..N (the log's), the run completed with one artifact per type, and
+    the worker is still there."""
+    sequences = [f["sequence"] for f in seen]
+    assert sequences == list(range(1, len(sequences) + 1)), "exactly 1..N, in order, nothing twice"
+    assert sequences == await db(stored_sequences)(campaign)
+    run = await db(OrchestrationRun.objects.get)(public_id=run_id)
+    assert run.state == "completed"
+    types = await db(lambda: sorted(Artifact.objects.filter(run=run).values_list("type", flat=True)))()
+    assert types == ["Copy", "ShortCopy", "Visual"], "one artifact per type"
+    assert worker.process.poll() is None, "the worker rode out the fault"
+    assert "Unrecoverable error" not in worker.log(), worker.log()[-3000:]
+
+
+@pytest.mark.parametrize("persistent", [False, True], ids=["restarted-empty", "restarted-with-its-data"])
+async def test_redis_restarted_mid_run_the_run_completes_and_a_watcher_misses_nothing(
+    start_web, start_worker, redis_server, persistent
+):
+    redis = redis_server(persistent=persistent)
+    server = start_web(REDIS_URL=redis.url)
+    # A step takes a few seconds (80 chunks, 40 ms apart), so the restart lands while a task runs
+    # with its message unacknowledged: what used to kill the worker.
+    worker = start_worker(REDIS_URL=redis.url, AGENT_CHUNK_DELAY_MS="40", RUN_REQUEUE_AFTER_SECONDS="3")
+    ws, campaign, run_id, seen = await a_watched_run(server)
 
     await asyncio.get_running_loop().run_in_executor(None, lambda: redis.restart_after(down_for=1.0))
     back, before = time.monotonic(), len(seen)
@@ -99,15 +119,7 @@ async def test_redis_restarted_mid_run_the_run_completes_and_a_watcher_misses_no
             )
     print(f"run completed {time.monotonic() - back:.2f} s after Redis was back", end=" ")
     await ws.close()
-    sequences = [f["sequence"] for f in seen]
-    assert sequences == list(range(1, len(sequences) + 1)), "exactly 1..N, in order, nothing twice"
-    assert sequences == await db(stored_sequences)(campaign)
-    run = await db(OrchestrationRun.objects.get)(public_id=started.json()["id"])
-    assert run.state == "completed"
-    types = await db(lambda: sorted(Artifact.objects.filter(run=run).values_list("type", flat=True)))()
-    assert types == ["Copy", "ShortCopy", "Visual"], "one artifact per type"
-    assert worker.process.poll() is None, "the worker rode out the restart"
-    assert "Unrecoverable error" not in worker.log(), worker.log()[-3000:]
+    await assert_completed_once(seen, campaign, run_id, worker)
     assert server.process.poll() is None
 
 

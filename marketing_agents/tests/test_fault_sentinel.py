@@ -12,10 +12,8 @@ import httpx
 import pytest
 from channels.db import database_sync_to_async
 
-from campaigns.tests.factories import CampaignFactory, UserFactory
 from marketing_agents.tests.processes import RedisServer, SentinelServer
-from marketing_agents.tests.test_fault_redis import bearer, next_event, stored_sequences, watch
-from orchestration.models import Artifact, OrchestrationRun
+from marketing_agents.tests.test_fault_redis import a_watched_run, assert_completed_once, next_event
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -73,42 +71,26 @@ async def test_the_primary_killed_mid_run_the_replica_takes_over_and_the_run_com
     server = start_web(REDIS_URL=sentinel_set.url)
     # A step takes a few seconds (80 chunks, 40 ms apart), so the primary dies while a task runs.
     worker = start_worker(REDIS_URL=sentinel_set.url, AGENT_CHUNK_DELAY_MS="40", RUN_REQUEUE_AFTER_SECONDS="3")
-    alice = await db(UserFactory)(username="alice")
-    campaign = await db(CampaignFactory)(owner=alice)
-    ws = await watch(server, alice, campaign.public_id)
-    async with httpx.AsyncClient(base_url=server.url, headers=bearer(alice), timeout=10) as api:
-        started = await api.post(f"/api/campaigns/{campaign.public_id}/runs/", json={})
-        assert started.status_code == 202, started.text
-        seen = []
-        while not any(f["event"] == "step.started" for f in seen):
-            seen.append(await next_event(ws, 30))
+    ws, campaign, run_id, seen = await a_watched_run(server)
 
-        sentinel_set.primary.kill()  # kill -9 of the primary, mid-step
-        killed = time.monotonic()
-        promoted = await asyncio.get_running_loop().run_in_executor(
-            None,
-            lambda: until(
-                lambda: answers(lambda: sentinel_set.sentinels[0].primary_port() == sentinel_set.replica.port),
-                "promotion of the replica",
-                60,
-            ),
-        )
-        print(f"\nthe Sentinels promoted the replica {promoted:.2f} s after the primary was killed", end=" ")
-
-        while seen[-1]["event"] != "campaign.completed":
-            seen.append(await next_event(ws, 120))
-        print(f"run completed {time.monotonic() - killed:.2f} s after the kill", end=" ")
-        ready = await api.get("/readyz")
+    sentinel_set.primary.kill()  # kill -9 of the primary, mid-step
+    killed = time.monotonic()
+    promoted = await asyncio.get_running_loop().run_in_executor(
+        None,
+        lambda: until(
+            lambda: answers(lambda: sentinel_set.sentinels[0].primary_port() == sentinel_set.replica.port),
+            "promotion of the replica",
+            60,
+        ),
+    )
+    print(f"\nthe Sentinels promoted the replica {promoted:.2f} s after the primary was killed", end=" ")
+    while seen[-1]["event"] != "campaign.completed":
+        seen.append(await next_event(ws, 120))
+    print(f"run completed {time.monotonic() - killed:.2f} s after the kill", end=" ")
     await ws.close()
 
-    sequences = [f["sequence"] for f in seen]
-    assert sequences == list(range(1, len(sequences) + 1)), "the watcher got exactly 1..N, in order"
-    assert sequences == await db(stored_sequences)(campaign)
-    run = await db(OrchestrationRun.objects.get)(public_id=started.json()["id"])
-    assert run.state == "completed"
-    types = await db(lambda: sorted(Artifact.objects.filter(run=run).values_list("type", flat=True)))()
-    assert types == ["Copy", "ShortCopy", "Visual"], "one artifact per type"
+    await assert_completed_once(seen, campaign, run_id, worker)
+    async with httpx.AsyncClient(base_url=server.url, timeout=10) as api:
+        ready = await api.get("/readyz")
     assert ready.status_code == 200, ready.text  # the web process's checks reach the new primary
-    assert worker.process.poll() is None, "the worker followed the failover"
-    assert "Unrecoverable error" not in worker.log(), worker.log()[-3000:]
     assert server.process.poll() is None
