@@ -2,10 +2,11 @@
 
 ``REDIS_URL`` is either a redis-py URL (``redis://``, ``rediss://``, ``unix://``) or a Sentinel set:
 
-    redis+sentinel://[:PASSWORD@]HOST:PORT[,HOST:PORT...]/MASTER_NAME[/DB]
+    redis+sentinel://[:PASSWORD@]HOST:PORT[,HOST:PORT...]/MASTER_NAME[/DB][?sentinel_password=…]
 
-(the convention of Redis-Sentinel-Url and others; the password is the data nodes', given to the
-Sentinels too). Each consumer of Redis needs it in its own shape, built here: the channel layers'
+(the convention of Redis-Sentinel-Url and others). PASSWORD is the data nodes' (``requirepass``);
+Sentinels often have none, and one sent to a Sentinel without ``requirepass`` is refused, so theirs
+is separate: ``sentinel_password``. Each consumer of Redis needs it in its own shape, built here: the channel layers'
 host entry, Celery's broker URL and transport options (kombu's ``sentinel://`` transport), and
 redis-py clients that ask the Sentinels for the current primary on every new connection.
 """
@@ -15,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 import redis
 import redis.asyncio as aioredis
@@ -35,6 +36,7 @@ class RedisTarget:
     master: str = ""
     db: int = 0
     password: str | None = field(default=None, repr=False)
+    sentinel_password: str | None = field(default=None, repr=False)
 
     @property
     def is_sentinel(self) -> bool:
@@ -64,6 +66,7 @@ def parse(url: str) -> RedisTarget:
     password = unquote(parts.password) if parts.password else None
     hosts = parts.netloc.rpartition("@")[2]
     path = [segment for segment in parts.path.split("/") if segment]
+    query = parse_qs(parts.query)
     problem = None
     sentinels = []
     for host in hosts.split(","):
@@ -76,10 +79,12 @@ def parse(url: str) -> RedisTarget:
         problem = "the path must be /MASTER_NAME or /MASTER_NAME/DB"
     elif problem is None and len(path) == 2 and not path[1].isdigit():
         problem = f"the database {path[1]!r} is not a number"
+    elif problem is None and set(query) - {"sentinel_password"}:
+        problem = f"unknown option {sorted(set(query) - {'sentinel_password'})[0]!r} (only sentinel_password)"
     if problem:
         raise ImproperlyConfigured(
             f"REDIS_URL: {problem}; a Sentinel set is "
-            f"{SENTINEL_SCHEME}://[:PASSWORD@]HOST:PORT[,HOST:PORT...]/MASTER_NAME[/DB]."
+            f"{SENTINEL_SCHEME}://[:PASSWORD@]HOST:PORT[,HOST:PORT...]/MASTER_NAME[/DB][?sentinel_password=…]."
         )
     return RedisTarget(
         url=url,
@@ -87,6 +92,7 @@ def parse(url: str) -> RedisTarget:
         master=path[0],
         db=int(path[1]) if len(path) == 2 else 0,
         password=password,
+        sentinel_password=query.get("sentinel_password", [None])[0],
     )
 
 
@@ -98,7 +104,12 @@ def from_layer_host(host: str | dict[str, Any]) -> RedisTarget:
         return parse(host["address"])
     sentinels = tuple((name, int(port)) for name, port in host["sentinels"])
     return RedisTarget(
-        url="", sentinels=sentinels, master=host["master_name"], db=host.get("db", 0), password=host.get("password")
+        url="",
+        sentinels=sentinels,
+        master=host["master_name"],
+        db=host.get("db", 0),
+        password=host.get("password"),
+        sentinel_password=host.get("sentinel_kwargs", {}).get("password"),
     )
 
 
@@ -112,8 +123,8 @@ def _sentinel_kwargs(target: RedisTarget) -> dict[str, Any]:
         "socket_timeout": SENTINEL_TIMEOUT_SECONDS,
         "socket_connect_timeout": SENTINEL_TIMEOUT_SECONDS,
     }
-    if target.password:
-        kwargs["password"] = target.password
+    if target.sentinel_password:
+        kwargs["password"] = target.sentinel_password
     return kwargs
 
 
