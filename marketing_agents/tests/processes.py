@@ -173,13 +173,16 @@ class RedisServer(ManagedProcess):
 
     name = "redis"
 
-    def __init__(self, log_dir: Path, *, persistent: bool = False, replica_of: int | None = None) -> None:
+    def __init__(
+        self, log_dir: Path, *, persistent: bool = False, replica_of: int | None = None, password: str | None = None
+    ) -> None:
         self.port = free_port()
         self.data_dir = log_dir / f"redis-{self.port}"
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = log_dir / f"redis-{self.port}.log"
         self.persistent = persistent
         self.replica_of = replica_of
+        self.password = password  # requirepass (and masterauth, for a replica)
         self.env = dict(os.environ)
 
     @property
@@ -190,6 +193,8 @@ class RedisServer(ManagedProcess):
         binary = os.environ.get("DEVSERVICES_REDIS_SERVER", "redis-server")
         persistence = ["--appendonly", "yes", "--appendfsync", "always"] if self.persistent else ["--save", ""]
         replication = ["--replicaof", "127.0.0.1", str(self.replica_of)] if self.replica_of else []
+        if self.password:
+            replication += ["--requirepass", self.password, "--masterauth", self.password]
         return [
             binary,
             "--port",
@@ -206,7 +211,8 @@ class RedisServer(ManagedProcess):
         """INFO ``section``, as redis-py parses it."""
         import redis
 
-        return redis.Redis(port=self.port, socket_timeout=2, decode_responses=True).info(section)
+        client = redis.Redis(port=self.port, password=self.password, socket_timeout=2, decode_responses=True)
+        return client.info(section)
 
     def ready(self) -> bool:
         import socket
@@ -214,7 +220,7 @@ class RedisServer(ManagedProcess):
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
                 sock.sendall(b"PING\r\n")
-                return sock.recv(16).startswith(b"+PONG")
+                return sock.recv(16).startswith((b"+PONG", b"-NOAUTH"))  # NOAUTH: up, with a password
         except OSError:
             return False
 
@@ -255,17 +261,34 @@ class SentinelServer(RedisServer):
 
     name = "sentinel"
 
-    def __init__(self, log_dir: Path, primary: int, master: str = "mymaster") -> None:
+    def __init__(
+        self,
+        log_dir: Path,
+        primary: int,
+        master: str = "mymaster",
+        *,
+        auth_pass: str | None = None,
+        password: str | None = None,
+    ) -> None:
+        """``auth_pass``: the data nodes' password; ``password``: this Sentinel's own (requirepass)."""
         super().__init__(log_dir)
         self.master = master
+        self.password = password
         self.config = self.data_dir / "sentinel.conf"  # Sentinel rewrites its file: it must be writable
-        self.config.write_text(
-            f"port {self.port}\nbind 127.0.0.1\ndir {self.data_dir}\n"
-            f"sentinel monitor {master} 127.0.0.1 {primary} 2\n"
-            f"sentinel down-after-milliseconds {master} 1000\n"
-            f"sentinel failover-timeout {master} 10000\n"
-            f"sentinel parallel-syncs {master} 1\n"
-        )
+        lines = [
+            f"port {self.port}",
+            "bind 127.0.0.1",
+            f"dir {self.data_dir}",
+            f"sentinel monitor {master} 127.0.0.1 {primary} 2",
+            f"sentinel down-after-milliseconds {master} 1000",
+            f"sentinel failover-timeout {master} 10000",
+            f"sentinel parallel-syncs {master} 1",
+        ]
+        if auth_pass:
+            lines.append(f"sentinel auth-pass {master} {auth_pass}")
+        if password:  # the Sentinels talk to each other with it too
+            lines += [f"requirepass {password}", f"sentinel sentinel-pass {password}"]
+        self.config.write_text("\n".join(lines) + "\n")
 
     def argv(self) -> list[str]:
         binary = os.environ.get("DEVSERVICES_REDIS_SERVER", "redis-server")
@@ -274,5 +297,5 @@ class SentinelServer(RedisServer):
     def primary_port(self) -> int:
         import redis
 
-        client = redis.Redis(port=self.port, socket_timeout=2, decode_responses=True)
+        client = redis.Redis(port=self.port, password=self.password, socket_timeout=2, decode_responses=True)
         return int(client.execute_command("SENTINEL", "get-master-addr-by-name", self.master)[1])

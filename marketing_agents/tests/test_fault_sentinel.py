@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 from types import SimpleNamespace
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -36,9 +37,11 @@ def answers(check) -> bool:
         return False
 
 
-@pytest.fixture
-def sentinel_set(tmp_path):
-    """A primary, its replica (in sync) and three Sentinels that all see both."""
+@pytest.fixture(params=["open", "passwords"])
+def sentinel_set(request, tmp_path):
+    """A primary, its replica (in sync) and three Sentinels that all see both; with ``passwords``,
+    the data nodes require one and the Sentinels another."""
+    data_pw, sentinel_pw = ("d@ta:pw/1", "watch3r") if request.param == "passwords" else (None, None)
     started = []
 
     def start(server):
@@ -46,10 +49,12 @@ def sentinel_set(tmp_path):
         return server.start()
 
     try:
-        primary = start(RedisServer(tmp_path))
-        replica = start(RedisServer(tmp_path, replica_of=primary.port))
+        primary = start(RedisServer(tmp_path, password=data_pw))
+        replica = start(RedisServer(tmp_path, replica_of=primary.port, password=data_pw))
         until(lambda: replica.info("replication").get("master_link_status") == "up", "replica in sync", 30)
-        sentinels = [start(SentinelServer(tmp_path, primary.port)) for _ in range(3)]
+        sentinels = [
+            start(SentinelServer(tmp_path, primary.port, auth_pass=data_pw, password=sentinel_pw)) for _ in range(3)
+        ]
 
         def all_see_everyone() -> bool:
             masters = [sentinel.info("sentinel")["master0"] for sentinel in sentinels]
@@ -57,9 +62,10 @@ def sentinel_set(tmp_path):
 
         until(lambda: answers(all_see_everyone), "Sentinels that see the replica and each other", 30)
         hosts = ",".join(f"127.0.0.1:{sentinel.port}" for sentinel in sentinels)
-        yield SimpleNamespace(
-            primary=primary, replica=replica, sentinels=sentinels, url=f"redis+sentinel://{hosts}/mymaster/0"
-        )
+        auth = f":{quote(data_pw, safe='')}@" if data_pw else ""
+        query = f"?sentinel_password={quote(sentinel_pw, safe='')}" if sentinel_pw else ""
+        url = f"redis+sentinel://{auth}{hosts}/mymaster/0{query}"
+        yield SimpleNamespace(primary=primary, replica=replica, sentinels=sentinels, url=url)
     finally:  # also when the set never came up: no server outlives the test
         for server in reversed(started):
             server.stop()
