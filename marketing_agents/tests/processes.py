@@ -79,6 +79,7 @@ class ManagedProcess:
             if self.ready():
                 return self
             time.sleep(0.1)
+        self.kill()  # the caller never gets it to stop: it must not outlive the test
         raise RuntimeError(f"{self.name} not ready in {timeout} s:\n{self.log()}")
 
     def log(self) -> str:
