@@ -115,7 +115,7 @@ def start_redis(port: int, data_dir: Path, *, persistent: bool) -> subprocess.Po
     return process
 
 
-def _as_postgres_user() -> list[str]:
+def as_postgres_user() -> list[str]:
     """initdb and postgres refuse to run as root: run them as the 'postgres' system user then."""
     if os.geteuid() != 0:
         return []
@@ -130,7 +130,7 @@ def start_postgres(port: int, root: Path) -> subprocess.Popen:
     bin_dir = postgres_bin_dir()
     data_dir = root / "pgdata"
     data_dir.mkdir(parents=True)
-    runner = _as_postgres_user()
+    runner = as_postgres_user()
     if runner:
         os.chmod(root, 0o755)
         shutil.chown(data_dir, "postgres")
@@ -173,7 +173,7 @@ def stop_postgres(data_dir: Path) -> None:
     if (data_dir / "postmaster.pid").exists():
         pg_ctl = postgres_bin_dir() / "pg_ctl"
         subprocess.run(
-            [*_as_postgres_user(), str(pg_ctl), "-D", str(data_dir), "-m", "immediate", "stop"], capture_output=True
+            [*as_postgres_user(), str(pg_ctl), "-D", str(data_dir), "-m", "immediate", "stop"], capture_output=True
         )
 
 
@@ -236,6 +236,8 @@ def run_tests(args: list[str]) -> int:
         apt_install("nodejs")  # the browser client's unit tests run on node's test runner
     if not Path("/usr/bin/chromium").exists():
         apt_install("chromium")  # the browser tests drive Debian's Chromium with Playwright
+    if not shutil.which("haproxy"):
+        apt_install("haproxy")  # the balancer of the production layout (deploy/tests)
     install_signalr_client()
     with test_services() as env:
         command = [PYTHON, "-m", "pytest", *args]

@@ -300,3 +300,12 @@ class SentinelServer(RedisServer):
 
         client = redis.Redis(port=self.port, password=self.password, socket_timeout=2, decode_responses=True)
         return int(client.execute_command("SENTINEL", "get-master-addr-by-name", self.master)[1])
+
+
+def until(condition, what: str, timeout: float) -> float:
+    """Wait for ``condition()``; returns how long it took."""
+    started = time.monotonic()
+    while not condition():
+        assert time.monotonic() - started < timeout, f"no {what} within {timeout} s"
+        time.sleep(0.1)  # polling for the condition above, bounded by the timeout
+    return time.monotonic() - started

@@ -13,21 +13,12 @@ import httpx
 import pytest
 from channels.db import database_sync_to_async
 
-from marketing_agents.tests.processes import RedisServer, SentinelServer
+from marketing_agents.tests.processes import RedisServer, SentinelServer, until
 from marketing_agents.tests.test_fault_redis import a_watched_run, assert_completed_once, next_event
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 db = database_sync_to_async
-
-
-def until(condition, what: str, timeout: float) -> float:
-    """Wait for ``condition()``; returns how long it took."""
-    started = time.monotonic()
-    while not condition():
-        assert time.monotonic() - started < timeout, f"no {what} within {timeout} s"
-        time.sleep(0.1)  # polling the servers for the condition above, bounded by the timeout
-    return time.monotonic() - started
 
 
 def answers(check) -> bool:
