@@ -149,6 +149,14 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 REDIS_URL = env_url(
     "REDIS_URL", "redis://127.0.0.1:6379/0", schemes=("redis", "rediss", "unix", redisconf.SENTINEL_SCHEME)
 )
+if _database["ENGINE"] != "django.db.backends.sqlite3" and not env_str("REDIS_URL"):
+    # The same for Redis: with a default of its own on each host, a worker's events would reach only
+    # the web processes of its host, silently.
+    raise ImproperlyConfigured(
+        "REDIS_URL must be set in the environment when DATABASE_URL names a shared database "
+        "(PostgreSQL): every web process and worker, on every host, must use the same Redis "
+        "(docs/DEPLOY.md)."
+    )
 _redis = redisconf.parse(REDIS_URL)  # a plain Redis, or a Sentinel set (marketing_agents/redisconf.py)
 
 CHANNEL_LAYER_CAPACITY = env_int("CHANNEL_LAYER_CAPACITY", 1000, minimum=1)

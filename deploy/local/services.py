@@ -299,6 +299,7 @@ def serve() -> int:
             argv = [redis_server_binary(), "--port", "6379", "--bind", "127.0.0.1", "--dir", str(data_dir)]
             children.append(Child("redis", [*argv, "--appendonly", "yes"], ready=lambda: redis_ping(6379)))
             say("starting a private Redis on 127.0.0.1:6379 (data in .run/redis)")
+        os.environ["REDIS_URL"] = "redis://127.0.0.1:6379/0"  # said outright: a PostgreSQL setup requires it
     fresh_metrics_dir(BASE_DIR / ".run" / "metrics")
     port = os.environ.get("PORT", "8000")
     schedule = str(BASE_DIR / ".run" / "celerybeat-schedule")

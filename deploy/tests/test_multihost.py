@@ -26,6 +26,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -266,6 +267,7 @@ class Watcher:
         self.events: list[dict] = []
         self.closes: list[int | None] = []
         self.refused = 0
+        self.subscribed_at: list[float] = []  # time.monotonic() of each subscription
         self.connected = asyncio.Event()
         self.task = asyncio.ensure_future(self.follow())
 
@@ -287,6 +289,7 @@ class Watcher:
                         frame = json.loads(raw)
                         assert frame["type"] not in ("snapshot", "error"), frame  # no resync, no refusal
                         if frame["type"] == "subscribed":
+                            self.subscribed_at.append(time.monotonic())
                             self.connected.set()
                         if frame["type"] == "event" and "sequence" in frame:
                             self.events.append(frame)
@@ -383,12 +386,14 @@ async def test_a_web_host_dies_mid_run_and_every_client_resumes_through_the_bala
             await start_run(campaign)
             killed_at = await under_way(natives)
             cluster.webs[0].power_off()  # no FIN, no RST: the machine is gone
+            powered_off = time.monotonic()
 
             for native in natives:
                 await native.finish()
             await in_thread(hub.expect, "failover_finished", 90)
             log = await logged_sequences(campaign.api, campaign.id)
-            print(f"\nweb1 powered off at sequence {killed_at} of {len(log)}", end=" ")
+            back = max(native.subscribed_at[1] - powered_off for native in natives)
+            print(f"\nweb1 powered off at sequence {killed_at} of {len(log)}; clients resumed in {back:.1f} s", end=" ")
             assert log == list(range(1, len(log) + 1)) and natives[0].events[-1]["event"] == "campaign.completed"
             assert killed_at < len(log), "web1 died while the run was still going"
             for native in natives:

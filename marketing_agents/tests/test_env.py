@@ -104,6 +104,17 @@ def test_a_shared_database_without_a_secret_key_in_the_environment_stops_start_u
     assert "hunter2" not in result.stderr
 
 
+def test_a_shared_database_without_a_redis_url_in_the_environment_stops_start_up():
+    """Each host would use a Redis of its own, and a worker's events would reach only its host's
+    web processes."""
+    environ = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    environ["DATABASE_URL"] = "postgres://app:hunter2@db.internal:5432/marketing_agents"
+    result = manage_check(environ)
+    assert result.returncode != 0
+    assert "REDIS_URL must be set in the environment when DATABASE_URL names a shared database" in result.stderr
+    assert "hunter2" not in result.stderr
+
+
 def test_sqlite_without_a_secret_key_keeps_the_generated_one():
     environ = {k: v for k, v in os.environ.items() if k not in ("SECRET_KEY", "DATABASE_URL")}
     result = manage_check(environ)
