@@ -5,8 +5,10 @@ Connection i subscribes to campaign i % M. Control over stdin/stdout (driven by 
   reads  DRAIN {json}         the publisher's per-campaign counts; reads until every connection has
                               them all (or --drain-timeout), then prints RESULT {json}
   reads  SNAPSHOT n           n snapshot requests on one connection, prints SNAPSHOTS {json}
-  reads  RESUME k             drop one connection, wait for k events to be published (parent does
-                              it), reconnect with last_sequence, time until caught up: RESUMED {json}
+  reads  DROP                 close every connection (as when their web process dies): DROPPED {}
+  reads  REATTACH k           every connection comes back at once with its last_sequence, while k
+                              events per campaign were published meanwhile (the parent did it);
+                              prints REATTACHED {json} once each has replayed its k
   reads  EXIT
 """
 
@@ -67,12 +69,15 @@ async def reader(i: int, ws, stats: Stats, record: list[bool]) -> None:
         stats.closed += 1
 
 
-async def open_one(url: str, campaign: str, sem: asyncio.Semaphore):
+async def open_one(url: str, campaign: str, sem: asyncio.Semaphore, last_sequence: int | None = None):
+    subscribe = {"type": "subscribe", "campaign_id": campaign}
+    if last_sequence is not None:
+        subscribe["last_sequence"] = last_sequence
     async with sem:
         for attempt in range(5):
             try:
                 ws = await connect(url, max_size=None, compression=None, open_timeout=60, ping_interval=None)
-                await ws.send(json.dumps({"type": "subscribe", "campaign_id": campaign}))
+                await ws.send(json.dumps(subscribe))
                 answer = json.loads(await ws.recv())
                 assert answer["type"] == "subscribed", answer
                 return ws
@@ -117,6 +122,15 @@ async def main() -> None:
             print("RESULT " + json.dumps(await drain(json.loads(rest), campaigns, stats, args)), flush=True)
         elif command == "SNAPSHOT":
             print("SNAPSHOTS " + json.dumps(await snapshots(args.url, campaigns[0], int(rest))), flush=True)
+        elif command == "DROP":
+            for task in readers:
+                task.cancel()
+            await asyncio.gather(*(ws.close() for ws in sockets))
+            print("DROPPED {}", flush=True)
+        elif command == "REATTACH":
+            result, sockets = await reattach(args.url, campaigns, stats, int(rest), args.clients)
+            readers = [asyncio.ensure_future(reader(i, ws, stats, record)) for i, ws in enumerate(sockets)]
+            print("REATTACHED " + json.dumps(result), flush=True)
     for task in readers:
         task.cancel()
     for ws in sockets:
@@ -144,6 +158,43 @@ async def drain(summary: dict, campaigns: list[str], stats: Stats, args) -> dict
         "closed": stats.closed,
         "caught_up_seconds_after_window": round(max(stats.received_at, default=window[1]) - window[1], 3),
     }
+
+
+async def reattach(url: str, campaigns: list[str], stats: Stats, gap: int, clients: int) -> tuple[dict, list]:
+    """All connections come back at once (no semaphore: a storm), each resuming from the last
+    sequence it had; the time from the start until each has received the ``gap`` events it missed."""
+    started, cpu = time.perf_counter(), time.process_time()
+    caught_up = [0.0] * clients
+    replayed = [0] * clients
+    dups = [0]
+
+    async def one(i: int):
+        target = stats.last[i] + gap
+        ws = await open_one(url, campaigns[i % len(campaigns)], asyncio.Semaphore(1), stats.last[i])
+        while stats.last[i] < target:
+            text = await ws.recv()
+            at = text.find(SEQUENCE)
+            if at < 0 or not text.startswith('{"type":"event"'):
+                continue
+            sequence = int(text[at + len(SEQUENCE) : text.find(",", at)])
+            if sequence != stats.last[i] + 1:
+                dups[0] += 1
+                continue
+            stats.last[i] = sequence
+            replayed[i] += 1
+        caught_up[i] = time.perf_counter() - started
+        return ws
+
+    sockets = await asyncio.gather(*(one(i) for i in range(clients)))
+    return {
+        "clients": clients,
+        "gap_events_each": gap,
+        "replayed": sum(replayed),
+        "out_of_order_or_duplicate": dups[0],
+        "all_caught_up_seconds": round(max(caught_up), 3),
+        "caught_up_seconds": {q: round(pct(caught_up, p), 3) for q, p in (("p50", 0.5), ("p99", 0.99))},
+        "load_client_cpu_seconds": round(time.process_time() - cpu, 2),  # the client can be the limit
+    }, sockets
 
 
 async def snapshots(url: str, campaign: str, count: int) -> dict:

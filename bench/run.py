@@ -6,6 +6,7 @@
     .venv/bin/python bench/run.py snapshot
     .venv/bin/python bench/run.py resume
     .venv/bin/python bench/run.py headcheck            # the cost of the head check (stranded events)
+    .venv/bin/python bench/run.py storm --clients 5000 --campaigns 100 --gap 20   # mass re-attach
     .venv/bin/python bench/run.py idle --clients 5000 --profile .run/idle.txt   # where daphne's time goes
 
 --profile samples the web process with py-spy for the whole scenario, writes the collapsed stacks
@@ -254,6 +255,46 @@ def idle(stack: Stack, clients: int) -> dict:
     }
 
 
+def database_transactions(stack: Stack) -> int:
+    """Transactions committed or rolled back in the bench's database (each autocommit query is one)."""
+    import psycopg
+
+    with psycopg.connect(stack.env["DATABASE_URL"].replace("postgres://", "postgresql://", 1)) as db:
+        row = db.execute(
+            "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = current_database()"
+        ).fetchone()
+    return int(row[0])
+
+
+def redis_commands(stack: Stack) -> int:
+    import redis
+
+    return int(redis.Redis.from_url(stack.env["REDIS_URL"]).info("stats")["total_commands_processed"])
+
+
+def storm(stack: Stack, clients: int, campaigns: int, gap: int) -> dict:
+    """A web process died: all of its clients come back at once to this one, each with its last
+    sequence, after ``gap`` events per campaign were published meanwhile."""
+    token, ids = stack.campaigns(campaigns)
+    client = Client(stack, token, ids, clients)
+    client.ask("DROP", "DROPPED")
+    publish(stack, ids, 2000, gap * campaigns / 2000)  # round-robin: exactly ``gap`` per campaign
+    time.sleep(2)  # PostgreSQL flushes its statistics within a second of a transaction: let it settle
+    xacts, commands, cpu = database_transactions(stack), redis_commands(stack), stack.cpu_seconds()
+    result = client.ask(f"REATTACH {gap}", "REATTACHED")
+    cpu = stack.cpu_seconds() - cpu
+    time.sleep(2)  # as above, before reading the statistics again
+    xacts, commands = database_transactions(stack) - xacts, redis_commands(stack) - commands
+    client.close()
+    return {
+        **result,
+        "campaigns": campaigns,
+        "server_cpu_ms_per_reattach": round(cpu * 1000 / clients, 2),
+        "database_transactions_per_reattach": round(xacts / clients, 2),
+        "redis_commands_per_reattach": round(commands / clients, 2),
+    }
+
+
 def snapshot(stack: Stack, requests: int) -> dict:
     token, ids = stack.campaigns(1)
     publish(stack, ids, 200, 1)
@@ -409,11 +450,15 @@ def frame_name(frame: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
-        "scenario", nargs="?", default="all", choices=["all", "fanout", "idle", "snapshot", "resume", "headcheck"]
+        "scenario",
+        nargs="?",
+        default="all",
+        choices=["all", "fanout", "idle", "snapshot", "resume", "headcheck", "storm"],
     )
     parser.add_argument("--clients", type=int, default=1000)
     parser.add_argument("--campaigns", type=int, default=100)
     parser.add_argument("--rate", type=float, default=500)
+    parser.add_argument("--gap", type=int, default=20, help="storm: events each client missed")
     parser.add_argument("--duration", type=float, default=15)
     parser.add_argument("--no-pin", dest="pin", action="store_false")
     parser.add_argument("--profile", metavar="FILE", help="sample the web process with py-spy into FILE")
@@ -430,6 +475,8 @@ def main() -> None:
             results["resume"] = resume(stack, 100, 10)
         if args.scenario in ("headcheck", "all"):
             results["headcheck"] = headcheck(stack, 1000, 15)
+        if args.scenario == "storm":
+            results["storm"] = storm(stack, args.clients, args.campaigns, args.gap)
         if args.scenario in ("idle", "all"):
             results["idle"] = idle(stack, args.clients if args.scenario == "idle" else 10000)
     if args.profile:

@@ -35,3 +35,19 @@ def campaign_get_visible(
     if campaign is None:
         raise NotFound("Campaign not found.")
     return campaign
+
+
+def campaigns_get_visible_many(
+    requests: list[tuple[AbstractBaseUser, str]],
+) -> dict[tuple[AbstractBaseUser, str], Campaign]:
+    """For each (user, public id), the campaign if that user may see it: one query per distinct user
+    (the realtime tier asks this for thousands of sockets at once, marketing_agents/batching.py)."""
+    asked: dict[AbstractBaseUser, list[str]] = {}
+    for user, public_id in requests:
+        if is_public_id(public_id):
+            asked.setdefault(user, []).append(public_id)
+    found = {}
+    for user, public_ids in asked.items():
+        for campaign in campaigns_visible_to(user).filter(public_id__in=public_ids):
+            found[(user, campaign.public_id)] = campaign
+    return found

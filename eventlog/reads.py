@@ -1,5 +1,6 @@
 """Reads of the event log: pages for the REST API, and for the realtime consumers (``log_position``,
-``campaign_heads``, ``events_after`` run in a thread: the ORM is synchronous)."""
+``campaign_heads``, ``events_after`` run in the database thread: the ORM is synchronous; the first
+and last are batched across sockets, marketing_agents/batching.py)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from django.db.models import Min
 from campaigns.models import Campaign
 from eventlog.models import CampaignEvent
 from eventlog.publisher import event_frame
+from marketing_agents.batching import BatchedRead
 
 PAGE = 500
 EVENTS_MAX_LIMIT = 1000
@@ -29,14 +31,32 @@ class LogPosition:
     first_retained: int | None  # the oldest sequence still in the log (None when empty, or not asked)
 
 
-@database_sync_to_async
-def log_position(campaign_pk: int, *, resuming: bool = False) -> LogPosition:
-    """Where the campaign's log ends; where it starts too when a client resumes (pruning may have cut it)."""
-    last = Campaign.objects.filter(pk=campaign_pk).values_list("last_sequence", flat=True).first() or 0
-    first = None
-    if resuming:
-        first = CampaignEvent.objects.filter(campaign_id=campaign_pk).aggregate(first=Min("sequence"))["first"]
-    return LogPosition(last_sequence=last, first_retained=first)
+def read_positions(keys: list[tuple[int, bool]]) -> dict[tuple[int, bool], LogPosition]:
+    """Where each campaign's log ends (and, for a key with ``resuming``, where it starts: pruning may
+    have cut it): two queries for the whole batch."""
+    pks = {pk for pk, _ in keys}
+    last = dict(Campaign.objects.filter(pk__in=pks).values_list("pk", "last_sequence"))
+    resuming = {pk for pk, wanted in keys if wanted}
+    first = dict(
+        CampaignEvent.objects.filter(campaign_id__in=resuming)
+        .values("campaign_id")
+        .annotate(first=Min("sequence"))
+        .values_list("campaign_id", "first")
+        if resuming
+        else []
+    )
+    return {
+        (pk, wanted): LogPosition(last_sequence=last.get(pk) or 0, first_retained=first.get(pk) if wanted else None)
+        for pk, wanted in keys
+    }
+
+
+_positions = BatchedRead(read_positions)
+
+
+async def log_position(campaign_pk: int, *, resuming: bool = False) -> LogPosition:
+    """Where the campaign's log ends, read after the call (batched with the other sockets' reads)."""
+    return await _positions.get((campaign_pk, resuming))
 
 
 HEADS_BATCH = 2000
@@ -54,13 +74,25 @@ def read_heads(campaign_pks: list[int]) -> dict[int, int]:
 campaign_heads = database_sync_to_async(read_heads)
 
 
-@database_sync_to_async
-def events_after(campaign_pk: int, campaign_id: str, after: int, limit: int = PAGE) -> list[tuple[int, dict[str, Any]]]:
-    """(sequence, frame) of the durable events after ``after``, ascending; frames marked ``replayed``."""
-    rows = CampaignEvent.objects.filter(campaign_id=campaign_pk, sequence__gt=after).order_by("sequence")[:limit]
-    frames = []
-    for row in rows:
-        frame = event_frame(row, campaign_public_id=campaign_id)
-        frame["replayed"] = True
-        frames.append((row.sequence, frame))
-    return frames
+def read_events_after(keys: list[tuple[int, str, int]]) -> dict[tuple[int, str, int], list[tuple[int, dict[str, Any]]]]:
+    """For each (campaign pk, public id, after): (sequence, frame) of the next PAGE durable events,
+    ascending, frames marked ``replayed``; one query per distinct key. The frames are shared by every
+    socket that asked the same question: they are read, never changed."""
+    pages = {}
+    for campaign_pk, campaign_id, after in keys:
+        rows = CampaignEvent.objects.filter(campaign_id=campaign_pk, sequence__gt=after).order_by("sequence")[:PAGE]
+        frames = []
+        for row in rows:
+            frame = event_frame(row, campaign_public_id=campaign_id)
+            frame["replayed"] = True
+            frames.append((row.sequence, frame))
+        pages[(campaign_pk, campaign_id, after)] = frames
+    return pages
+
+
+_pages = BatchedRead(read_events_after, default=[])
+
+
+async def events_after(campaign_pk: int, campaign_id: str, after: int) -> list[tuple[int, dict[str, Any]]]:
+    """The next PAGE events after ``after`` (batched with the other sockets' reads)."""
+    return await _pages.get((campaign_pk, campaign_id, after))

@@ -96,8 +96,9 @@ class FanOut:
         return True
 
     async def add_connection(self, connection: Connection) -> None:
-        async with self._lock:
-            await self._start()
+        if not self._tasks:  # the first connection of the process starts the fan-out
+            async with self._lock:
+                await self._start()
         self.connections.add(connection)
 
     def remove_connection(self, connection: Connection) -> None:
@@ -106,6 +107,13 @@ class FanOut:
 
     async def join(self, subscription: Subscription) -> None:
         campaign_id = subscription.campaign_id
+        members = self.subscriptions.get(campaign_id)
+        if self._tasks and members:
+            # The group is joined already: no lock (thousands of sockets re-attaching at once would
+            # queue on it, and asyncio's Lock scans its waiters on each acquire). Nothing awaits
+            # between the check and the add, so a concurrent leave cannot empty it in between.
+            members.add(subscription)
+            return
         async with self._lock:
             await self._start()
             first = not self.subscriptions[campaign_id]
@@ -130,6 +138,10 @@ class FanOut:
 
     async def leave(self, subscription: Subscription) -> None:
         campaign_id = subscription.campaign_id
+        members = self.subscriptions.get(campaign_id)
+        if members and subscription in members and len(members) > 1:
+            members.discard(subscription)  # not the last: the group stays joined, no lock (see join)
+            return
         async with self._lock:
             members = self.subscriptions.get(campaign_id)
             if not members or subscription not in members:

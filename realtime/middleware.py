@@ -8,6 +8,7 @@ when none worked), ``auth_error`` (``unauthenticated`` or ``token_expired``) and
 
 from __future__ import annotations
 
+import copy
 import logging
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -16,11 +17,13 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AnonymousUser
+from django.core.exceptions import ValidationError
 from django.db import InterfaceError, OperationalError
 from django.http.cookie import parse_cookie
 from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.tokens import AccessToken
 
+from marketing_agents.batching import BatchedRead
 from marketing_agents.errors import unavailable_detail
 from realtime.metrics import AUTH_FAILURES
 
@@ -55,17 +58,28 @@ def _token_from(scope: dict[str, Any]) -> str | None:
     return None
 
 
-@database_sync_to_async
-def _user_from_token(token: str) -> tuple[Any, str | None, float | None]:
+def _read_users(pks: list[Any]) -> dict[Any, Any]:
+    return {user.pk: user for user in get_user_model().objects.filter(pk__in=pks)}
+
+
+_users = BatchedRead(_read_users)  # a reconnect storm asks for thousands at once
+
+
+async def _user_from_token(token: str) -> tuple[Any, str | None, float | None]:
+    """The token is checked here (no database); its user is read with the other sockets' (batched)."""
     try:
         access = AccessToken(token)
     except TokenError as exc:
         code = "token_expired" if "expired" in str(exc).lower() else "unauthenticated"
         return AnonymousUser(), code, None
-    user = get_user_model().objects.filter(pk=access.get(settings.SIMPLE_JWT.get("USER_ID_CLAIM", "user_id"))).first()
+    try:
+        pk = get_user_model()._meta.pk.to_python(access.get(settings.SIMPLE_JWT.get("USER_ID_CLAIM", "user_id")))
+    except ValidationError:
+        return AnonymousUser(), "unauthenticated", None
+    user = await _users.get(pk)
     if user is None or not user.is_active:
         return AnonymousUser(), "unauthenticated", None
-    return user, None, float(access["exp"])
+    return copy.copy(user), None, float(access["exp"])  # a copy per socket: nothing of one leaks to another
 
 
 @database_sync_to_async

@@ -21,8 +21,9 @@ from django.contrib.auth.models import AnonymousUser
 
 from campaigns.errors import NotFound, ServiceError
 from campaigns.models import Campaign
-from campaigns.selectors import campaign_get_visible
+from campaigns.selectors import campaigns_get_visible_many
 from eventlog.reads import log_position
+from marketing_agents.batching import BatchedRead
 from marketing_agents.errors import DATABASE_DOWN
 from orchestration.selectors import run_get_visible
 from realtime.connection import CLOSE_TRY_AGAIN_LATER, Connection
@@ -32,6 +33,9 @@ from realtime.metrics import AUTH_FAILURES, CONNECTIONS, RECONNECTIONS, SNAPSHOT
 from realtime.snapshots import campaign_snapshot
 
 logger = logging.getLogger("realtime.connections")
+
+# Which campaign a subscribe names, if its user may see it: batched across sockets (a reconnect storm).
+_visible_campaigns = BatchedRead(campaigns_get_visible_many)
 
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_POLICY = 1008
@@ -161,7 +165,11 @@ class RealtimeSession(Connection, AsyncWebsocketConsumer):
             self.fanout.remove_connection(self)
             CONNECTIONS.labels(self.protocol_name).dec()
             logger.info("ws %s disconnected: code=%s", self.connection_id, message.get("code"))
-        await super().websocket_disconnect(message)
+        # channels' websocket_disconnect without its group_discard loop (a session joins no group: the
+        # fan-out does) and its aclose_old_connections(), a trip to the database thread per closed
+        # socket for nothing (every database call here closes stale connections around itself).
+        await self.disconnect(message["code"])
+        raise StopConsumer()
 
     # --- limits ----------------------------------------------------------------------------------------
 
@@ -194,10 +202,10 @@ class RealtimeSession(Connection, AsyncWebsocketConsumer):
     async def visible_campaign(self, campaign_id: Any) -> Campaign:
         if not isinstance(campaign_id, str):
             raise ClientError("bad_request", "campaign_id must be a string.")
-        try:
-            return await database_sync_to_async(campaign_get_visible)(self.user, campaign_id)
-        except NotFound:
-            raise ClientError("not_found") from None
+        campaign = await _visible_campaigns.get((self.user, campaign_id))
+        if campaign is None:
+            raise ClientError("not_found")
+        return campaign
 
     async def subscribe(self, campaign_id: Any, last_sequence: Any = None, family: str = "native") -> int:
         """Subscribe (or resume from ``last_sequence``); returns the campaign's current last sequence."""
