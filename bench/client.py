@@ -86,6 +86,12 @@ async def open_one(url: str, campaign: str, sem: asyncio.Semaphore, last_sequenc
         raise RuntimeError("could not connect")
 
 
+def url_of(urls: str, i: int) -> str:
+    """Connection i goes to web process i % N (``--url`` lists them, comma-separated)."""
+    listed = urls.split(",")
+    return listed[i % len(listed)]
+
+
 def pct(values: list[float], q: float) -> float:
     if not values:
         return 0.0
@@ -95,7 +101,7 @@ def pct(values: list[float], q: float) -> float:
 
 async def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--url", required=True)
+    parser.add_argument("--url", required=True, help="the web processes' URLs, comma-separated")
     parser.add_argument("--campaigns", required=True, help="comma-separated campaign ids")
     parser.add_argument("--clients", type=int, default=1000)
     parser.add_argument("--drain-timeout", type=float, default=30)
@@ -105,7 +111,7 @@ async def main() -> None:
     sem = asyncio.Semaphore(100)
     started = time.time()
     sockets = await asyncio.gather(
-        *(open_one(args.url, campaigns[i % len(campaigns)], sem) for i in range(args.clients))
+        *(open_one(url_of(args.url, i), campaigns[i % len(campaigns)], sem) for i in range(args.clients))
     )
     readers = [asyncio.ensure_future(reader(i, ws, stats, record)) for i, ws in enumerate(sockets)]
     print("READY " + json.dumps({"connected": len(sockets), "seconds": round(time.time() - started, 2)}), flush=True)
@@ -121,7 +127,7 @@ async def main() -> None:
         if command == "DRAIN":
             print("RESULT " + json.dumps(await drain(json.loads(rest), campaigns, stats, args)), flush=True)
         elif command == "SNAPSHOT":
-            print("SNAPSHOTS " + json.dumps(await snapshots(args.url, campaigns[0], int(rest))), flush=True)
+            print("SNAPSHOTS " + json.dumps(await snapshots(url_of(args.url, 0), campaigns[0], int(rest))), flush=True)
         elif command == "DROP":
             for task in readers:
                 task.cancel()
@@ -170,7 +176,7 @@ async def reattach(url: str, campaigns: list[str], stats: Stats, gap: int, clien
 
     async def one(i: int):
         target = stats.last[i] + gap
-        ws = await open_one(url, campaigns[i % len(campaigns)], asyncio.Semaphore(1), stats.last[i])
+        ws = await open_one(url_of(url, i), campaigns[i % len(campaigns)], asyncio.Semaphore(1), stats.last[i])
         while stats.last[i] < target:
             text = await ws.recv()
             at = text.find(SEQUENCE)

@@ -65,8 +65,9 @@ print(str(token) + " " + ",".join(ids))
 
 
 class Stack:
-    def __init__(self, pin: bool) -> None:
+    def __init__(self, pin: bool, web: int = 1) -> None:
         self.pin = pin
+        self.web = web  # web processes; the load client spreads its connections over them
         self.services = devservices.test_services()
 
     def __enter__(self) -> Stack:
@@ -79,33 +80,22 @@ class Stack:
         }
         self.env["DATABASE_URL"] = self.env["DATABASE_URL"].rsplit("/", 1)[0] + "/postgres"
         subprocess.run([PY, "manage.py", "migrate", "-v", "0"], cwd=BASE, env=self.env, check=True)
-        self.port = devservices.free_port()
-        log = open(BASE / ".run" / "bench-daphne.log", "w")
-        self.daphne = subprocess.Popen(
-            pinned(
-                0 if self.pin else None,
-                [
-                    PY,
-                    "-m",
-                    "marketing_agents.serve",
-                    "-b",
-                    "127.0.0.1",
-                    "-p",
-                    str(self.port),
-                    "--access-log",
-                    "/dev/null",
-                ],
-            ),
-            cwd=BASE,
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        devservices.wait_for(lambda: devservices.port_open(self.port), "daphne", process=self.daphne)
+        self.daphnes, self.ports = [], []
+        for index in range(self.web):
+            port = devservices.free_port()
+            log = open(BASE / ".run" / f"bench-daphne-{index}.log", "w")
+            argv = [PY, "-m", "marketing_agents.serve", "-b", "127.0.0.1", "-p", str(port), "--access-log", "/dev/null"]
+            daphne = subprocess.Popen(
+                pinned(0 if self.pin else None, argv), cwd=BASE, env=self.env, stdout=log, stderr=subprocess.STDOUT
+            )
+            devservices.wait_for(lambda port=port: devservices.port_open(port), "daphne", process=daphne)
+            self.daphnes.append(daphne)
+            self.ports.append(port)
+        self.daphne, self.port = self.daphnes[0], self.ports[0]
         return self
 
     def __exit__(self, *exc: object) -> None:
-        devservices.stop([self.daphne])
+        devservices.stop(self.daphnes)
         self.services.__exit__(*exc)
 
     def campaigns(self, count: int) -> tuple[str, list[str]]:
@@ -120,14 +110,18 @@ class Stack:
             return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
 
     def cpu_seconds(self) -> float:
-        with open(f"/proc/{self.daphne.pid}/stat") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        """User and system CPU of every web process, added up."""
+        total = 0.0
+        for daphne in self.daphnes:
+            with open(f"/proc/{daphne.pid}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return total
 
 
 class Client:
     def __init__(self, stack: Stack, token: str, campaigns: list[str], clients: int) -> None:
-        url = f"ws://127.0.0.1:{stack.port}/ws/campaigns/?access_token={token}"
+        url = ",".join(f"ws://127.0.0.1:{port}/ws/campaigns/?access_token={token}" for port in stack.ports)
         self.process = subprocess.Popen(
             pinned(
                 1 if stack.pin else None,
@@ -220,10 +214,11 @@ def fanout(stack: Stack, clients: int, campaigns: int, rate: float, duration: fl
     token, ids = stack.campaigns(campaigns)
     client = Client(stack, token, ids, clients)
     buckets_before = delivery_buckets(stack)
-    cpu_before = stack.cpu_seconds()
+    cpu_before, commands_before = stack.cpu_seconds(), redis_commands(stack)
     summary = publish(stack, ids, rate, duration)
     result = client.ask("DRAIN " + json.dumps({"window": summary["window"], "counts": summary["counts"]}), "RESULT")
     cpu = stack.cpu_seconds() - cpu_before
+    commands = redis_commands(stack) - commands_before
     client.close()
     result["server_side_delivery_ms"] = server_latency(buckets_before, delivery_buckets(stack))
     return {
@@ -233,7 +228,9 @@ def fanout(stack: Stack, clients: int, campaigns: int, rate: float, duration: fl
         "frames_per_second_offered": rate * clients / campaigns,
         "publisher": {k: summary[k] for k in ("sent", "rate_achieved", "late")},
         **result,
+        "web_processes": stack.web,
         "server_cpu_us_per_frame": round(cpu * 1e6 / max(result["frames_received"], 1), 1),
+        "redis_commands_per_event": round(commands / max(summary["sent"], 1), 2),
     }
 
 
@@ -461,10 +458,11 @@ def main() -> None:
     parser.add_argument("--gap", type=int, default=20, help="storm: events each client missed")
     parser.add_argument("--duration", type=float, default=15)
     parser.add_argument("--no-pin", dest="pin", action="store_false")
+    parser.add_argument("--web", type=int, default=1, help="web processes (connections spread over them)")
     parser.add_argument("--profile", metavar="FILE", help="sample the web process with py-spy into FILE")
     args = parser.parse_args()
     results: dict = {"pinned": args.pin, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    with Stack(args.pin) as stack, Profile(stack, args.profile) as profile:
+    with Stack(args.pin, args.web) as stack, Profile(stack, args.profile) as profile:
         if args.scenario in ("fanout", "all"):
             results["fanout"] = fanout(stack, args.clients, args.campaigns, args.rate, args.duration)
         if args.scenario == "all":

@@ -24,6 +24,7 @@ from typing import Any
 
 import autobahn.websocket.protocol
 import daphne.cli
+import daphne.endpoints
 import daphne.http_protocol
 import daphne.server
 import daphne.ws_protocol
@@ -224,6 +225,7 @@ def check_internals() -> list[str]:
         (daphne.server.Server, ("protocol_disconnected", "kill_all_applications", "create_application")),
         (daphne.ws_protocol.WebSocketProtocol, ("_max_message_size_exceeded", "_fail_connection", "sendCloseFrame")),
         (autobahn.websocket.protocol, ("pformat",)),
+        (daphne.cli, ("build_endpoint_description_strings",)),
         # realtime.connection reads a transport's write buffer (a descriptor made only to look)
         (abstract.FileDescriptor(reactor=object()), ("dataBuffer", "offset", "_tempDataLen")),
     ):
@@ -253,6 +255,18 @@ def require_internals() -> None:
         )
 
 
+def with_backlog(backlog: int):
+    """daphne's endpoint strings for -b/-p, with a listen backlog (Twisted's default is 50). With 50,
+    a reconnect storm overflows the accept queue: the kernel drops the SYNs, and the clients'
+    retransmissions back off 1, 2, 4 ... 32 s (one bench client waited 61 s to re-attach)."""
+
+    def build(*args: Any, **kwargs: Any) -> list[str]:
+        built = daphne.endpoints.build_endpoint_description_strings(*args, **kwargs)
+        return [f"{entry}:backlog={backlog}" if entry.startswith("tcp:") else entry for entry in built]
+
+    return build
+
+
 class CommandLineInterface(daphne.cli.CommandLineInterface):
     server_class = Server
 
@@ -265,6 +279,7 @@ def main(argv: list[str]) -> None:
     django.setup()
     require_internals()
     daphne.cli.AccessLogGenerator = RedactedAccessLog
+    daphne.cli.build_endpoint_description_strings = with_backlog(settings.WEB_LISTEN_BACKLOG)
     autobahn.websocket.protocol.pformat = LazyPformat
     # daphne's Server.run builds its factories from these module names.
     daphne.server.HTTPFactory, daphne.server.WebSocketFactory = HTTPFactory, WebSocketFactory

@@ -55,6 +55,9 @@ Path(PROMETHEUS_MULTIPROC_DIR).mkdir(parents=True, exist_ok=True)
 DEBUG = env_bool("DJANGO_DEBUG", False)
 ALLOWED_HOSTS = [h.strip() for h in env_str("ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]").split(",") if h.strip()]
 PORT = env_int("PORT", 8000, minimum=1, maximum=65535)
+# Connections the kernel queues for a web process before it accepts them (daphne leaves it at 50):
+# when a web process dies, thousands of its clients come back at once to the others.
+WEB_LISTEN_BACKLOG = env_int("WEB_LISTEN_BACKLOG", 2048, minimum=1, maximum=65535)
 
 # Origins allowed for CORS and for WebSocket handshakes, besides the server's own origin.
 ALLOWED_ORIGINS = env_origins("ALLOWED_ORIGINS")

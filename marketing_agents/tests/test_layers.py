@@ -22,7 +22,8 @@ from django.conf import settings
 from orchestration.models import OrchestrationRun
 
 LAYERS = ["campaigns", "eventlog", "orchestration", "realtime"]
-SHARED = {"errors", "logging", "env", "celery", "broker", "redisconf", "batching"}  # marketing_agents modules any app may use
+# marketing_agents modules any app may use
+SHARED = {"errors", "logging", "env", "celery", "broker", "redisconf", "batching"}
 
 
 def imports_of(path: Path) -> set[str]:

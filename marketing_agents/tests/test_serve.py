@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import subprocess
 import weakref
 
 import pytest
@@ -235,3 +236,14 @@ def test_a_transport_without_a_readable_buffer_is_reported_not_silently_ignored(
     assert session.buffered_bytes() == 0
     assert INTERNALS_BROKEN.labels("transport_buffer")._value.get() == before + 1, "counted once per connection"
     assert "backpressure is off" in caplog.text
+
+
+@pytest.mark.e2e
+def test_the_web_process_listens_with_a_backlog_big_enough_for_a_reconnect_storm(start_web):
+    """Twisted's default of 50 overflowed when thousands of clients came back at once: the kernel
+    dropped their SYNs and some waited a minute. ``ss`` shows a listening socket's backlog as Send-Q."""
+    server = start_web(WEB_LISTEN_BACKLOG="1500")
+    listening = subprocess.run(
+        ["ss", "-ltnH", f"sport = :{server.port}"], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert listening[0] == "LISTEN" and listening[2] == "1500", listening
