@@ -6,7 +6,8 @@ Connection i subscribes to campaign i % M. Control over stdin/stdout (driven by 
                               them all (or --drain-timeout), then prints RESULT {json}
   reads  SNAPSHOT n           n snapshot requests on one connection, prints SNAPSHOTS {json}
   reads  DROP                 close every connection (as when their web process dies): DROPPED {}
-  reads  REATTACH k           every connection comes back at once with its last_sequence, while k
+  reads  GONE                 wait until every connection was closed by its (killed) server: GONE {json}
+  reads  REATTACH k [URLS]    every connection comes back at once (to URLS if given) with its last_sequence, while k
                               events per campaign were published meanwhile (the parent did it);
                               prints REATTACHED {json} once each has replayed its k
   reads  EXIT
@@ -133,8 +134,14 @@ async def main() -> None:
                 task.cancel()
             await asyncio.gather(*(ws.close() for ws in sockets))
             print("DROPPED {}", flush=True)
-        elif command == "REATTACH":
-            result, sockets = await reattach(args.url, campaigns, stats, int(rest), args.clients)
+        elif command == "GONE":  # their web process was killed: wait until every connection has seen it
+            deadline = time.time() + 30
+            while stats.closed < args.clients and time.time() < deadline:
+                await asyncio.sleep(0.05)
+            print("GONE " + json.dumps({"closed": stats.closed}), flush=True)
+        elif command == "REATTACH":  # REATTACH k [urls]: to other web processes, if given
+            gap, _, urls = rest.partition(" ")
+            result, sockets = await reattach(urls or args.url, campaigns, stats, int(gap), args.clients)
             readers = [asyncio.ensure_future(reader(i, ws, stats, record)) for i, ws in enumerate(sockets)]
             print("REATTACHED " + json.dumps(result), flush=True)
     for task in readers:

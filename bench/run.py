@@ -7,6 +7,7 @@
     .venv/bin/python bench/run.py resume
     .venv/bin/python bench/run.py headcheck            # the cost of the head check (stranded events)
     .venv/bin/python bench/run.py storm --clients 5000 --campaigns 100 --gap 20   # mass re-attach
+    .venv/bin/python bench/run.py storm --web 2 --kill --clients 5000   # ... after kill -9 of their process
     .venv/bin/python bench/run.py idle --clients 5000 --profile .run/idle.txt   # where daphne's time goes
 
 --profile samples the web process with py-spy for the whole scenario, writes the collapsed stacks
@@ -113,6 +114,8 @@ class Stack:
         """User and system CPU of every web process, added up."""
         total = 0.0
         for daphne in self.daphnes:
+            if daphne.poll() is not None:
+                continue  # killed by the storm scenario
             with open(f"/proc/{daphne.pid}/stat") as stat:
                 fields = stat.read().rsplit(")", 1)[1].split()
             total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -120,8 +123,8 @@ class Stack:
 
 
 class Client:
-    def __init__(self, stack: Stack, token: str, campaigns: list[str], clients: int) -> None:
-        url = ",".join(f"ws://127.0.0.1:{port}/ws/campaigns/?access_token={token}" for port in stack.ports)
+    def __init__(self, stack: Stack, token: str, campaigns: list[str], clients: int, ports: list[int] | None = None):
+        url = ",".join(f"ws://127.0.0.1:{port}/ws/campaigns/?access_token={token}" for port in ports or stack.ports)
         self.process = subprocess.Popen(
             pinned(
                 1 if stack.pin else None,
@@ -269,16 +272,28 @@ def redis_commands(stack: Stack) -> int:
     return int(redis.Redis.from_url(stack.env["REDIS_URL"]).info("stats")["total_commands_processed"])
 
 
-def storm(stack: Stack, clients: int, campaigns: int, gap: int) -> dict:
-    """A web process died: all of its clients come back at once to this one, each with its last
-    sequence, after ``gap`` events per campaign were published meanwhile."""
+def storm(stack: Stack, clients: int, campaigns: int, gap: int, kill: bool) -> dict:
+    """A web process died: all of its clients come back at once, each with its last sequence, after
+    ``gap`` events per campaign were published meanwhile. With ``kill`` (and --web 2 or more) they are
+    all on the first web process, which is killed (SIGKILL), and come back to the others; without,
+    they close their sockets and come back to the same process(es)."""
     token, ids = stack.campaigns(campaigns)
-    client = Client(stack, token, ids, clients)
-    client.ask("DROP", "DROPPED")
+    if kill:
+        if stack.web < 2:
+            raise SystemExit("storm --kill needs --web 2 or more: the clients come back to the others")
+        client = Client(stack, token, ids, clients, ports=stack.ports[:1])
+        stack.daphnes[0].kill()
+        stack.daphnes[0].wait()
+        client.ask("GONE", "GONE")
+        survivors = ",".join(f"ws://127.0.0.1:{port}/ws/campaigns/?access_token={token}" for port in stack.ports[1:])
+    else:
+        client = Client(stack, token, ids, clients)
+        client.ask("DROP", "DROPPED")
+        survivors = ""
     publish(stack, ids, 2000, gap * campaigns / 2000)  # round-robin: exactly ``gap`` per campaign
     time.sleep(2)  # PostgreSQL flushes its statistics within a second of a transaction: let it settle
     xacts, commands, cpu = database_transactions(stack), redis_commands(stack), stack.cpu_seconds()
-    result = client.ask(f"REATTACH {gap}", "REATTACHED")
+    result = client.ask(f"REATTACH {gap} {survivors}".rstrip(), "REATTACHED")
     cpu = stack.cpu_seconds() - cpu
     time.sleep(2)  # as above, before reading the statistics again
     xacts, commands = database_transactions(stack) - xacts, redis_commands(stack) - commands
@@ -286,6 +301,7 @@ def storm(stack: Stack, clients: int, campaigns: int, gap: int) -> dict:
     return {
         **result,
         "campaigns": campaigns,
+        "web_processes_taking_them": stack.web - 1 if kill else stack.web,
         "server_cpu_ms_per_reattach": round(cpu * 1000 / clients, 2),
         "database_transactions_per_reattach": round(xacts / clients, 2),
         "redis_commands_per_reattach": round(commands / clients, 2),
@@ -456,6 +472,7 @@ def main() -> None:
     parser.add_argument("--campaigns", type=int, default=100)
     parser.add_argument("--rate", type=float, default=500)
     parser.add_argument("--gap", type=int, default=20, help="storm: events each client missed")
+    parser.add_argument("--kill", action="store_true", help="storm: kill -9 the clients' web process (needs --web 2)")
     parser.add_argument("--duration", type=float, default=15)
     parser.add_argument("--no-pin", dest="pin", action="store_false")
     parser.add_argument("--web", type=int, default=1, help="web processes (connections spread over them)")
@@ -474,7 +491,7 @@ def main() -> None:
         if args.scenario in ("headcheck", "all"):
             results["headcheck"] = headcheck(stack, 1000, 15)
         if args.scenario == "storm":
-            results["storm"] = storm(stack, args.clients, args.campaigns, args.gap)
+            results["storm"] = storm(stack, args.clients, args.campaigns, args.gap, args.kill)
         if args.scenario in ("idle", "all"):
             results["idle"] = idle(stack, args.clients if args.scenario == "idle" else 10000)
     if args.profile:
