@@ -108,10 +108,11 @@ class FanOut:
     async def join(self, subscription: Subscription) -> None:
         campaign_id = subscription.campaign_id
         members = self.subscriptions.get(campaign_id)
-        if self._tasks and members:
-            # The group is joined already: no lock (thousands of sockets re-attaching at once would
-            # queue on it, and asyncio's Lock scans its waiters on each acquire). Nothing awaits
-            # between the check and the add, so a concurrent leave cannot empty it in between.
+        if self._tasks and members and campaign_id in self._groups_joined_at:
+            # The group is joined already (its group_add has returned, not merely begun): no lock
+            # (thousands of sockets re-attaching at once would queue on it, and asyncio's Lock scans
+            # its waiters on each acquire). Nothing awaits between the check and the add, so a
+            # concurrent leave cannot empty it in between.
             members.add(subscription)
             return
         async with self._lock:

@@ -92,6 +92,35 @@ async def test_a_notice_sent_right_after_the_handshake_reaches_the_client(ws, us
     assert [frame.get("type") for frame in frames] == ["system.notice"]
 
 
+async def test_a_second_subscriber_is_answered_only_once_the_campaigns_group_is_joined(ws, users):
+    """The first subscriber of a campaign in a process joins the campaign's group; one arriving
+    meanwhile must not be told it is subscribed (and read the log's end) before that join is done,
+    or a live event in between would reach it only later, from the head check. group_add is held
+    here until the test lets it go."""
+    campaign = await db(CampaignFactory)(owner=users["alice"])
+    first, second = await ws(users["alice"]), await ws(users["alice"])
+    layer = hub_layer()
+    group_add, entered, gate = layer.group_add, asyncio.Event(), asyncio.Event()
+
+    async def held_group_add(group: str, channel: str) -> None:
+        if group != BROADCAST_GROUP:
+            entered.set()
+            await gate.wait()
+        await group_add(group, channel)
+
+    layer.group_add = held_group_add
+    try:
+        await first.send_json_to({"type": "subscribe", "campaign_id": campaign.public_id})
+        await asyncio.wait_for(entered.wait(), 5)
+        await second.send_json_to({"type": "subscribe", "campaign_id": campaign.public_id})
+        await expect_silence(second)
+        gate.set()
+        assert (await recv(first))["type"] == "subscribed"
+        assert (await recv(second))["type"] == "subscribed"
+    finally:
+        del layer.group_add
+
+
 async def test_hub_tasks_stop_when_cancelled(transactional_db):
     """FanOut.cancel_tasks() must stop the hub's tasks whatever they are awaiting.
 
