@@ -94,24 +94,21 @@ def test_bad_environment_stops_start_up_with_a_clear_message(variable, value, me
     assert "hunter2" not in result.stderr
 
 
-def test_a_shared_database_without_a_secret_key_in_the_environment_stops_start_up():
-    """Several hosts would each generate a key and refuse each other's tokens (docs/DEPLOY.md)."""
-    environ = {k: v for k, v in os.environ.items() if k != "SECRET_KEY"}
+@pytest.mark.parametrize(
+    "variable",
+    [
+        # Several hosts would each generate a key and refuse each other's tokens (docs/DEPLOY.md).
+        "SECRET_KEY",
+        # Each host would use a Redis of its own: a worker's events would reach only its host's web processes.
+        "REDIS_URL",
+    ],
+)
+def test_a_shared_database_without_a_shared_setting_in_the_environment_stops_start_up(variable):
+    environ = {k: v for k, v in os.environ.items() if k != variable}
     environ["DATABASE_URL"] = "postgres://app:hunter2@db.internal:5432/marketing_agents"
     result = manage_check(environ)
     assert result.returncode != 0
-    assert "SECRET_KEY must be set in the environment when DATABASE_URL names a shared database" in result.stderr
-    assert "hunter2" not in result.stderr
-
-
-def test_a_shared_database_without_a_redis_url_in_the_environment_stops_start_up():
-    """Each host would use a Redis of its own, and a worker's events would reach only its host's
-    web processes."""
-    environ = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
-    environ["DATABASE_URL"] = "postgres://app:hunter2@db.internal:5432/marketing_agents"
-    result = manage_check(environ)
-    assert result.returncode != 0
-    assert "REDIS_URL must be set in the environment when DATABASE_URL names a shared database" in result.stderr
+    assert f"{variable} must be set in the environment when DATABASE_URL names a shared database" in result.stderr
     assert "hunter2" not in result.stderr
 
 
