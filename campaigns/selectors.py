@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db.models import QuerySet
@@ -37,17 +38,17 @@ def campaign_get_visible(
     return campaign
 
 
-def campaigns_get_visible_many(
-    requests: list[tuple[AbstractBaseUser, str]],
-) -> dict[tuple[AbstractBaseUser, str], Campaign]:
-    """For each (user, public id), the campaign if that user may see it: one query per distinct user
-    (the realtime tier asks this for thousands of sockets at once, marketing_agents/batching.py)."""
-    asked: dict[AbstractBaseUser, list[str]] = {}
+def campaigns_get_visible_many(requests: list[tuple[AbstractBaseUser, str]]) -> list[Campaign | None]:
+    """For each (user, public id), the campaign if that user may see it, else None, in order: one
+    query per distinct user (the realtime tier asks this for thousands of sockets at once,
+    marketing_agents/batching.py). Users are told apart by their rights as well as their id: two
+    sockets of one user, opened before and after they lost staff rights, are answered each by its own."""
+    asked: dict[tuple[Any, bool], tuple[AbstractBaseUser, list[str]]] = {}
     for user, public_id in requests:
         if is_public_id(public_id):
-            asked.setdefault(user, []).append(public_id)
+            asked.setdefault((user.pk, user.is_staff), (user, []))[1].append(public_id)
     found = {}
-    for user, public_ids in asked.items():
+    for (pk, is_staff), (user, public_ids) in asked.items():
         for campaign in campaigns_visible_to(user).filter(public_id__in=public_ids):
-            found[(user, campaign.public_id)] = campaign
-    return found
+            found[(pk, is_staff, campaign.public_id)] = campaign
+    return [found.get((user.pk, user.is_staff, public_id)) for user, public_id in requests]

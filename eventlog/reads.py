@@ -74,19 +74,23 @@ def read_heads(campaign_pks: list[int]) -> dict[int, int]:
 campaign_heads = database_sync_to_async(read_heads)
 
 
-def read_events_after(keys: list[tuple[int, str, int]]) -> dict[tuple[int, str, int], list[tuple[int, dict[str, Any]]]]:
+def read_events_after(keys: list[tuple[int, str, int]]) -> dict[tuple[int, str, int], Any]:
     """For each (campaign pk, public id, after): (sequence, frame) of the next PAGE durable events,
-    ascending, frames marked ``replayed``; one query per distinct key. The frames are shared by every
-    socket that asked the same question: they are read, never changed."""
-    pages = {}
+    ascending, frames marked ``replayed`` (or the exception reading them raised); one query per
+    distinct key. The frames are shared by every socket that asked the same question: they are read,
+    never changed."""
+    pages: dict[tuple[int, str, int], Any] = {}
     for campaign_pk, campaign_id, after in keys:
-        rows = CampaignEvent.objects.filter(campaign_id=campaign_pk, sequence__gt=after).order_by("sequence")[:PAGE]
-        frames = []
-        for row in rows:
-            frame = event_frame(row, campaign_public_id=campaign_id)
-            frame["replayed"] = True
-            frames.append((row.sequence, frame))
-        pages[(campaign_pk, campaign_id, after)] = frames
+        try:
+            rows = CampaignEvent.objects.filter(campaign_id=campaign_pk, sequence__gt=after).order_by("sequence")
+            frames = []
+            for row in rows[:PAGE]:
+                frame = event_frame(row, campaign_public_id=campaign_id)
+                frame["replayed"] = True
+                frames.append((row.sequence, frame))
+            pages[(campaign_pk, campaign_id, after)] = frames
+        except Exception as exc:  # this campaign's sockets fail (and reconnect); the others' pages are read
+            pages[(campaign_pk, campaign_id, after)] = exc
     return pages
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
 
 from channels.db import database_sync_to_async
@@ -25,49 +25,63 @@ from channels.db import database_sync_to_async
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
+Batch = dict  # key -> the futures of the requests for it, on one event loop
+
 
 class BatchedRead(Generic[K, V]):
     """``await read.get(key)``: ``fetch(keys)`` (run in the database thread) answers a batch of keys
-    with a mapping; a key it leaves out gets ``default``."""
+    with a mapping; a key it leaves out gets ``default``, and a key it maps to an exception raises
+    it (for that key's requests only). If ``fetch`` raises, every request of the batch does."""
 
-    def __init__(self, fetch: Callable[[list[K]], dict[K, V]], default: V | None = None) -> None:
+    def __init__(self, fetch: Callable[[list[K]], dict[K, V | Exception]], default: V | None = None) -> None:
         self.fetch = fetch
         self.default = default
-        self._lock = threading.Lock()  # the event loop adds to the batch; the database thread closes it
-        self._batch: dict[K, list[asyncio.Future]] | None = None
+        self._lock = threading.Lock()  # the event loop adds to a batch; the database thread closes it
+        self._open: dict[asyncio.AbstractEventLoop, Batch] = {}  # one open batch per event loop
 
     async def get(self, key: K) -> V:
-        future = asyncio.get_running_loop().create_future()
+        hash(key)  # an unhashable key fails here, before it can break a batch
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
         with self._lock:
-            batch, new = self._batch, self._batch is None
+            batch = self._open.get(loop)
+            new = batch is None
             if new:
-                batch = self._batch = {}
+                batch = self._open[loop] = {}
             batch.setdefault(key, []).append(future)
         if new:
-            asyncio.ensure_future(self._run(batch))
+            loop.create_task(self._run(loop, batch))
         return await future
 
-    def _close_and_fetch(self, batch: dict[K, list[asyncio.Future]]) -> dict[K, V]:
+    def _close(self, loop: asyncio.AbstractEventLoop, batch: Batch) -> list[K]:
         with self._lock:
-            if self._batch is batch:
-                self._batch = None  # requests from now on start the next batch
-            keys = list(batch)
-        return self.fetch(keys)
+            if self._open.get(loop) is batch:
+                del self._open[loop]  # requests from now on start the next batch
+            return list(batch)
 
-    async def _run(self, batch: dict[K, list[asyncio.Future]]) -> None:
+    async def _run(self, loop: asyncio.AbstractEventLoop, batch: Batch) -> None:
         try:
-            results = await database_sync_to_async(self._close_and_fetch)(batch)
-        except Exception as exc:  # the database is down, say: every request of the batch gets it
-            settle(batch.values(), lambda future, error=exc: future.set_exception(error))
+            results = await database_sync_to_async(lambda: self.fetch(self._close(loop, batch)))()
+        except BaseException as exc:  # the database is down, or the loop is closing: nobody waits forever
+            self._close(loop, batch)
+            for futures in batch.values():
+                settle(futures, exc)
+            if not isinstance(exc, Exception):
+                raise
             return
         for key, futures in batch.items():
-            value = results.get(key, self.default)
-            settle([futures], lambda future, value=value: future.set_result(value))
+            settle(futures, results.get(key, self.default))
 
 
-def settle(groups: Iterable[list[asyncio.Future]], outcome: Callable[[asyncio.Future], None]) -> None:
-    """Give ``outcome`` to every future still waiting (a request whose socket closed was cancelled)."""
-    for futures in groups:
-        for future in futures:
-            if not future.done():
-                outcome(future)
+def settle(futures: list[asyncio.Future], outcome: object) -> None:
+    """Answer every request still waiting (one whose socket closed was cancelled) with ``outcome``,
+    raised if it is an exception."""
+    for future in futures:
+        if future.done():
+            continue
+        if isinstance(outcome, asyncio.CancelledError):
+            future.cancel()
+        elif isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)

@@ -215,6 +215,12 @@ class LazyPformat:
         return pprint.pformat(self.value)
 
 
+def quiet_autobahn_debug() -> None:
+    autobahn.websocket.protocol.pformat = LazyPformat
+    # autobahn's other use of pformat must return text (it is a __str__): it gets the real one.
+    autobahn.websocket.protocol.Timings.__str__ = lambda timings: pprint.pformat(timings._timings)
+
+
 def check_internals() -> list[str]:
     """What of daphne, Twisted and autobahn this module and realtime.connection rely on beyond their
     public API, checked at start-up: a missing piece would silently switch off backpressure, frame
@@ -224,7 +230,8 @@ def check_internals() -> list[str]:
         (daphne.server, ("HTTPFactory", "WebSocketFactory")),
         (daphne.server.Server, ("protocol_disconnected", "kill_all_applications", "create_application")),
         (daphne.ws_protocol.WebSocketProtocol, ("_max_message_size_exceeded", "_fail_connection", "sendCloseFrame")),
-        (autobahn.websocket.protocol, ("pformat",)),
+        (autobahn.websocket.protocol, ("pformat", "Timings")),
+        (autobahn.websocket.protocol.Timings(), ("_timings",)),
         (daphne.cli, ("build_endpoint_description_strings",)),
         # realtime.connection reads a transport's write buffer (a descriptor made only to look)
         (abstract.FileDescriptor(reactor=object()), ("dataBuffer", "offset", "_tempDataLen")),

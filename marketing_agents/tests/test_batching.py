@@ -74,3 +74,16 @@ async def test_a_request_cancelled_while_waiting_leaves_the_others_answered():
     assert await kept == "value of b"
     with pytest.raises(asyncio.CancelledError):
         await gone
+
+
+async def test_a_key_answered_with_an_exception_fails_only_its_own_requests():
+    read = BatchedRead(lambda keys: {key: ValueError(key) if key == "bad" else key.upper() for key in keys})
+    bad, good = await asyncio.gather(read.get("bad"), read.get("good"), return_exceptions=True)
+    assert isinstance(bad, ValueError) and good == "GOOD"
+
+
+async def test_an_unhashable_key_is_refused_and_breaks_no_batch():
+    read = BatchedRead(lambda keys: {key: key for key in keys})
+    with pytest.raises(TypeError):
+        await read.get(["not", "hashable"])
+    assert await read.get("a") == "a"

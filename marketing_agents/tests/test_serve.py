@@ -247,3 +247,18 @@ def test_the_web_process_listens_with_a_backlog_big_enough_for_a_reconnect_storm
         ["ss", "-ltnH", f"sport = :{server.port}"], capture_output=True, text=True, check=True
     ).stdout.split()
     assert listening[0] == "LISTEN" and listening[2] == "1500", listening
+
+
+def test_autobahns_debug_text_is_made_only_when_written_and_its_timings_stay_text(monkeypatch):
+    import autobahn.websocket.protocol as protocol
+
+    from marketing_agents.serve import quiet_autobahn_debug
+
+    monkeypatch.setattr(protocol, "pformat", protocol.pformat)
+    monkeypatch.setattr(protocol.Timings, "__str__", protocol.Timings.__str__)
+    quiet_autobahn_debug()
+    lazy = protocol.pformat([("openHandshakeTimeout", 5, "factory")])
+    assert not isinstance(lazy, str) and "openHandshakeTimeout" in str(lazy)
+    timings = protocol.Timings()
+    timings.track("onOpen")
+    assert isinstance(str(timings), str) and "onOpen" in str(timings)

@@ -34,8 +34,15 @@ from realtime.snapshots import campaign_snapshot
 
 logger = logging.getLogger("realtime.connections")
 
+
+def _read_visible(keys: list[tuple[Any, bool, str]]) -> dict[tuple[Any, bool, str], Campaign | None]:
+    """Keys are (user, is_staff, public id): users compare equal by id, and one whose rights changed
+    between two of its sockets must be asked about separately."""
+    return dict(zip(keys, campaigns_get_visible_many([(user, public_id) for user, _, public_id in keys]), strict=True))
+
+
 # Which campaign a subscribe names, if its user may see it: batched across sockets (a reconnect storm).
-_visible_campaigns = BatchedRead(campaigns_get_visible_many)
+_visible_campaigns = BatchedRead(_read_visible)
 
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_POLICY = 1008
@@ -202,7 +209,7 @@ class RealtimeSession(Connection, AsyncWebsocketConsumer):
     async def visible_campaign(self, campaign_id: Any) -> Campaign:
         if not isinstance(campaign_id, str):
             raise ClientError("bad_request", "campaign_id must be a string.")
-        campaign = await _visible_campaigns.get((self.user, campaign_id))
+        campaign = await _visible_campaigns.get((self.user, self.user.is_staff, campaign_id))
         if campaign is None:
             raise ClientError("not_found")
         return campaign

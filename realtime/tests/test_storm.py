@@ -43,3 +43,20 @@ async def test_in_the_same_storm_another_user_is_refused_the_campaigns_alice_is_
     answers = [await recv(comm) for comm in sockets]
     assert [answer["type"] for answer in answers] == ["subscribed", "error"] * 10
     assert {answer["code"] for answer in answers[1::2]} == {"not_found"}
+
+
+async def test_two_sockets_of_one_user_with_different_rights_are_each_answered_by_their_own(ws, users):
+    """A socket keeps the rights its user had when it opened. One opened while alice was staff and one
+    opened after she lost it ask for bob's campaign in the same batch: only the first may see it."""
+    alice, bob = users["alice"], users["bob"]
+    campaign = await db(CampaignFactory)(owner=bob)
+    alice.is_staff = True
+    await db(alice.save)()
+    as_staff = await ws(alice)
+    alice.is_staff = False
+    await db(alice.save)()
+    as_herself = await ws(alice)
+    for comm in (as_staff, as_herself):
+        await comm.send_json_to({"type": "subscribe", "campaign_id": campaign.public_id})
+    assert (await recv(as_staff))["type"] == "subscribed"
+    assert (await recv(as_herself))["code"] == "not_found"
