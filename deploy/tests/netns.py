@@ -8,10 +8,12 @@ addresses. Everything is deleted by :meth:`Sandbox.close`, processes first.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 
@@ -67,15 +69,16 @@ class Host:
 
     def power_off(self) -> None:
         """The machine dies: its network goes silent (no FIN, no RST reaches anyone) and every
-        process on it is killed with SIGKILL."""
+        process on it is killed with SIGKILL (again, while any is left: one may fork meanwhile)."""
         ip("-n", self.netns, "link", "set", "eth0", "down", check=False)
-        for pid in self.pids():
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        deadline = time.monotonic() + 10
+        while (pids := self.pids()) and time.monotonic() < deadline:
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.05)  # the kernel reaping them; the loop re-reads what is left
         for process in self.processes:
-            if process.poll() is None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(10)
         self.processes.clear()
 
@@ -119,8 +122,12 @@ class Sandbox:
         return host
 
     def close(self) -> None:
+        """Everything goes, whatever fails on the way."""
         for host in self.hosts:
-            host.power_off()
+            try:
+                host.power_off()
+            except Exception as exc:  # keep going: the namespaces must go too
+                print(f"powering off {host.name} failed: {exc!r}")
         for host in self.hosts:
             ip("netns", "del", host.netns, check=False)
         ip("link", "del", self.client_link, check=False)

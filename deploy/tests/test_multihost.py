@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,6 +82,7 @@ class Cluster:
     env_file: Path
     haproxy_socket: Path
     haproxy: subprocess.Popen | None = None
+    redis: subprocess.Popen | None = None
     honchos: dict[str, subprocess.Popen] = field(default_factory=dict)
 
     @property
@@ -103,9 +105,26 @@ class Cluster:
 
     def stop_gracefully(self, host: Host) -> None:
         """SIGTERM to the host's honcho, which passes it on (serve closes its sockets with 1001)."""
-        process = self.honchos.pop(host.name)
+        process = self.honchos[host.name]
         process.send_signal(signal.SIGTERM)
         process.wait(TIMEOUT)
+        del self.honchos[host.name]
+
+    def serving(self, host: Host) -> bool:
+        """The host's web process answers, asked directly (not through the balancer)."""
+        request = urllib.request.Request(f"http://{host.address}:{WEB_PORT}/healthz", headers={"Host": self.lb.address})
+        try:
+            with urllib.request.urlopen(request, timeout=1) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+    def restart_redis(self, down_for: float) -> None:
+        """kill -9 of the data host's Redis; down ``down_for`` seconds; started again, empty."""
+        self.redis.kill()
+        self.redis.wait(10)
+        time.sleep(down_for)  # the outage itself: how long the fault lasts, not a wait for a condition
+        self.redis = start_redis(self.data, self.root)
 
     def admin(self, command: str) -> str:
         """A command to HAProxy's runtime API (the stats socket in haproxy.cfg)."""
@@ -175,11 +194,12 @@ def start_postgres(host: Host, root: Path) -> None:
         db.execute("CREATE DATABASE marketing_agents")
 
 
-def start_redis(host: Host, root: Path) -> None:
+def start_redis(host: Host, root: Path) -> subprocess.Popen:
     argv = [services.redis_server_binary(), "--bind", host.address, "--port", "6379", "--protected-mode", "no"]
     argv += ["--save", "", "--appendonly", "no", "--dir", str(root)]
-    host.popen(argv, log=root / "redis.log", env=host_env())
+    process = host.popen(argv, log=root / "redis.log", env=host_env())
     until(lambda: services.port_open(6379, host.address), "Redis on the data host", TIMEOUT)
+    return process
 
 
 def write_env_file(path: Path, data: Host, lb: Host) -> None:
@@ -209,7 +229,7 @@ def cluster():
         work = sandbox.host("work", 21)
         cluster = Cluster(sandbox, data, lb, webs, work, root, root / "marketing-agents.env", root / "haproxy.sock")
         start_postgres(data, root)
-        start_redis(data, root)
+        cluster.redis = start_redis(data, root)
         write_env_file(cluster.env_file, data, lb)
         # Once per release, from any host, before the web processes start (docs/DEPLOY.md).
         alice = "from campaigns.tests.factories import UserFactory; UserFactory(username='alice')"
@@ -422,8 +442,7 @@ async def test_a_rolling_restart_of_every_web_process_loses_no_event(cluster):
                 cluster.admin(f"set server web/{name} state drain")
                 await in_thread(cluster.stop_gracefully, host)
                 cluster.start_web(host)
-                checked = functools.partial(lambda name: cluster.status(name) == "DRAIN", name)
-                await in_thread(until, checked, f"{name} passing its checks", TIMEOUT)
+                await in_thread(until, functools.partial(cluster.serving, host), f"the new {name} serving", TIMEOUT)
                 cluster.admin(f"set server web/{name} state ready")
                 await in_thread(cluster.wait_up, name)
             restarted_at = max(w.last for w in natives)
@@ -470,7 +489,11 @@ async def test_reloading_the_balancer_keeps_the_sockets_it_has(cluster):
 def test_one_scheduler_for_two_workers(cluster):
     """The worker host runs two workers and the one beat (deploy/Procfile): only beat sends the
     schedule, and the workers run what it sends."""
-    until(lambda: "runs_recover" in cluster.log(cluster.work).read_text(), "a scheduled recovery task", TIMEOUT)
+
+    def received() -> bool:
+        return any("runs_recover" in line and "received" in line for line in cluster.log(cluster.work).open())
+
+    until(received, "a scheduled recovery task run by a worker", TIMEOUT)
     lines = cluster.log(cluster.work).read_text().splitlines()
     sent_by = {line.split("|")[0].split()[-1] for line in lines if "Sending due task" in line}
     assert sent_by == {"beat.1"}, sent_by
@@ -495,3 +518,23 @@ async def test_a_host_back_from_the_dead_answers_every_request(cluster):
                     for n in range(20)
                 ]
             assert answers == [201] * 20
+
+
+async def test_redis_restarted_behind_the_balancer_cuts_no_socket(cluster):
+    """Every web process loses Redis at once. The balancer checks liveness (/healthz), not /readyz,
+    so it keeps them all in service: the sockets stay open and the run's events all arrive (with
+    /readyz, every server was taken out and every socket cut)."""
+    with logs_on_failure(cluster):
+        cluster.all_up()
+        async with alice_campaign(cluster) as campaign:
+            native = watcher(cluster, campaign)
+            await asyncio.wait_for(native.connected.wait(), TIMEOUT)
+            await start_run(campaign)
+            await under_way([native])
+            await in_thread(cluster.restart_redis, 3.0)  # three checks' worth of outage
+            await native.finish()
+            log = await logged_sequences(campaign.api, campaign.id)
+            assert [event["sequence"] for event in native.events] == log == list(range(1, len(log) + 1))
+            assert native.closes == [] and native.refused == 0, "the socket stayed open through the outage"
+            assert native.events[-1]["event"] == "campaign.completed"
+            assert all(row["status"] == "UP" for row in cluster.servers().values()), cluster.servers()
