@@ -382,6 +382,14 @@ async def in_thread(function, *args):
     return await asyncio.get_running_loop().run_in_executor(None, function, *args)
 
 
+async def a_watched_run(cluster: Cluster, campaign) -> tuple[Watcher, int]:
+    """A native client watching the campaign, and its run started and under way (the last sequence seen)."""
+    native = watcher(cluster, campaign)
+    await asyncio.wait_for(native.connected.wait(), TIMEOUT)
+    await start_run(campaign)
+    return native, await under_way([native])
+
+
 async def under_way(natives: list[Watcher]) -> int:
     """Wait until the run has begun (a few durable events seen); the last sequence seen."""
     await in_thread(until, lambda: any(w.last >= 3 for w in natives), "the run under way", TIMEOUT)
@@ -467,10 +475,7 @@ async def test_reloading_the_balancer_keeps_the_sockets_it_has(cluster):
     with logs_on_failure(cluster):
         cluster.all_up()
         async with alice_campaign(cluster) as campaign:
-            before = watcher(cluster, campaign)
-            await asyncio.wait_for(before.connected.wait(), TIMEOUT)
-            await start_run(campaign)
-            reloaded_at = await under_way([before])
+            before, reloaded_at = await a_watched_run(cluster, campaign)
             loads = cluster.log(cluster.lb).read_text().count("Loading success")
             cluster.haproxy.send_signal(signal.SIGUSR2)
             reloaded = lambda: cluster.log(cluster.lb).read_text().count("Loading success") > loads  # noqa: E731
@@ -527,10 +532,7 @@ async def test_redis_restarted_behind_the_balancer_cuts_no_socket(cluster):
     with logs_on_failure(cluster):
         cluster.all_up()
         async with alice_campaign(cluster) as campaign:
-            native = watcher(cluster, campaign)
-            await asyncio.wait_for(native.connected.wait(), TIMEOUT)
-            await start_run(campaign)
-            await under_way([native])
+            native, _ = await a_watched_run(cluster, campaign)
             await in_thread(cluster.restart_redis, 3.0)  # three checks' worth of outage
             await native.finish()
             log = await logged_sequences(campaign.api, campaign.id)
