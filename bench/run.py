@@ -366,13 +366,13 @@ def resume(stack: Stack, gap: int, trials: int) -> dict:
 HEADS = """
 import time
 from campaigns.models import Campaign
-from eventlog.reads import read_heads
+from eventlog.reads import campaign_log, read_heads
 from django.db import connection
-pks = list(Campaign.objects.order_by("pk").values_list("pk", flat=True)[:{n}])
-read_heads(pks)
+logs = [campaign_log(c) for c in Campaign.objects.order_by("pk")[:{n}]]
+read_heads(logs)
 started = time.perf_counter()
 for _ in range(50):
-    read_heads(pks)
+    read_heads(logs)
 print((time.perf_counter() - started) / 50)
 """
 

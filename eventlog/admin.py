@@ -11,7 +11,7 @@ from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
-from eventlog.models import CampaignEvent
+from eventlog.models import CampaignEvent, StreamEvent
 
 
 @admin.register(CampaignEvent)
@@ -42,6 +42,26 @@ class CampaignEventAdmin(admin.ModelAdmin):
             url,
             "Every event of this run in the log",
         )
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+@admin.register(StreamEvent)
+class StreamEventAdmin(admin.ModelAdmin):
+    """The account and operations streams' events: read-only, like the campaigns'."""
+
+    list_display = ["sequence", "event", "stream", "emitted_at"]
+    list_filter = ["event", "stream__kind", "emitted_at"]
+    search_fields = ["stream__user__username", "event"]
+    list_select_related = ["stream__user"]
+    ordering = ["-emitted_at", "-sequence"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

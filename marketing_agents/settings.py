@@ -74,11 +74,13 @@ INSTALLED_APPS = [
     "corsheaders",
     "rest_framework",
     "rest_framework_simplejwt",
+    "rest_framework_api_key",
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "channels",
     "campaigns",
     "eventlog",
+    "accounts",
     "realtime",
     "orchestration",
 ]
@@ -228,6 +230,7 @@ WS_SLOW_CLIENT_SECONDS = env_int("WS_SLOW_CLIENT_SECONDS", 10, minimum=1)
 # Each web process reads the heads of the campaigns it serves this often (one query), so an event
 # whose layer message was lost reaches its subscribers within about two intervals (PROTOCOL.md §9).
 REALTIME_HEAD_CHECK_SECONDS = float(env_decimal("REALTIME_HEAD_CHECK_SECONDS", "1", minimum=Decimal("0.05")))
+REALTIME_KEY_CHECK_SECONDS = float(env_decimal("REALTIME_KEY_CHECK_SECONDS", "2", minimum=Decimal("0.05")))
 # Event-log retention: a resume from before the oldest kept event gets a snapshot instead.
 EVENT_RETENTION_DAYS = env_int("EVENT_RETENTION_DAYS", 30, minimum=1)
 
@@ -276,6 +279,7 @@ LOGOUT_REDIRECT_URL = "/"
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
+        "accounts.authentication.ApiKeyAuthentication",  # API keys; a JWT goes on to the next
         "rest_framework_simplejwt.authentication.JWTAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],

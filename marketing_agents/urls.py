@@ -6,6 +6,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 
+from accounts.api import AccountDetail, ApiKeyDetail, ApiKeyList
 from marketing_agents import errors, health
 from orchestration.api import (
     ApprovalDecide,
@@ -58,6 +59,9 @@ api_patterns = [
     path("runs/<str:run_id>/cancel/", RunCancel.as_view(), name="run-cancel"),
     path("runs/<str:run_id>/retry/", RunRetry.as_view(), name="run-retry"),
     path("runs/<str:run_id>/approvals/<str:approval_id>/", ApprovalDecide.as_view(), name="run-approval"),
+    path("account/", AccountDetail.as_view(), name="account"),
+    path("keys/", ApiKeyList.as_view(), name="api-keys"),
+    path("keys/<str:key_id>/", ApiKeyDetail.as_view(), name="api-key"),
     path("notices/", NoticeCreate.as_view(), name="notices"),
     path("ops/realtime/", RealtimePresence.as_view(), name="ops-realtime"),
     path("ops/runs/", ActiveRuns.as_view(), name="ops-runs"),

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from accounts.services import account_publish
 from campaigns.payloads import isoformat
 from eventlog.publisher import publish, publish_transient
-from orchestration.models import Approval, Artifact, ComplianceAudit, OrchestrationRun, RunStep
+from orchestration.models import Approval, Artifact, ComplianceAudit, OrchestrationRun, RunState, RunStep
 from orchestration.payloads import artifact_payload, audit_payload
 
 
@@ -17,12 +18,29 @@ def _run_event(run: OrchestrationRun, event: str, data: dict[str, Any]) -> None:
     publish(run.campaign, event, data, run_id=run.public_id)
 
 
+# The account stream's run events (PROTOCOL.md §11), by the state a run finished in.
+ACCOUNT_RUN_EVENTS = {
+    RunState.COMPLETED: "run.completed",
+    RunState.FAILED: "run.failed",
+    RunState.CANCELLED: "run.cancelled",
+}
+
+
+def _account_event(run: OrchestrationRun, event: str) -> None:
+    """A run's lifecycle on its campaign owner's account stream."""
+    data = {"campaign_id": run.campaign.public_id, "run_id": run.public_id, "state": run.state}
+    account_publish(run.campaign.owner_id, event, data)
+
+
 def state_changed(run: OrchestrationRun, state: str, previous: str | None) -> None:
     _run_event(run, "orchestration.state_changed", {"state": state, "previous_state": previous})
+    if state in ACCOUNT_RUN_EVENTS:
+        _account_event(run, ACCOUNT_RUN_EVENTS[state])
 
 
 def campaign_started(run: OrchestrationRun) -> None:
     _run_event(run, "campaign.started", {"run_id": run.public_id, "plan": run.plan})
+    _account_event(run, "run.started")
 
 
 def progress(run: OrchestrationRun, percentage: int, message: str) -> None:

@@ -22,6 +22,8 @@ from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models import F, Max
 from django.utils import timezone
 
+from accounts.selectors import budget_left
+from accounts.services import spend_record
 from campaigns import ids
 from orchestration import events
 from orchestration import plan as plan_
@@ -184,6 +186,9 @@ class Guard:
         self.claim, self.provider, self.prompt_tokens = claim, provider, prompt_tokens
         self.completion_chars = 0
         self.checked_at = self.beat_at = time.monotonic()
+        # What the campaign owner's monthly budget still allows (other runs spend it too: read again
+        # with each lease renewal).
+        self.account_left = budget_left(claim.run.campaign.owner_id)
 
     def usage(self) -> Usage:
         completion = tokens_for_chars(self.completion_chars)
@@ -193,7 +198,7 @@ class Guard:
         """Count ``piece`` of the completion; stop if the budget is gone; renew the lease now and then."""
         self.completion_chars += len(piece)
         usage = self.usage()
-        over = over_budget(self.claim.run, usage)
+        over = over_budget(self.claim.run, usage, account_left=self.account_left)
         if over:
             raise BudgetExceeded(over, usage)
         now = time.monotonic()
@@ -220,13 +225,15 @@ class Guard:
         )
         if not held:
             raise StepAbandoned
+        self.account_left = budget_left(self.claim.run.campaign.owner_id)
         if now - self.beat_at >= HEARTBEAT_EVERY_SECONDS:
             self.beat_at = now
             OrchestrationRun.objects.filter(pk=self.claim.run.pk).update(heartbeat_at=timezone.now())
 
 
-def over_budget(run: OrchestrationRun, extra: Usage) -> str:
-    """Why the run would go over its budget with ``extra`` more usage, or ''."""
+def over_budget(run: OrchestrationRun, extra: Usage, *, account_left: Decimal | None = None) -> str:
+    """Why the run would go over its budget, or its owner's monthly budget (``account_left`` is what
+    remains of it, None for no budget), with ``extra`` more usage; or ''."""
     max_tokens, max_cost = run.settings.get("max_tokens"), run.settings.get("max_cost")
     tokens = run.prompt_tokens + run.completion_tokens + extra.prompt_tokens + extra.completion_tokens
     if max_tokens is not None and tokens > max_tokens:
@@ -234,6 +241,11 @@ def over_budget(run: OrchestrationRun, extra: Usage) -> str:
     cost = Decimal(run.cost) + extra.cost
     if max_cost is not None and cost > Decimal(str(max_cost)):
         return f"The run would exceed its cost budget: ${cost} needed, max_cost is ${max_cost}."
+    if account_left is not None and extra.cost > account_left:
+        return (
+            f"The account's monthly budget would be exceeded: ${extra.cost:.6f} more needed, "
+            f"${account_left:.6f} left this month."
+        )
     return ""
 
 
@@ -289,6 +301,7 @@ def _record_usage(run: OrchestrationRun, usage: Usage) -> None:
     run.cost = Decimal(run.cost) + usage.cost
     run.save(update_fields=["prompt_tokens", "completion_tokens", "cost", "updated_at"])
     events.usage_updated(run)
+    spend_record(user_id=run.campaign.owner_id, cost=usage.cost)
 
 
 def _complete_step(run: OrchestrationRun, step: RunStep) -> None:
@@ -309,7 +322,7 @@ def _finish_completed(claim: Claim, outcome: tuple[Draft, Usage] | AuditResult) 
         _store_audit(run, step, outcome)
         return
     draft, usage = outcome
-    over = over_budget(run, usage)
+    over = over_budget(run, usage, account_left=budget_left(run.campaign.owner_id))
     _record_usage(run, usage)
     if over:
         fail(run, step, over)

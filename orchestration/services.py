@@ -17,6 +17,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from accounts.selectors import budget_refusal
 from campaigns.errors import Conflict, NotFound, ServiceError
 from campaigns.models import Campaign
 from campaigns.selectors import is_public_id
@@ -68,6 +69,9 @@ def _create_run(
         validate_settings(run_settings)
     except ValidationError as exc:
         raise ValidationError({"settings": exc.messages}) from None
+    refusal = budget_refusal(campaign.owner_id)
+    if refusal:
+        raise Conflict(refusal)
     run = OrchestrationRun(
         campaign=campaign,
         kind=kind,

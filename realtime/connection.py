@@ -156,7 +156,7 @@ class Connection:
     def hold_chunk(self, subscription: Subscription, message: dict[str, Any]) -> None:
         """Merge a chunk into the one held for its artifact; past the limit, drop it."""
         frame = json.loads(message["frame"])
-        key = (subscription.campaign_id, frame["data"].get("artifact_type", ""))
+        key = (subscription.name, frame["data"].get("artifact_type", ""))
         held = self._held_chunks.get(key)
         if held is not None and held["after_sequence"] == message["after_sequence"]:
             merged = held["frame"]["data"]
@@ -176,7 +176,7 @@ class Connection:
         """Send the chunks held for the subscription's campaign while it caught up, if still in place."""
         if not self._held_chunks:
             return
-        for key in [k for k in self._held_chunks if k[0] == subscription.campaign_id]:
+        for key in [k for k in self._held_chunks if k[0] == subscription.name]:
             held = self._held_chunks.pop(key)
             if held["after_sequence"] != subscription.last_sent:
                 CHUNKS_SHED.labels("dropped").inc()  # durable events moved past it meanwhile

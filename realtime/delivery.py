@@ -1,4 +1,4 @@
-"""Gap-free, ordered delivery of a campaign's events to one subscription.
+"""Gap-free, ordered delivery of a log's events (a campaign's, an account's, operations') to one subscription.
 
 The channel layer is at-most-once: channels-redis drops group messages for a channel over
 capacity, and a process may miss messages while Redis is unreachable. So each subscription
@@ -34,10 +34,11 @@ BACKLOG_LIMIT = 1000
 
 
 class Subscription:
-    def __init__(self, connection: Connection, campaign_pk: int, campaign_id: str, family: str = "native") -> None:
+    def __init__(self, connection: Connection, log: reads.LogRef, family: str = "native") -> None:
         self.connection = connection
-        self.campaign_pk = campaign_pk
-        self.campaign_id = campaign_id
+        self.log = log
+        self.name = log.name  # its key among the connection's subscriptions: a campaign id, "account", "ops"
+        self.group = log.group  # its key in the fan-out
         self.family = family
         self.last_sent = 0
         # False while the log is being read (subscribe, resume, gap): live messages wait in backlog.
@@ -103,7 +104,7 @@ class Subscription:
                 if self._drain_backlog_needs_log():
                     if self.last_sent == before:
                         # The log has nothing newer (e.g. pruned): what the backlog waits for will not come.
-                        logger.warning("%s: dropping messages ahead of the log", self.campaign_id)
+                        logger.warning("%s: dropping messages ahead of the log", self.name)
                         self.backlog = [m for m in self.backlog if (m.get("sequence") or 0) == self.last_sent + 1]
                     continue
                 if not self.backlog:
@@ -114,12 +115,12 @@ class Subscription:
                     return
                 await self._send_backlog()
         except Exception:
-            logger.exception("catch-up of %s failed", self.campaign_id)
+            logger.exception("catch-up of %s failed", self.name)
             await self.connection.delivery_failed()
 
     async def _send_from_log(self) -> bool:
         while True:
-            page = await reads.events_after(self.campaign_pk, self.campaign_id, self.last_sent)
+            page = await reads.events_after(self.log, self.last_sent)
             sent = 0
             for sequence, frame in page:
                 if not await self.connection.push_replayed(self, frame):

@@ -2,7 +2,7 @@
 
 The textbook pattern makes every consumer a group member, so an event costs one Redis message per
 connection and tops out near 3,500 frames/s per process (../shared/BASELINES.md). Here the process
-joins a campaign's group once, when its first local subscriber arrives, and leaves when the last
+joins a log's group (a campaign's, an account's) once, when its first local subscriber arrives, and leaves when the last
 one goes; an event is one layer message per process, and its frame, serialized once by the
 publisher, is written to every local socket. A mass disconnect is a handful of group_discard calls,
 not thousands.
@@ -20,11 +20,12 @@ import uuid
 from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
+from channels.db import database_sync_to_async
 from django.conf import settings
 
+from accounts.selectors import api_keys_revoked
 from eventlog.layer import realtime_layer, watch_reconnects
-from eventlog.publisher import group_name
-from eventlog.reads import campaign_heads
+from eventlog.reads import CAMPAIGN, log_heads
 from marketing_agents import redisconf
 from realtime.metrics import DELIVERY_LATENCY, HEAD_CHECKS, LAYER_RECONNECTS, OUTBOUND_SIZE
 from realtime.payloads import parse_emitted_at
@@ -52,7 +53,7 @@ class FanOut:
         self._tasks: list[asyncio.Task] = []
         self._lock = asyncio.Lock()
         self._groups_joined_at: dict[str, float] = {}
-        # The head (last stored sequence) of each subscribed campaign at the previous head check.
+        # The head (last stored sequence) of each subscribed log at the previous head check, by group.
         self._heads: dict[str, int] = {}
         # Groups whose group_add failed (Redis unreachable): joined again by the tick.
         self._groups_pending: set[str] = set()
@@ -77,6 +78,7 @@ class FanOut:
             loop.create_task(self._tick()),
             loop.create_task(self._presence()),
             loop.create_task(self._check_heads()),
+            loop.create_task(self._check_keys()),
         ]
 
     async def _connect(self) -> bool:
@@ -91,8 +93,8 @@ class FanOut:
             return False
         watch_reconnects(layer, self._layer_reconnected)
         await self._group_add(BROADCAST_GROUP)
-        for campaign_id in self.subscriptions:
-            await self._group_add(group_name(campaign_id))
+        for group in self.subscriptions:
+            await self._group_add(group)
         return True
 
     async def add_connection(self, connection: Connection) -> None:
@@ -106,9 +108,9 @@ class FanOut:
         self.congested.discard(connection)
 
     async def join(self, subscription: Subscription) -> None:
-        campaign_id = subscription.campaign_id
-        members = self.subscriptions.get(campaign_id)
-        if self._tasks and members and campaign_id in self._groups_joined_at:
+        group = subscription.group
+        members = self.subscriptions.get(group)
+        if self._tasks and members and group in self._groups_joined_at:
             # The group is joined already (its group_add has returned, not merely begun): no lock
             # (thousands of sockets re-attaching at once would queue on it, and asyncio's Lock scans
             # its waiters on each acquire). Nothing awaits between the check and the add, so a
@@ -117,11 +119,11 @@ class FanOut:
             return
         async with self._lock:
             await self._start()
-            first = not self.subscriptions[campaign_id]
-            self.subscriptions[campaign_id].add(subscription)
+            first = not self.subscriptions[group]
+            self.subscriptions[group].add(subscription)
             if first:
-                await self._group_add(group_name(campaign_id))
-                self._groups_joined_at[campaign_id] = time.monotonic()
+                await self._group_add(group)
+                self._groups_joined_at[group] = time.monotonic()
 
     async def _group_add(self, group: str) -> None:
         """Join a layer group; with Redis unreachable, try again every second meanwhile. Until then
@@ -138,26 +140,26 @@ class FanOut:
             self._groups_pending.discard(group)
 
     async def leave(self, subscription: Subscription) -> None:
-        campaign_id = subscription.campaign_id
-        members = self.subscriptions.get(campaign_id)
+        group = subscription.group
+        members = self.subscriptions.get(group)
         if members and subscription in members and len(members) > 1:
             members.discard(subscription)  # not the last: the group stays joined, no lock (see join)
             return
         async with self._lock:
-            members = self.subscriptions.get(campaign_id)
+            members = self.subscriptions.get(group)
             if not members or subscription not in members:
                 return
             members.discard(subscription)
             if not members:
-                del self.subscriptions[campaign_id]
-                self._groups_joined_at.pop(campaign_id, None)
-                self._groups_pending.discard(group_name(campaign_id))
+                del self.subscriptions[group]
+                self._groups_joined_at.pop(group, None)
+                self._groups_pending.discard(group)
                 if self.channel is None:
                     return
                 try:
-                    await realtime_layer().group_discard(group_name(campaign_id), self.channel)
+                    await realtime_layer().group_discard(group, self.channel)
                 except Exception as exc:  # an expired membership is harmless; it lapses by itself
-                    logger.warning("group_discard for %s failed: %s", campaign_id, type(exc).__name__)
+                    logger.warning("group_discard for %s failed: %s", group, type(exc).__name__)
 
     async def close_all(self, timeout: float) -> None:
         """The process is stopping: every connection is told, in its protocol's way, to reconnect
@@ -214,7 +216,7 @@ class FanOut:
                 await connection.push_notice(message)
 
     async def _fan_out(self, message: dict[str, Any]) -> None:
-        members = self.subscriptions.get(message["campaign_id"])
+        members = self.subscriptions.get(message["log"])
         if not members:
             return
         for subscription in list(members):
@@ -232,13 +234,13 @@ class FanOut:
         """The pub/sub connection to Redis is back (redis-py resubscribed it first): whatever was
         published while it was away is in the log; every subscription reads it now."""
         LAYER_RECONNECTS.inc()
-        logger.warning("channel layer reconnected; catching up %d campaign(s) from the log", len(self.subscriptions))
+        logger.warning("channel layer reconnected; catching up %d log(s) from the log", len(self.subscriptions))
         self._resync_all("layer_reconnect")
 
     # --- positioning: no event stays stranded -----------------------------------------------------------
 
     async def _check_heads(self) -> None:
-        """Every REALTIME_HEAD_CHECK_SECONDS, one query reads the head of every campaign this process
+        """Every REALTIME_HEAD_CHECK_SECONDS, one query reads the head of every log this process
         serves. A subscription still behind the head seen at the previous check has missed an event
         (its layer message was lost, or never sent because Redis was down) and no later event has
         come to reveal the gap: it catches up from the log. Waiting one interval leaves events in
@@ -256,20 +258,38 @@ class FanOut:
 
     async def check_heads(self) -> int:
         """One head check; returns how many subscriptions it set catching up."""
-        pks = {next(iter(members)).campaign_pk: cid for cid, members in self.subscriptions.items() if members}
-        heads = await campaign_heads(list(pks))
+        logs = {next(iter(members)).log: group for group, members in self.subscriptions.items() if members}
+        heads = await log_heads(list(logs))
         HEAD_CHECKS.inc()
-        previous, self._heads = self._heads, {pks[pk]: head for pk, head in heads.items()}
+        previous, self._heads = self._heads, {logs[log]: head for log, head in heads.items()}
         stranded = 0
-        for campaign_id, head in self._heads.items():
-            seen_before = min(head, previous.get(campaign_id, 0))
-            for subscription in list(self.subscriptions.get(campaign_id, ())):
+        for group, head in self._heads.items():
+            seen_before = min(head, previous.get(group, 0))
+            for subscription in list(self.subscriptions.get(group, ())):
                 # A congested connection is behind on purpose; it catches up once it drains.
                 behind = subscription.ready and subscription.last_sent < seen_before
                 if behind and not subscription.connection.congested:
                     stranded += 1
                     subscription.catch_up("head_check")
         return stranded
+
+    async def _check_keys(self) -> None:
+        """Every REALTIME_KEY_CHECK_SECONDS, one query asks which of the API keys that local sockets
+        were opened with can no longer be used; those sockets are closed (4401). A revocation thus
+        reaches every web process within that interval, whatever became of Redis meanwhile."""
+        while not self.stopping:
+            await asyncio.sleep(settings.REALTIME_KEY_CHECK_SECONDS)
+            keyed = [c for c in self.connections if getattr(c, "scope", {}).get("api_key_id")]
+            if not keyed:
+                continue
+            try:
+                revoked = await database_sync_to_async(api_keys_revoked)({c.scope["api_key_id"] for c in keyed})
+            except Exception as exc:  # the database is away: the next check tries again
+                logger.warning("API key check failed: %s", type(exc).__name__)
+                continue
+            for connection in keyed:
+                if connection.scope["api_key_id"] in revoked:
+                    await connection.key_revoked()
 
     # --- housekeeping ------------------------------------------------------------------------------------
 
@@ -292,18 +312,28 @@ class FanOut:
             for group in list(self._groups_pending):
                 await self._group_add(group)
         expiry = settings.CHANNEL_LAYERS["realtime"]["CONFIG"].get("group_expiry", 86400)
-        for campaign_id, joined in list(self._groups_joined_at.items()):
+        for group, joined in list(self._groups_joined_at.items()):
             if now - joined > expiry / 2:
-                self._groups_joined_at[campaign_id] = now
-                await self._group_add(group_name(campaign_id))
+                self._groups_joined_at[group] = now
+                await self._group_add(group)
 
     def presence(self) -> dict[str, Any]:
-        counts = {campaign_id: len(members) for campaign_id, members in self.subscriptions.items() if members}
+        counts: dict[str, int] = {}
+        streams = 0  # account and operations subscriptions
+        for members in self.subscriptions.values():
+            if not members:
+                continue
+            log = next(iter(members)).log
+            if log.kind == CAMPAIGN:
+                counts[log.name] = len(members)
+            else:
+                streams += len(members)
         return {
             "process": self.process_id,
             "connections": len(self.connections),
             "subscriptions": sum(counts.values()),
             "campaigns": counts,
+            "stream_subscriptions": streams,
             "updated_at": time.time(),
         }
 

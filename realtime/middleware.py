@@ -1,9 +1,11 @@
 """WebSocket handshake checks: the Origin, then who the user is.
 
 Authentication, in this order (PROTOCOL.md §5): ``access_token`` query parameter, ``Authorization:
-Bearer`` header, Django session cookie. The outcome lands in the scope: ``user`` (AnonymousUser
-when none worked), ``auth_error`` (``unauthenticated`` or ``token_expired``) and ``token_expires_at``
-(a POSIX time, for tokens) so the consumer can close the connection when the token runs out.
+Bearer`` (or ``Api-Key``) header, Django session cookie. The credential is a JWT or an API key
+(§13). The outcome lands in the scope: ``user`` (AnonymousUser when none worked), ``auth_error``
+(``unauthenticated`` or ``token_expired``), ``token_expires_at`` (a POSIX time, for tokens) so the
+consumer can close the connection when the token runs out, and ``api_key_id`` so the fan-out closes
+it once its key is revoked.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from django.http.cookie import parse_cookie
 from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.tokens import AccessToken
 
+from accounts.selectors import api_key_user, looks_like_api_key
 from marketing_agents.batching import BatchedRead
 from marketing_agents.errors import unavailable_detail
 from realtime.metrics import AUTH_FAILURES
@@ -53,8 +56,9 @@ def _token_from(scope: dict[str, Any]) -> str | None:
     if query.get("access_token"):
         return query["access_token"][0]
     authorization = _headers(scope).get(b"authorization", b"").decode("latin-1")
-    if authorization.lower().startswith("bearer "):
-        return authorization[7:].strip()
+    scheme, _, credential = authorization.partition(" ")
+    if scheme.lower() in ("bearer", "api-key"):
+        return credential.strip()
     return None
 
 
@@ -80,6 +84,15 @@ async def _user_from_token(token: str) -> tuple[Any, str | None, float | None]:
     if user is None or not user.is_active:
         return AnonymousUser(), "unauthenticated", None
     return copy.copy(user), None, float(access["exp"])  # a copy per socket: nothing of one leaks to another
+
+
+@database_sync_to_async
+def _user_from_api_key(credential: str) -> tuple[Any, str | None, str | None]:
+    found = api_key_user(credential)
+    if found is None:
+        return AnonymousUser(), "unauthenticated", None
+    user, key = found
+    return user, None, key.pk
 
 
 @database_sync_to_async
@@ -123,8 +136,12 @@ class HandshakeMiddleware:
             return await send({"type": "websocket.close", "code": 403})
         scope = dict(scope)
         token = _token_from(scope)
+        scope["api_key_id"] = None
         try:
-            if token is not None:
+            if token is not None and looks_like_api_key(token):
+                scope["user"], scope["auth_error"], scope["api_key_id"] = await _user_from_api_key(token)
+                scope["token_expires_at"] = None  # a key never expires on its own; revoking it closes the socket
+            elif token is not None:
                 scope["user"], scope["auth_error"], scope["token_expires_at"] = await _user_from_token(token)
             else:
                 scope["user"], scope["token_expires_at"] = await _user_from_session(scope), None

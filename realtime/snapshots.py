@@ -1,4 +1,5 @@
-"""The campaign snapshot (PROTOCOL.md §6): authoritative state, read in one consistent view."""
+"""Snapshots: authoritative state, read in one consistent view, with the last event whose effects
+it includes. The campaign's (PROTOCOL.md §6), and the account's and operations' (§11)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,18 @@ from typing import Any
 from django.db import connection, transaction
 from django.utils import timezone
 
+from accounts.selectors import current_period, money, monthly_budget, period_label, spend_this_month
 from campaigns.models import Campaign
 from campaigns.payloads import isoformat
-from orchestration.models import ARTIFACT_ORDER, ComplianceAudit, OrchestrationRun, RunState, StepStatus
+from eventlog.models import Stream, StreamKind
+from orchestration.models import (
+    ARTIFACT_ORDER,
+    FINISHED_STATES,
+    ComplianceAudit,
+    OrchestrationRun,
+    RunState,
+    StepStatus,
+)
 from orchestration.payloads import artifact_payload, audit_payload
 from orchestration.selectors import campaign_artifacts
 
@@ -68,3 +78,28 @@ def campaign_snapshot(campaign_pk: int) -> dict[str, Any]:
         "artifacts": [artifact_payload(a) for a in newest],
         "compliance": audit_payload(audit) if audit else None,
     }
+
+
+def stream_snapshot(stream_pk: int) -> dict[str, Any]:
+    """An account's state (the month's spend, the budget, the runs still active) or, for the operations
+    stream, the sequence alone; ``last_event_sequence`` as for a campaign."""
+    with consistent_read():
+        stream = Stream.objects.get(pk=stream_pk)
+        snapshot: dict[str, Any] = {"stream": stream.kind}
+        if stream.kind == StreamKind.ACCOUNT:
+            runs = (
+                OrchestrationRun.objects.filter(campaign__owner_id=stream.user_id)
+                .exclude(state__in=FINISHED_STATES)
+                .select_related("campaign")
+                .order_by("created_at", "id")
+            )
+            snapshot.update(
+                period=period_label(current_period()),
+                spend=money(spend_this_month(stream.user_id)),
+                budget=money(monthly_budget(stream.user_id)),
+                active_runs=[
+                    {"campaign_id": run.campaign.public_id, "run_id": run.public_id, "state": run.state} for run in runs
+                ],
+            )
+    snapshot.update(last_event_sequence=stream.last_sequence, timestamp=isoformat(timezone.now()))
+    return snapshot

@@ -22,7 +22,9 @@ from django.contrib.auth.models import AnonymousUser
 from campaigns.errors import NotFound, ServiceError
 from campaigns.models import Campaign
 from campaigns.selectors import campaigns_get_visible_many
-from eventlog.reads import log_position
+from eventlog.models import StreamKind
+from eventlog.reads import CAMPAIGN, LogRef, campaign_log, log_position, stream_log
+from eventlog.services import account_stream, ops_stream
 from marketing_agents.batching import BatchedRead
 from marketing_agents.errors import DATABASE_DOWN
 from orchestration.selectors import run_get_visible
@@ -30,7 +32,7 @@ from realtime.connection import CLOSE_TRY_AGAIN_LATER, Connection
 from realtime.delivery import Subscription
 from realtime.fanout import get_fanout
 from realtime.metrics import AUTH_FAILURES, CONNECTIONS, RECONNECTIONS, SNAPSHOT_LATENCY, SUBSCRIPTIONS
-from realtime.snapshots import campaign_snapshot
+from realtime.snapshots import campaign_snapshot, stream_snapshot
 
 logger = logging.getLogger("realtime.connections")
 
@@ -44,6 +46,15 @@ def _read_visible(keys: list[tuple[Any, bool, str]]) -> dict[tuple[Any, bool, st
 # Which campaign a subscribe names, if its user may see it: batched across sockets (a reconnect storm).
 _visible_campaigns = BatchedRead(_read_visible)
 
+
+def _read_account_streams(user_ids: list[int]) -> dict[int, LogRef]:
+    return {user_id: stream_log(account_stream(user_id)) for user_id in user_ids}
+
+
+# Each user's account stream (made on first use), batched like the campaigns.
+_account_streams = BatchedRead(_read_account_streams)
+STREAMS = (StreamKind.ACCOUNT, StreamKind.OPS)
+
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_POLICY = 1008
 CLOSE_TOO_BIG = 1009
@@ -52,7 +63,9 @@ CLOSE_INTERNAL_ERROR = 1011
 MESSAGES = {
     "unauthenticated": "Authentication required: send an access token or log in.",
     "token_expired": "Your access token expired; reconnect with a new one.",
+    "key_revoked": "This API key was revoked.",
     "not_found": "Campaign not found.",
+    "stream_not_found": "Stream not found.",
     "rate_limited": "Too many frames; slow down.",
     "too_many_subscriptions": "Too many subscriptions on one connection.",
     "message_too_large": "Frame too large.",
@@ -66,6 +79,13 @@ clock = time.monotonic
 
 def frame_limit_message() -> str:
     return f"Frames are limited to {settings.WS_MAX_FRAME_BYTES // 1024} KB."
+
+
+def check_last_sequence(last_sequence: Any) -> None:
+    if last_sequence is not None and (
+        not isinstance(last_sequence, int) or isinstance(last_sequence, bool) or last_sequence < 0
+    ):
+        raise ClientError("bad_request", "last_sequence must be a non-negative integer.")
 
 
 class ClientError(Exception):
@@ -163,6 +183,18 @@ class RealtimeSession(Connection, AsyncWebsocketConsumer):
         await self.send_error(ClientError("token_expired"))
         await self.close(CLOSE_UNAUTHENTICATED)
 
+    async def key_revoked(self) -> None:
+        """The API key the connection was opened with was revoked: as an expired token, but final."""
+        if not self.user.is_authenticated:
+            return
+        logger.info("ws %s: API key revoked", self.connection_id)
+        AUTH_FAILURES.labels("key_revoked").inc()
+        self.user = AnonymousUser()
+        for name in list(self.subscriptions):
+            await self.drop_subscription(name)
+        await self.send_error(ClientError("unauthenticated", MESSAGES["key_revoked"]))
+        await self.close(CLOSE_UNAUTHENTICATED)
+
     async def websocket_disconnect(self, message: dict[str, Any]) -> None:
         if self._expiry is not None:
             self._expiry.cancel()
@@ -214,23 +246,39 @@ class RealtimeSession(Connection, AsyncWebsocketConsumer):
             raise ClientError("not_found")
         return campaign
 
+    async def visible_stream(self, stream: Any) -> LogRef:
+        """The account stream of the connection's user, or (staff only) the operations stream."""
+        if stream == StreamKind.ACCOUNT:
+            return await _account_streams.get(self.user.pk)
+        if stream == StreamKind.OPS:
+            if not self.user.is_staff:
+                raise ClientError("not_found", MESSAGES["stream_not_found"])
+            return stream_log(await database_sync_to_async(ops_stream)())
+        raise ClientError("bad_request", 'stream must be "account" or "ops".')
+
     async def subscribe(self, campaign_id: Any, last_sequence: Any = None, family: str = "native") -> int:
-        """Subscribe (or resume from ``last_sequence``); returns the campaign's current last sequence."""
-        if last_sequence is not None and (
-            not isinstance(last_sequence, int) or isinstance(last_sequence, bool) or last_sequence < 0
-        ):
-            raise ClientError("bad_request", "last_sequence must be a non-negative integer.")
+        """Subscribe to a campaign (or resume from ``last_sequence``); returns its log's last sequence."""
+        check_last_sequence(last_sequence)
         campaign = await self.visible_campaign(campaign_id)
-        if campaign_id not in self.subscriptions and len(self.subscriptions) >= settings.WS_MAX_SUBSCRIPTIONS:
+        return await self.follow(campaign_log(campaign), last_sequence, family)
+
+    async def subscribe_stream(self, stream: Any, last_sequence: Any = None, family: str = "native") -> int:
+        """Subscribe to the account or operations stream (PROTOCOL.md §11), like a campaign."""
+        check_last_sequence(last_sequence)
+        return await self.follow(await self.visible_stream(stream), last_sequence, family)
+
+    async def follow(self, log: LogRef, last_sequence: int | None, family: str) -> int:
+        """Follow a log from now, or from ``last_sequence`` (resume); returns its current last sequence."""
+        if log.name not in self.subscriptions and len(self.subscriptions) >= settings.WS_MAX_SUBSCRIPTIONS:
             raise ClientError(
                 "too_many_subscriptions", f"At most {settings.WS_MAX_SUBSCRIPTIONS} subscriptions per connection."
             )
-        await self.drop_subscription(campaign_id)
-        subscription = Subscription(self, campaign.pk, campaign.public_id, family)
-        self.subscriptions[campaign_id] = subscription
+        await self.drop_subscription(log.name)
+        subscription = Subscription(self, log, family)
+        self.subscriptions[log.name] = subscription
         SUBSCRIPTIONS.labels(self.protocol_name).inc()
         await self.fanout.join(subscription)  # from here on, live messages wait in its backlog
-        position = await log_position(campaign.pk, resuming=last_sequence is not None)
+        position = await log_position(log, resuming=last_sequence is not None)
         await self.send_subscribed(subscription, position.last_sequence)
         if last_sequence is None:
             subscription.last_sent = position.last_sequence
@@ -239,13 +287,13 @@ class RealtimeSession(Connection, AsyncWebsocketConsumer):
             logger.info(
                 "ws %s resumes %s from %d (log at %d)",
                 self.connection_id,
-                campaign_id,
+                log.name,
                 last_sequence,
                 position.last_sequence,
             )
             retained_from = position.first_retained or position.last_sequence + 1
             if last_sequence > position.last_sequence or last_sequence < retained_from - 1:
-                snapshot = await self.snapshot(campaign)
+                snapshot = await self.log_snapshot(log)
                 subscription.last_sent = snapshot["last_event_sequence"]
                 await self.send_snapshot(subscription, snapshot, resync=True)
             else:
@@ -263,8 +311,15 @@ class RealtimeSession(Connection, AsyncWebsocketConsumer):
         return True
 
     async def snapshot(self, campaign: Campaign) -> dict[str, Any]:
+        return await self.log_snapshot(campaign_log(campaign))
+
+    async def log_snapshot(self, log: LogRef) -> dict[str, Any]:
+        """The snapshot of a campaign (PROTOCOL.md §6), or of a stream (its account or operations state)."""
         started = time.perf_counter()
-        snapshot = await database_sync_to_async(campaign_snapshot)(campaign.pk)
+        if log.kind == CAMPAIGN:
+            snapshot = await database_sync_to_async(campaign_snapshot)(log.pk)
+        else:
+            snapshot = await database_sync_to_async(stream_snapshot)(log.pk)
         SNAPSHOT_LATENCY.observe(time.perf_counter() - started)
         return snapshot
 

@@ -1,4 +1,5 @@
-"""The native campaign WebSocket, ``/ws/campaigns/`` (PROTOCOL.md §5)."""
+"""The native WebSocket, ``/ws/campaigns/`` (PROTOCOL.md §5): campaigns, and the account and
+operations streams (§11)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import logging
 from typing import Any
 
 from eventlog.publisher import dumps
-from realtime.consumers.base import CLOSE_TOO_BIG, ClientError, RealtimeSession
+from eventlog.reads import CAMPAIGN
+from realtime.consumers.base import CLOSE_TOO_BIG, STREAMS, ClientError, RealtimeSession
 from realtime.delivery import Subscription
 from realtime.metrics import ERRORS
 
@@ -32,16 +34,11 @@ class CampaignConsumer(RealtimeSession):
 
     async def send_subscribed(self, subscription: Subscription, last_sequence: int) -> None:
         await self.send_frame(
-            {
-                "type": "subscribed",
-                "campaign_id": subscription.campaign_id,
-                "last_sequence": last_sequence,
-                **self._echo,
-            }
+            {"type": "subscribed", **target(subscription), "last_sequence": last_sequence, **self._echo}
         )
 
     async def send_snapshot(self, subscription: Subscription, snapshot: dict[str, Any], *, resync: bool) -> None:
-        frame = {"type": "snapshot", "campaign_id": subscription.campaign_id, "snapshot": snapshot}
+        frame = {"type": "snapshot", **target(subscription), "snapshot": snapshot}
         if resync:
             frame["resync"] = True
         await self.send_frame(frame)
@@ -98,19 +95,28 @@ class CampaignConsumer(RealtimeSession):
         await handler(frame)
 
     async def on_subscribe(self, frame: dict[str, Any]) -> None:
+        if "stream" in frame:
+            await self.subscribe_stream(frame["stream"], frame.get("last_sequence"))
+            return
         if "campaign_id" not in frame:
-            raise ClientError("bad_request", "subscribe needs a campaign_id.")
+            raise ClientError("bad_request", "subscribe needs a campaign_id (or a stream).")
         await self.subscribe(frame["campaign_id"], frame.get("last_sequence"))
 
     async def on_unsubscribe(self, frame: dict[str, Any]) -> None:
-        campaign_id = frame.get("campaign_id")
-        if not isinstance(campaign_id, str):
-            raise ClientError("bad_request", "unsubscribe needs a campaign_id string.")
-        if not await self.drop_subscription(campaign_id):
-            raise ClientError("not_found", "Not subscribed to that campaign.")
-        await self.send_frame({"type": "unsubscribed", "campaign_id": campaign_id, **self._echo})
+        key = "stream" if "stream" in frame else "campaign_id"
+        name = frame.get(key)
+        if not isinstance(name, str):
+            raise ClientError("bad_request", "unsubscribe needs a campaign_id (or a stream) string.")
+        if (key == "campaign_id" and name in STREAMS) or not await self.drop_subscription(name):
+            raise ClientError("not_found", f"Not subscribed to that {'stream' if key == 'stream' else 'campaign'}.")
+        await self.send_frame({"type": "unsubscribed", key: name, **self._echo})
 
     async def on_snapshot(self, frame: dict[str, Any]) -> None:
+        if "stream" in frame:
+            log = await self.visible_stream(frame["stream"])
+            snapshot = await self.log_snapshot(log)
+            await self.send_frame({"type": "snapshot", "stream": log.name, "snapshot": snapshot, **self._echo})
+            return
         campaign = await self.visible_campaign(frame.get("campaign_id"))
         snapshot = await self.snapshot(campaign)
         await self.send_frame(
@@ -126,3 +132,9 @@ class CampaignConsumer(RealtimeSession):
 
 
 COMMANDS = {"subscribe", "unsubscribe", "snapshot", "cancel", "ping"}
+
+
+def target(subscription: Subscription) -> dict[str, str]:
+    """What a frame about a subscription names: its campaign, or its stream."""
+    key = "campaign_id" if subscription.log.kind == CAMPAIGN else "stream"
+    return {key: subscription.name}

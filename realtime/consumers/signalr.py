@@ -17,19 +17,21 @@ from urllib.parse import parse_qs
 
 from django.conf import settings
 
+from eventlog.reads import CAMPAIGN
 from marketing_agents.errors import DATABASE_DOWN
 from realtime.connection import CLOSE_GOING_AWAY, CLOSE_TRY_AGAIN_LATER
 from realtime.consumers.base import (
     CLOSE_TOO_BIG,
     CLOSE_UNAUTHENTICATED,
     MESSAGES,
+    STREAMS,
     ClientError,
     RealtimeSession,
 )
 from realtime.delivery import Subscription
 from realtime.metrics import ERRORS
 from realtime.signalr import http as signalr_http
-from realtime.signalr.families import REALTIME_API, TASK012, render_frame
+from realtime.signalr.families import REALTIME_API, STREAM, TASK012, render_frame
 from realtime.signalr.protocol import (
     CANCEL_INVOCATION,
     CLOSE,
@@ -50,6 +52,8 @@ from realtime.signalr.protocol import (
 logger = logging.getLogger("realtime.connections")
 
 CLOSE_NORMAL = 1000
+# The client method a stream's snapshot arrives as (GetAccountSnapshot, and a resume too old for the log).
+STREAM_SNAPSHOTS = {"account": "ReceiveAccountSnapshot", "ops": "ReceiveOpsSnapshot"}
 # Codes whose error ends the connection: sent as a Close message, not as a Completion.
 FATAL_CODES = {"unauthenticated", "token_expired"}
 
@@ -184,7 +188,12 @@ class SignalRHubConsumer(RealtimeSession):
         await self.complete()
 
     async def send_snapshot(self, subscription: Subscription, snapshot: dict[str, Any], *, resync: bool) -> None:
-        target = "ReceiveCampaignSnapshot" if subscription.family == TASK012 else "OnCampaignStatusReceived"
+        if subscription.log.kind != CAMPAIGN:
+            target = STREAM_SNAPSHOTS[subscription.name]
+        elif subscription.family == TASK012:
+            target = "ReceiveCampaignSnapshot"
+        else:
+            target = "OnCampaignStatusReceived"
         await self.write(invocation(target, camel(snapshot)))
 
     async def close(self, code: int | None = None, reason: str | None = None) -> None:
@@ -338,7 +347,8 @@ class SignalRHubConsumer(RealtimeSession):
         await self.subscribe(campaign_id, resume_from("JoinCampaignGroup", last_sequence), family=REALTIME_API)
 
     async def leave(self, campaign_id: str) -> None:
-        await self.drop_subscription(campaign_id)  # leaving a group one is not in is not an error
+        if campaign_id not in STREAMS:  # a campaign method leaves campaigns only
+            await self.drop_subscription(campaign_id)  # leaving a group one is not in is not an error
 
     async def get_campaign_snapshot(self, campaign_id: str) -> None:
         snapshot = camel(await self.snapshot(await self.visible_campaign(campaign_id)))
@@ -352,6 +362,23 @@ class SignalRHubConsumer(RealtimeSession):
     async def cancel(self, run_id: str) -> None:
         run_id = await self.cancel_run(run_id)
         await self.write(invocation("ReceiveCancellationAcknowledgement", run_id))
+
+    async def subscribe_to_account(self, last_sequence: Any = None) -> None:
+        await self.subscribe_stream("account", resume_from("SubscribeToAccount", last_sequence), family=STREAM)
+
+    async def subscribe_to_ops(self, last_sequence: Any = None) -> None:
+        await self.subscribe_stream("ops", resume_from("SubscribeToOps", last_sequence), family=STREAM)
+
+    async def unsubscribe_from_account(self) -> None:
+        await self.drop_subscription("account")
+
+    async def unsubscribe_from_ops(self) -> None:
+        await self.drop_subscription("ops")
+
+    async def get_account_snapshot(self) -> None:
+        snapshot = camel(await self.log_snapshot(await self.visible_stream("account")))
+        await self.write(invocation(STREAM_SNAPSHOTS["account"], snapshot))
+        await self.complete(snapshot, has_result=True)
 
 
 def resume_from(method: str, last_sequence: Any) -> int | None:
@@ -395,5 +422,10 @@ HUB_METHODS: dict[str, HubMethod] = {
         HubMethod("JoinCampaignGroup", SignalRHubConsumer.join_campaign_group, _CAMPAIGN, _RESUMABLE),
         HubMethod("LeaveCampaignGroup", SignalRHubConsumer.leave, _CAMPAIGN),
         HubMethod("RequestCampaignStatus", SignalRHubConsumer.request_campaign_status, _CAMPAIGN),
+        HubMethod("SubscribeToAccount", SignalRHubConsumer.subscribe_to_account, (), _RESUMABLE),
+        HubMethod("UnsubscribeFromAccount", SignalRHubConsumer.unsubscribe_from_account, ()),
+        HubMethod("GetAccountSnapshot", SignalRHubConsumer.get_account_snapshot, ()),
+        HubMethod("SubscribeToOps", SignalRHubConsumer.subscribe_to_ops, (), _RESUMABLE),
+        HubMethod("UnsubscribeFromOps", SignalRHubConsumer.unsubscribe_from_ops, ()),
     )
 }

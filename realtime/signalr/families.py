@@ -1,5 +1,6 @@
 """The campaign hub's two method families: native event frames rendered as client-method calls
-(docs/SIGNALR.md has the tables). The family is chosen by the method a client subscribed with."""
+(docs/SIGNALR.md has the tables). The family is chosen by the method a client subscribed with.
+Account and operations events (PROTOCOL.md §11) have one rendering, named after the seeds' hubs."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from realtime.signalr.protocol import camel, invocation
 # Method families (the value passed to RealtimeSession.subscribe as ``family``).
 TASK012 = "signalr-task012"
 REALTIME_API = "signalr-realtime-api"
+STREAM = "signalr-stream"  # the account and operations streams
 
 
 def orchestration_event(frame: dict[str, Any]) -> dict[str, Any]:
@@ -49,5 +51,34 @@ def render_realtime_api(frame: dict[str, Any]) -> str:
     return ""
 
 
+# Account and operations events -> the seeds' client methods (TaskHub, SpendNotificationHub,
+# WebhookDeliveryHub, SystemNotificationHub, AdminNotificationHub).
+STREAM_METHODS = {
+    "run.started": "TaskStarted",
+    "run.completed": "TaskCompleted",
+    "run.failed": "TaskCompleted",
+    "run.cancelled": "TaskCompleted",
+    "spend.updated": "SpendUpdate",
+    "budget.alert": "BudgetAlert",
+    "webhook.delivered": "WebhookDelivered",
+    "webhook.failed": "WebhookFailed",
+    "system.alert": "SystemAlert",
+    "provider.health_changed": "ProviderHealthChanged",
+    "config.changed": "ConfigurationChanged",
+}
+
+
+def render_stream(frame: dict[str, Any]) -> str:
+    """An account or operations event: its data in camelCase, with ``event``, ``stream``, ``sequence``
+    (to resume from) and ``emittedAt`` beside it."""
+    method = STREAM_METHODS.get(frame.get("event", ""))
+    if method is None:
+        return ""
+    payload = {key: frame.get(key) for key in ("event", "stream", "sequence", "emitted_at")}
+    return invocation(method, camel({**(frame.get("data") or {}), **payload}))
+
+
 def render_frame(family: str, frame: dict[str, Any]) -> str:
+    if "stream" in frame:
+        return render_stream(frame)
     return render_task012(frame) if family == TASK012 else render_realtime_api(frame)

@@ -21,6 +21,8 @@ from rest_framework.exceptions import AuthenticationFailed
 from rest_framework_simplejwt.authentication import JWTAuthentication
 from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
 
+from accounts.authentication import ApiKeyAuthentication
+
 CONNECTION_TOKEN_MAX_AGE = 60
 _SIGNER_SALT = "realtime.signalr.connection"
 
@@ -68,9 +70,9 @@ def check_connection_token(token: str, max_age: float | None = None) -> str | No
 
 
 def _request_user(request: HttpRequest) -> Any:
-    """Bearer token first (what ``accessTokenFactory`` sends), then the session."""
+    """Bearer token first (what ``accessTokenFactory`` sends: a JWT or an API key), then the session."""
     try:
-        result = JWTAuthentication().authenticate(request)
+        result = ApiKeyAuthentication().authenticate(request) or JWTAuthentication().authenticate(request)
     except (AuthenticationFailed, InvalidToken, TokenError):
         return AnonymousUser()
     if result is not None:

@@ -68,14 +68,15 @@ async def test_a_stranded_event_arrives_without_any_later_event(ws, users, setti
 
 
 def test_one_query_reads_the_heads_of_every_subscribed_campaign(users, django_assert_num_queries):
-    from eventlog.reads import read_heads
+    from eventlog.reads import campaign_log, read_heads
 
     campaigns = [CampaignFactory(owner=users["alice"]) for _ in range(5)]
     for campaign in campaigns[:2]:
         insert_silently(campaign, 1)
+    logs = [campaign_log(c) for c in campaigns]
     with django_assert_num_queries(1):
-        heads = read_heads([c.pk for c in campaigns])
-    assert heads == {c.pk: (1 if i < 2 else 0) for i, c in enumerate(campaigns)}
+        heads = read_heads(logs)
+    assert heads == {log: (1 if i < 2 else 0) for i, log in enumerate(logs)}
 
 
 async def test_several_lost_messages_are_filled_in_order(ws, users):

@@ -271,3 +271,41 @@ def test_refusals_are_readable_and_a_malformed_record_closes_only_its_connection
     close = json.loads(malformed["received"][-1].rstrip("\x1e"))
     assert close["type"] == 7 and "Invalid record" in close["error"]
     assert events_in(seen, "other_connection_still_works")[0]["state"] == "Connected"
+
+
+def test_the_account_stream_delivers_spend_update_and_budget_alert(start_web, start_worker, node_clients):
+    """SubscribeToAccount with the official client: a run's TaskStarted, SpendUpdate, BudgetAlert (the
+    run pushes spend past half the budget) and TaskCompleted, in the account log's order."""
+    from decimal import Decimal
+
+    from accounts.services import account_update, spend_record
+    from eventlog.models import StreamEvent
+
+    server = start_web()
+    start_worker(AGENT_CHUNK_DELAY_MS="2")
+    alice, campaign, _ = make_users_and_campaigns()
+    account_update(user_id=alice.pk, monthly_budget=Decimal("1"))
+    spend_record(user_id=alice.pk, cost=Decimal("0.4999"))  # before the client subscribes: not sent to it
+    client = node_clients("account", server, alice, campaign)
+    seen = client.finish(timeout=120)
+
+    run_id = events_in(seen, "run_started")[0]["runId"]
+    [started] = events_in(seen, "TaskStarted")
+    assert started["payload"]["runId"] == run_id and started["payload"]["campaignId"] == campaign.public_id
+    [completed] = events_in(seen, "TaskCompleted")
+    assert completed["payload"] == {**completed["payload"], "runId": run_id, "state": "completed", "stream": "account"}
+    [alert] = events_in(seen, "BudgetAlert")
+    assert alert["payload"]["threshold"] == 50 and alert["payload"]["budget"] == "1.000000"
+    updates = [line["payload"] for line in events_in(seen, "SpendUpdate")]
+    assert updates and Decimal(updates[-1]["spend"]) > Decimal("0.5")
+    assert {"period", "spend", "previousSpend", "delta", "budget", "sequence", "emittedAt"} <= set(updates[0])
+    received = [line["payload"]["sequence"] for line in seen if "payload" in line]
+    stored = list(
+        StreamEvent.objects.filter(stream__user=alice, sequence__gt=received[0] - 1)
+        .order_by("sequence")
+        .values_list("sequence", flat=True)
+    )
+    assert received == stored, "every account event after subscribing, once, in order"
+    snapshot = events_in(seen, "snapshot")[0]["snapshot"]
+    assert snapshot["lastEventSequence"] in stored and snapshot["activeRuns"] == []
+    assert snapshot["spend"] == updates[-1]["spend"], "the last SpendUpdate carries the month's exact spend"

@@ -300,7 +300,35 @@ async function failover() {
   out({ event: "failover_finished", lastSequence, connections });
 }
 
-const scenarios = { "realtime-api": realtimeApi, task012, reconnect, refusals, failover };
+// The account stream (SubscribeToAccount): a run's TaskStarted, SpendUpdate, BudgetAlert and
+// TaskCompleted, each with its sequence; then GetAccountSnapshot.
+async function account() {
+  const token = await getToken();
+  const connection = build(token);
+  let finished = false;
+  let lastSpend = null;
+  for (const method of ["TaskStarted", "SpendUpdate", "BudgetAlert", "TaskCompleted"]) {
+    connection.on(method, (payload) => {
+      out({ event: method, payload });
+      if (method === "TaskCompleted") finished = true;
+      if (method === "SpendUpdate") lastSpend = payload.spend;
+    });
+  }
+  await connection.start();
+  await connection.invoke("SubscribeToAccount");
+  out({ event: "subscribed" });
+  const runId = await startRun(token);
+  out({ event: "run_started", runId });
+  await waitFor(() => finished, "TaskCompleted");
+  // The run's usage is all counted once it completed; the SpendUpdate saying so may follow by up to
+  // a second (one a second at most).
+  const snapshot = await connection.invoke("GetAccountSnapshot");
+  out({ event: "snapshot", snapshot });
+  await waitFor(() => lastSpend === snapshot.spend, `a SpendUpdate of ${snapshot.spend}`, 10000);
+  await connection.stop();
+}
+
+const scenarios = { "realtime-api": realtimeApi, task012, reconnect, refusals, failover, account };
 const scenario = scenarios[process.argv[2]];
 if (!scenario) {
   console.error(`unknown scenario ${process.argv[2]}; one of ${Object.keys(scenarios).join(", ")}`);
