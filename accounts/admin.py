@@ -1,11 +1,20 @@
-"""Accounts in the admin: operators set budgets and read the monthly spend (written by runs alone)."""
+"""Accounts in the admin: operators set budgets, read the monthly spend (written by runs alone) and
+make or revoke users' API keys."""
 
 from __future__ import annotations
 
 from django.contrib import admin
+from django.db.models import QuerySet
 from django.http import HttpRequest
+from rest_framework_api_key.admin import APIKeyModelAdmin
+from rest_framework_api_key.models import APIKey
 
-from accounts.models import Account, MonthlySpend
+from accounts.models import Account, ApiKey, MonthlySpend
+from accounts.services import api_key_revoke
+
+# The library's own key model is unused (ours has an owner): one "API keys" page, not two.
+if admin.site.is_registered(APIKey):
+    admin.site.unregister(APIKey)
 
 
 @admin.register(Account)
@@ -30,3 +39,26 @@ class MonthlySpendAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(APIKeyModelAdmin):
+    """The library's admin (a new key is shown once, in a message; a revoked key stays revoked), with
+    its owner and a bulk revoke."""
+
+    list_display = ["public_id", "name", "user", "prefix", "created", "last_used_at", "revoked"]
+    list_filter = ["revoked", "created"]
+    search_fields = ["name", "prefix", "public_id", "user__username"]
+    list_select_related = ["user"]
+    raw_id_fields = ["user"]
+    actions = ["revoke"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: ApiKey | None = None) -> tuple[str, ...]:
+        return (*super().get_readonly_fields(request, obj), "public_id", "last_used_at")
+
+    @admin.action(description="Revoke the selected keys (their sockets close within seconds)")
+    def revoke(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
+        keys = list(queryset.filter(revoked=False))
+        for key in keys:
+            api_key_revoke(key)
+        self.message_user(request, f"Revoked {len(keys)} key(s).")

@@ -9,8 +9,8 @@ import re
 _PATTERNS = [
     # access_token=..., token=..., password=... in query strings and form bodies
     (re.compile(r"(?i)\b(access_token|refresh|token|password|api_key|id)=([^&\s\"']+)"), r"\1=[redacted]"),
-    # Authorization: Bearer xxx
-    (re.compile(r"(?i)(bearer\s+)[A-Za-z0-9\-_.~+/=]+"), r"\1[redacted]"),
+    # Authorization: Bearer xxx, Authorization: Api-Key xxx
+    (re.compile(r"(?i)((?:bearer|api-key)\s+)[A-Za-z0-9\-_.~+/=]+"), r"\1[redacted]"),
     # credentials inside URLs: scheme://user:password@host
     (re.compile(r"(://[^:/@\s]+:)[^@\s]+@"), r"\1[redacted]@"),
 ]

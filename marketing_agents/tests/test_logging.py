@@ -8,10 +8,10 @@ from marketing_agents.logging import RedactSecretsFilter, redact
 def test_tokens_and_passwords_are_redacted():
     line = (
         "GET /ws/campaigns/?access_token=eyJhbGciOi.abc.def&x=1 Authorization: Bearer eyJzecret "
-        "redis://user:pa55word@127.0.0.1:6379/0"
+        "redis://user:pa55word@127.0.0.1:6379/0 Authorization: Api-Key AbCd1234.k3ysecret"
     )
     cleaned = redact(line)
-    for secret in ("eyJhbGciOi.abc.def", "eyJzecret", "pa55word"):
+    for secret in ("eyJhbGciOi.abc.def", "eyJzecret", "pa55word", "k3ysecret"):
         assert secret not in cleaned
     assert "access_token=[redacted]" in cleaned
     assert "x=1" in cleaned
