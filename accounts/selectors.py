@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -61,10 +62,13 @@ def budget_refusal(user_id: int) -> str:
     )
 
 
+# What the library generates: 8 letters or digits, a dot, then more (a JWT has three parts, two dots).
+API_KEY_SHAPE = re.compile(r"[A-Za-z0-9]{8}\.[A-Za-z0-9]{1,64}")
+
+
 def looks_like_api_key(credential: str) -> bool:
-    """An API key is ``prefix.secret`` (one dot); a JWT has three parts (two dots)."""
-    prefix, dot, secret = credential.partition(".")
-    return bool(dot) and len(prefix) == 8 and bool(secret) and "." not in secret
+    """Shaped like an API key; anything else (a JWT, a NUL byte, garbage) never reaches the database."""
+    return API_KEY_SHAPE.fullmatch(credential) is not None
 
 
 def api_key_user(credential: str) -> tuple[Any, ApiKey] | None:

@@ -15,6 +15,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.db import IntegrityError, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from accounts.models import BUDGET_THRESHOLDS, Account, ApiKey, MonthlySpend
@@ -155,3 +156,13 @@ def api_key_revoke(key: ApiKey) -> None:
     """Revoked for good (the library refuses to undo it); sockets opened with it close within seconds."""
     key.revoked = True
     key.save(update_fields=["revoked"])
+
+
+def spend_flush_pending() -> int:
+    """Announce every total of this month still unannounced a second after its last announcement
+    (its flush task was lost); returns how many were announced."""
+    due = timezone.now() - timedelta(seconds=SPEND_ANNOUNCE_SECONDS)
+    rows = MonthlySpend.objects.filter(period=current_period(), announced_at__lte=due).exclude(
+        spend=F("announced_spend")
+    )
+    return sum(spend_flush(pk) for pk in rows.values_list("pk", flat=True))

@@ -261,6 +261,9 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": float(RUN_RECOVERY_INTERVAL_SECONDS),
     },
     "prune-event-log": {"task": "eventlog.tasks.events_prune", "schedule": 3600.0},
+    # A spend total whose flush task was lost (the broker down when it was queued, a worker killed
+    # with it) is announced by this sweep instead.
+    "announce-pending-spend": {"task": "accounts.tasks.flush_pending_spend", "schedule": 10.0},
 }
 if AGENT_PROVIDER == "openai" and not OPENAI_MODEL:
     raise ImproperlyConfigured("OPENAI_MODEL must be set when AGENT_PROVIDER=openai.")

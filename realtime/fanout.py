@@ -25,6 +25,7 @@ from django.conf import settings
 
 from accounts.selectors import api_keys_revoked
 from eventlog.layer import realtime_layer, watch_reconnects
+from eventlog.publisher import group_name
 from eventlog.reads import CAMPAIGN, log_heads
 from marketing_agents import redisconf
 from realtime.metrics import DELIVERY_LATENCY, HEAD_CHECKS, LAYER_RECONNECTS, OUTBOUND_SIZE
@@ -216,7 +217,10 @@ class FanOut:
                 await connection.push_notice(message)
 
     async def _fan_out(self, message: dict[str, Any]) -> None:
-        members = self.subscriptions.get(message["log"])
+        # "log" names the group; a message from a publisher of the previous release (during a rolling
+        # deploy) names its campaign instead.
+        group = message.get("log") or group_name(message["campaign_id"])
+        members = self.subscriptions.get(group)
         if not members:
             return
         for subscription in list(members):
@@ -289,7 +293,10 @@ class FanOut:
                 continue
             for connection in keyed:
                 if connection.scope["api_key_id"] in revoked:
-                    await connection.key_revoked()
+                    try:
+                        await connection.key_revoked()
+                    except Exception:  # one connection's failure must not spare the others
+                        logger.exception("closing a revoked key's connection failed")
 
     # --- housekeeping ------------------------------------------------------------------------------------
 

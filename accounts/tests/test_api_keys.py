@@ -60,7 +60,16 @@ def test_a_key_acts_as_its_owner_on_rest_until_revoked(alice, bob, scheme):
     assert refused.status_code == 401 and refused.json() == {"detail": "Invalid or revoked API key."}
 
 
-@pytest.mark.parametrize("credential", ["Api-Key nonsense", "Api-Key abcdefgh.wrongsecret", "Bearer abcdefgh.wrong"])
+@pytest.mark.parametrize(
+    "credential",
+    [
+        "Api-Key nonsense",
+        "Api-Key abcdefgh.wrongsecret",
+        "Bearer abcdefgh.wrong",
+        "Api-Key abcdefg\x00.xyz",
+        "Api-Key ",
+    ],
+)
 def test_a_wrong_key_is_401_json(db, credential):
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=credential)

@@ -68,6 +68,20 @@ def test_reports_within_a_second_make_one_spend_updated_with_exact_totals(db, al
     assert spend_flush(row.pk) is False, "nothing new: nothing announced"
 
 
+def test_a_lost_flush_is_announced_by_the_sweep(db, alice, bob):
+    from accounts.services import spend_flush_pending
+
+    for user in (alice, bob):
+        spend_record(user_id=user.pk, cost=CENT)
+        spend_record(user_id=user.pk, cost=CENT)  # its flush task is queued, then lost (nothing runs it here)
+    assert spend_flush_pending() == 0, "not before the second is over"
+    second_passes(alice)
+    assert spend_flush_pending() == 1
+    assert account_events(alice, "spend.updated")[-1].data["spend"] == "0.020000"
+    assert account_events(bob, "spend.updated")[-1].data["spend"] == "0.010000"
+    assert spend_flush_pending() == 0, "announced once"
+
+
 def test_each_threshold_is_alerted_once(db, alice):
     account_update(user_id=alice.pk, monthly_budget=Decimal("1.00"))
     for cost in ("0.30", "0.10", "0.15", "0.20", "0.10", "0.10", "0.50"):

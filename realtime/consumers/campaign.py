@@ -107,7 +107,7 @@ class CampaignConsumer(RealtimeSession):
         name = frame.get(key)
         if not isinstance(name, str):
             raise ClientError("bad_request", "unsubscribe needs a campaign_id (or a stream) string.")
-        if (key == "campaign_id" and name in STREAMS) or not await self.drop_subscription(name):
+        if ((key == "campaign_id") == (name in STREAMS)) or not await self.drop_subscription(name):
             raise ClientError("not_found", f"Not subscribed to that {'stream' if key == 'stream' else 'campaign'}.")
         await self.send_frame({"type": "unsubscribed", key: name, **self._echo})
 

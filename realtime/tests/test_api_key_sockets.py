@@ -50,7 +50,7 @@ async def test_a_key_opens_a_native_socket_and_revoking_it_closes_the_socket_wit
 async def test_a_revoked_or_wrong_key_is_refused_at_the_handshake(ws, users):
     key, secret = await db(api_key_create)(user_id=users["alice"].pk, name="old")
     await db(api_key_revoke)(key)
-    for credential in (secret, "abcdefgh.notakey"):
+    for credential in (secret, "abcdefgh.notakey", "abcdefg\x00.x", "abcdefgh.\x00"):
         comm = await ws(token=quote(credential))
         await expect_error(comm, "unauthenticated")
 

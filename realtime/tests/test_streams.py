@@ -185,3 +185,30 @@ async def test_one_ordered_account_stream_across_two_campaigns_and_two_runs_resu
         pass
     assert [f for f in bob_frames if f["type"] == "event"] == [], "bob sees none of alice's account"
     await bob_sock.close()
+
+
+async def test_stream_and_campaign_names_never_cross_and_old_format_messages_still_arrive(ws, users):
+    from eventlog.publisher import dumps
+    from realtime.fanout import get_fanout
+    from realtime.tests.sockets import subscribe
+
+    alice = users["alice"]
+    campaign = await db(CampaignFactory)(owner=alice)
+    comm = await ws(alice)
+    await subscribe(comm, campaign)
+    await comm.send_json_to({"type": "unsubscribe", "stream": campaign.public_id})
+    assert_clean_error(await recv(comm), "not_found")
+    # A message as the previous release published it (a rolling deploy): it names the campaign.
+    frame = {
+        "type": "event",
+        "event": "progress",
+        "campaign_id": campaign.public_id,
+        "run_id": None,
+        "sequence": 1,
+        "emitted_at": "2026-12-01T00:00:00.000000Z",
+        "data": {"percentage": 1, "message": "x"},
+    }
+    await get_fanout().dispatch(
+        {"type": "campaign.event", "campaign_id": campaign.public_id, "sequence": 1, "frame": dumps(frame)}
+    )
+    assert (await recv(comm))["sequence"] == 1, "still subscribed, and the old message was delivered"
