@@ -12,6 +12,7 @@ a sequence that is not in the log.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from django.core.serializers.json import DjangoJSONEncoder
@@ -34,6 +35,17 @@ def group_name(campaign_public_id: str) -> str:
 
 def stream_group(stream_pk: int) -> str:
     return f"stream.{stream_pk}"
+
+
+# Called inside the publishing transaction with (owner's user id, frame) for every durable event of a
+# campaign or an account: how apps above the log (webhooks) follow it without the log importing them.
+listeners: list[Callable[[int, dict[str, Any]], None]] = []
+
+
+def _notify(owner_id: int | None, frame: dict[str, Any]) -> None:
+    if owner_id is not None:
+        for listener in listeners:
+            listener(owner_id, frame)
 
 
 def _normalize(data: dict[str, Any]) -> dict[str, Any]:
@@ -83,6 +95,7 @@ def publish(campaign: Campaign, event: str, data: dict[str, Any], *, run_id: str
             emitted_at=timezone.now(),
         )
         frame = event_frame(stored, campaign_public_id=campaign.public_id)
+        _notify(campaign.owner_id, frame)
         group = group_name(campaign.public_id)
         message = {"type": LAYER_MESSAGE_TYPE, "log": group, "sequence": stored.sequence, "frame": dumps(frame)}
         transaction.on_commit(lambda: _send(group, event, message))
@@ -114,6 +127,7 @@ def publish_to_stream(stream: Stream, event: str, data: dict[str, Any]) -> Strea
         )
         group = stream_group(stream.pk)
         frame = stream_frame(stored, stream_kind=stream.kind)
+        _notify(stream.user_id, frame)
         message = {"type": LAYER_MESSAGE_TYPE, "log": group, "sequence": stored.sequence, "frame": dumps(frame)}
         transaction.on_commit(lambda: _send(group, event, message))
     return stored

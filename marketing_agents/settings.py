@@ -81,6 +81,7 @@ INSTALLED_APPS = [
     "campaigns",
     "eventlog",
     "accounts",
+    "webhooks",
     "realtime",
     "orchestration",
 ]
@@ -264,7 +265,26 @@ CELERY_BEAT_SCHEDULE = {
     # A spend total whose flush task was lost (the broker down when it was queued, a worker killed
     # with it) is announced by this sweep instead.
     "announce-pending-spend": {"task": "accounts.tasks.flush_pending_spend", "schedule": 10.0},
+    # Webhooks whose next delivery is due and that no worker is delivering (a retry after a long
+    # backoff, a task lost with the broker or a killed worker).
+    "deliver-due-webhooks": {"task": "webhooks.tasks.deliver_due", "schedule": 15.0},
 }
+
+# --- Webhooks (PROTOCOL.md §12) -----------------------------------------------------------------------
+
+# Deliveries to loopback, private, link-local or reserved addresses are refused unless this is set.
+WEBHOOKS_ALLOW_PRIVATE = env_bool("WEBHOOKS_ALLOW_PRIVATE", False)
+WEBHOOK_TIMEOUT_SECONDS = float(env_decimal("WEBHOOK_TIMEOUT_SECONDS", "10", minimum=Decimal("0.1")))
+WEBHOOK_MAX_BODY_BYTES = env_int("WEBHOOK_MAX_BODY_BYTES", 256 * 1024, minimum=1024)
+# The waits before each retry, in seconds: with the first attempt, 6 attempts over about 7.5 hours.
+try:
+    WEBHOOK_RETRY_DELAYS = [
+        float(delay) for delay in env_str("WEBHOOK_RETRY_DELAYS", "5,300,1800,7200,18000").split(",") if delay.strip()
+    ]
+except ValueError:
+    raise ImproperlyConfigured("WEBHOOK_RETRY_DELAYS must be comma-separated seconds, e.g. 5,300,1800.") from None
+if any(delay < 0 for delay in WEBHOOK_RETRY_DELAYS):
+    raise ImproperlyConfigured("WEBHOOK_RETRY_DELAYS must not be negative.")
 if AGENT_PROVIDER == "openai" and not OPENAI_MODEL:
     raise ImproperlyConfigured("OPENAI_MODEL must be set when AGENT_PROVIDER=openai.")
 

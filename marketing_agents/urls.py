@@ -22,6 +22,7 @@ from realtime import pages as realtime_pages
 from realtime.api import ActiveRuns, CampaignEventList, CampaignSnapshot, NoticeCreate, RealtimePresence
 from realtime.metrics import metrics_view
 from realtime.signalr import http as signalr
+from webhooks.api import WebhookDeliveryList, WebhookDetail, WebhookList, WebhookTest
 
 # Admin pages of models that moved out of the campaigns app: operators' bookmarks still lead there.
 MOVED_ADMIN_MODELS = {
@@ -62,6 +63,10 @@ api_patterns = [
     path("account/", AccountDetail.as_view(), name="account"),
     path("keys/", ApiKeyList.as_view(), name="api-keys"),
     path("keys/<str:key_id>/", ApiKeyDetail.as_view(), name="api-key"),
+    path("webhooks/", WebhookList.as_view(), name="webhooks"),
+    path("webhooks/<str:webhook_id>/", WebhookDetail.as_view(), name="webhook"),
+    path("webhooks/<str:webhook_id>/deliveries/", WebhookDeliveryList.as_view(), name="webhook-deliveries"),
+    path("webhooks/<str:webhook_id>/test/", WebhookTest.as_view(), name="webhook-test"),
     path("notices/", NoticeCreate.as_view(), name="notices"),
     path("ops/realtime/", RealtimePresence.as_view(), name="ops-realtime"),
     path("ops/runs/", ActiveRuns.as_view(), name="ops-runs"),

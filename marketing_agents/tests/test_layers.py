@@ -1,6 +1,7 @@
 """Dependencies point one way (docs/ARCHITECTURE.md): each app imports only from the apps below it.
 
-    campaigns  <-  eventlog  <-  accounts  <-  orchestration  <-  realtime  <-  the project (urls, asgi, serve, schema)
+    campaigns  <-  eventlog  <-  accounts  <-  webhooks  <-  orchestration  <-  realtime
+              <-  the project (urls, asgi, serve, schema)
 
 ``marketing_agents``' shared modules (errors, logging, env, the Celery app and broker transport, redisconf)
 sit under everything and import no app. The check reads every import in the source (at module level
@@ -21,7 +22,7 @@ from django.conf import settings
 
 from orchestration.models import OrchestrationRun
 
-LAYERS = ["campaigns", "eventlog", "accounts", "orchestration", "realtime"]
+LAYERS = ["campaigns", "eventlog", "accounts", "webhooks", "orchestration", "realtime"]
 # marketing_agents modules any app may use
 SHARED = {"errors", "logging", "env", "celery", "broker", "redisconf", "batching"}
 
