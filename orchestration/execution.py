@@ -25,7 +25,7 @@ from django.utils import timezone
 from accounts.selectors import budget_left
 from accounts.services import spend_record
 from campaigns import ids
-from orchestration import events
+from orchestration import events, health
 from orchestration import plan as plan_
 from orchestration.agents import WRITERS, AgentContext, Draft
 from orchestration.agents.auditor import AuditResult, audit
@@ -53,6 +53,8 @@ from orchestration.providers import get_provider
 from orchestration.providers.base import (
     PermanentProviderError,
     Provider,
+    ProviderTimeoutError,
+    RateLimitedProviderError,
     TransientProviderError,
     Usage,
     estimate_tokens,
@@ -93,6 +95,7 @@ def step_execute(*, run_pk: int, step_name: str, worker: str = "") -> None:
     claim = _claim(run_pk, step_name, worker)
     if claim is None:
         return  # a duplicate delivery, or the run moved on: nothing to do
+    provider = settings.AGENT_PROVIDER
     try:
         outcome = _audit(claim) if claim.name == plan_.AUDIT else _write(claim)
     except StepAbandoned:
@@ -100,8 +103,10 @@ def step_execute(*, run_pk: int, step_name: str, worker: str = "") -> None:
     except BudgetExceeded as exc:
         _finish_failed(claim, str(exc), retry=False, usage=exc.usage)
     except (TransientProviderError, SoftTimeLimitExceeded) as exc:
+        health.record_outcome(provider, _outcome_kind(exc))
         _finish_failed(claim, str(exc) or "The step took too long.", retry=True)
     except PermanentProviderError as exc:
+        health.record_outcome(provider, health.ERROR)
         _finish_failed(claim, str(exc), retry=False)
     except (OperationalError, InterfaceError) as exc:  # the database went away mid-step: retry, never fail
         logger.warning("run %s: step %s lost the database (%s)", claim.run.public_id, claim.name, type(exc).__name__)
@@ -114,7 +119,16 @@ def step_execute(*, run_pk: int, step_name: str, worker: str = "") -> None:
         logger.exception("run %s: step %s failed unexpectedly", claim.run.public_id, claim.name)
         _finish_failed(claim, f"The {claim.step.agent} failed unexpectedly.", retry=False)
     else:
+        health.record_outcome(provider, health.OK)
         _finish_completed(claim, outcome)
+
+
+def _outcome_kind(exc: Exception) -> str:
+    if isinstance(exc, RateLimitedProviderError):
+        return health.RATE_LIMITED
+    if isinstance(exc, (ProviderTimeoutError, SoftTimeLimitExceeded)):
+        return health.TIMEOUT
+    return health.ERROR
 
 
 # --- claim ----------------------------------------------------------------------------------------

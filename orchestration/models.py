@@ -207,3 +207,29 @@ class Approval(models.Model):
 
     def __str__(self) -> str:
         return f"{self.public_id} ({self.state})"
+
+
+class ProviderStatus(models.TextChoices):
+    HEALTHY = "healthy"
+    DEGRADED = "degraded"
+    DOWN = "down"
+
+
+class ProviderHealth(models.Model):
+    """Each model provider's recent outcomes, as every worker saw them, and the status they add up
+    to (orchestration/health.py); a change of status is published on the operations stream."""
+
+    provider = models.CharField(max_length=64, unique=True)
+    status = models.CharField(max_length=16, choices=ProviderStatus.choices, default=ProviderStatus.HEALTHY)
+    # The last outcomes, oldest first: [[POSIX time, "ok" | "error" | "timeout" | "rate_limited"], ...]
+    outcomes = models.JSONField(default=list, blank=True)
+    changed_at = models.DateTimeField(null=True, blank=True)
+    rate_limited_alert_at = models.DateTimeField(null=True, blank=True)
+    message = models.CharField(max_length=300, blank=True)
+
+    class Meta:
+        ordering = ["provider"]
+        verbose_name_plural = "provider health"
+
+    def __str__(self) -> str:
+        return f"{self.provider}: {self.status}"

@@ -15,13 +15,18 @@ from campaigns.errors import NotFound
 from campaigns.models import Campaign
 from campaigns.selectors import campaign_get_visible
 from campaigns.services import campaign_create
-from eventlog.models import CampaignEvent
+from eventlog.models import CampaignEvent, StreamEvent
+from eventlog.publisher import stream_frame
+from eventlog.services import account_stream, ops_stream
+from orchestration.health import providers_health
 from orchestration.models import OrchestrationRun, RunState
 from orchestration.payloads import run_payload
 from orchestration.selectors import campaigns_with_latest_run, runs_active
 from realtime.api import rest_event
 from realtime.presence import presence_overview
-from realtime.snapshots import campaign_snapshot
+from realtime.snapshots import campaign_snapshot, stream_snapshot
+
+OPS_EVENTS_SHOWN = 20
 
 
 class CampaignForm(forms.ModelForm):
@@ -66,6 +71,8 @@ def campaign_page(request: HttpRequest, campaign_id: str) -> HttpResponse:
         "snapshot": snapshot,
         "run": run_payload(run) if run else None,
         "events": recent_events(campaign, snapshot["last_event_sequence"]),
+        # The viewer's own account: this month's spend against the budget, kept live by its stream.
+        "account": stream_snapshot(account_stream(request.user.pk).pk),
     }
     return render(request, "campaigns/live.html", {"campaign": campaign, "initial": initial})
 
@@ -80,4 +87,17 @@ def console(request: HttpRequest) -> HttpResponse:
         presence = presence_overview()
     except Exception:
         presence = None
-    return render(request, "console.html", {"active": active, "failures": failures, "presence": presence})
+    stream = ops_stream()
+    recent = StreamEvent.objects.filter(stream=stream).order_by("-sequence")[:OPS_EVENTS_SHOWN]
+    ops = {
+        "last_sequence": stream_snapshot(stream.pk)["last_event_sequence"],
+        "events": [stream_frame(event, stream_kind="ops") for event in reversed(recent)],
+    }
+    context = {
+        "active": active,
+        "failures": failures,
+        "presence": presence,
+        "providers": providers_health(),
+        "ops": ops,
+    }
+    return render(request, "console.html", context)

@@ -17,6 +17,14 @@ class TransientProviderError(ProviderError):
     """Worth retrying: rate limits, server errors, timeouts, broken streams."""
 
 
+class RateLimitedProviderError(TransientProviderError):
+    """The provider answered 429: retried like any transient error, and reported to operators."""
+
+
+class ProviderTimeoutError(TransientProviderError):
+    """The provider did not answer in time."""
+
+
 class PermanentProviderError(ProviderError):
     """Retrying will not help: a refused request, a bad key, an unknown model."""
 

@@ -14,6 +14,8 @@ from django.conf import settings
 from orchestration.providers.base import (
     PermanentProviderError,
     ProviderRequest,
+    ProviderTimeoutError,
+    RateLimitedProviderError,
     TransientProviderError,
     Usage,
     estimate_tokens,
@@ -82,14 +84,16 @@ class OpenAIProvider:
                         text.append(piece)
                         yield piece
         except httpx.TimeoutException:
-            raise TransientProviderError("The model provider timed out.") from None
+            raise ProviderTimeoutError("The model provider timed out.") from None
         except httpx.TransportError:
             raise TransientProviderError("The model provider could not be reached.") from None
         yield self._usage(request, "".join(text), usage)
 
     def _check_status(self, response: httpx.Response) -> None:
         code = response.status_code
-        if code == 429 or code >= 500:
+        if code == 429:
+            raise RateLimitedProviderError(f"The model provider answered HTTP 429 ({_error_text(response)}).")
+        if code >= 500:
             raise TransientProviderError(f"The model provider answered HTTP {code} ({_error_text(response)}).")
         if code >= 400:
             raise PermanentProviderError(

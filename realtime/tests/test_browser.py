@@ -176,3 +176,47 @@ def test_a_second_user_cannot_open_the_first_users_campaign(page, start_web):
     response = page.goto(f"{server.url}/campaigns/{campaign.public_id}/")
     assert response.status == 404
     assert campaign.name not in page.content()
+
+
+def test_the_live_page_shows_the_accounts_spend_against_its_budget_live(page, start_web):
+    from decimal import Decimal
+
+    from django.db.models import F
+    from django.utils import timezone
+
+    from accounts.models import MonthlySpend
+    from accounts.services import account_update, spend_record
+
+    server = start_web()
+    alice = UserFactory(username="alice")
+    campaign = CampaignFactory(owner=alice)
+    account_update(user_id=alice.pk, monthly_budget=Decimal("2"))
+    spend_record(user_id=alice.pk, cost=Decimal("0.5"))
+    log_in(page, server, "alice")
+    page.goto(f"{server.url}/campaigns/{campaign.public_id}/")
+    page.wait_for_selector("#connection.connection-connected")
+    assert page.inner_text("#spend") == "Spend this month: $0.5000 of $2.00 (25 %)"
+    # A second later (moved, not slept through), a run reports more: one spend.updated and the 50 % alert.
+    MonthlySpend.objects.update(announced_at=F("announced_at") - timezone.timedelta(seconds=2))
+    spend_record(user_id=alice.pk, cost=Decimal("0.6"))
+    page.wait_for_function("document.querySelector('#spend').textContent.endsWith('$1.1000 of $2.00 (55 %)')")
+    page.wait_for_function("document.querySelector('#message').textContent.includes('Budget alert: 50 %')")
+
+
+def test_the_console_shows_provider_health_and_the_ops_stream_live(page, start_web):
+    from orchestration import health
+
+    server = start_web()
+    UserFactory(username="charlie", is_staff=True, is_superuser=True)
+    health.record_outcome("openai", health.ERROR)
+    log_in(page, server, "charlie")
+    page.goto(f"{server.url}/console/")
+    assert page.inner_text("#providers tr[data-provider=openai] .badge") == "healthy"
+    page.wait_for_function("document.querySelector('#ops-connection').textContent === 'connected'")
+    health.record_outcome("openai", health.RATE_LIMITED)
+    health.record_outcome("openai", health.TIMEOUT)
+    page.wait_for_function(
+        "document.querySelector('#providers tr[data-provider=openai] .badge').textContent === 'down'"
+    )
+    events = page.inner_text("#ops-events")
+    assert "openai is down" in events and "openai is degraded" in events and "rate limiting" in events

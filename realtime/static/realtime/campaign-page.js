@@ -205,10 +205,32 @@ for (const frame of initial.events) logEvent(frame);
 const connection = $("connection");
 let countdown = null;
 const scheme = location.protocol === "https:" ? "wss" : "ws";
+// The viewer's account: this month's spend against the budget, live from the account stream.
+function setSpend({ spend, budget }) {
+  const used = budget !== null && budget !== undefined && Number(budget) > 0
+    ? ` (${Math.round((100 * Number(spend)) / Number(budget))} %)` : "";
+  $("spend").textContent = budget === null || budget === undefined
+    ? `Spend this month: $${Number(spend).toFixed(4)}`
+    : `Spend this month: $${Number(spend).toFixed(4)} of $${Number(budget).toFixed(2)}${used}`;
+  $("spend").dataset.spend = spend;
+}
+setSpend(initial.account);
+
+function applyAccount(frame) {
+  if (frame.event === "spend.updated") setSpend(frame.data);
+  if (frame.event === "budget.alert") {
+    setSpend(frame.data);
+    say(`Budget alert: ${frame.data.threshold} % of this month's budget is spent.`);
+  }
+}
+
 const client = new CampaignClient(`${scheme}://${location.host}/ws/campaigns/`, {
-  onEvent: (frame) => apply(frame),
+  onEvent: (frame) => (frame.stream === "account" ? applyAccount(frame) : apply(frame)),
   onChunk: (frame) => appendChunk(frame.data),
-  onSnapshot: (snapshot, { resync }) => { if (resync) { applySnapshot(snapshot); say("Caught up from a snapshot."); } },
+  onSnapshot: (snapshot, { resync, campaignId: key }) => {
+    if (key === "account") setSpend(snapshot);
+    else if (resync) { applySnapshot(snapshot); say("Caught up from a snapshot."); }
+  },
   onNotice: (frame) => say(`${frame.level === "info" ? "Notice" : frame.level.toUpperCase()}: ${frame.message}`),
   onError: (frame) => say(frame.message),
   onStatus: (status, detail) => {
@@ -228,6 +250,7 @@ const client = new CampaignClient(`${scheme}://${location.host}/ws/campaigns/`, 
   },
 });
 client.subscribe(campaignId, { lastSequence: initial.snapshot.last_event_sequence });
+client.subscribe("account", { lastSequence: initial.account.last_event_sequence });
 window.campaignClient = client;
 
 // --- controls ----------------------------------------------------------------------------------------------

@@ -12,6 +12,8 @@
  *     onError(frame) {},                 // error frames that answer no request
  *   });
  *   client.subscribe("camp_…", { lastSequence: 17 });   // omit lastSequence to start from now
+ *   client.subscribe("account");                         // the user's account stream (PROTOCOL.md §11);
+ *                                                        // "ops" for operators; frames carry `stream`
  *   await client.snapshot("camp_…"); await client.cancel("run_…");
  *
  * It reconnects with exponential backoff and jitter (0, 2, 4, 8, 16, then 30 s), resumes every
@@ -23,6 +25,18 @@
 export const BACKOFF_MS = [0, 2000, 4000, 8000, 16000, 30000];
 export const PING_INTERVAL_MS = 20000;
 const CLOSE_UNAUTHENTICATED = 4401;
+/** The streams a connection can follow besides campaigns (campaign ids start with "camp_"). */
+export const STREAMS = ["account", "ops"];
+
+/** The subscribe/unsubscribe/snapshot fields naming a campaign or a stream. */
+function target(key) {
+  return STREAMS.includes(key) ? { stream: key } : { campaign_id: key };
+}
+
+/** Which subscription a server frame is about. */
+function keyOf(frame) {
+  return frame.stream !== undefined ? frame.stream : frame.campaign_id;
+}
 
 /** The delay before reconnect attempt `attempt` (0-based): the schedule above, ±20 % jitter. */
 export function backoffDelay(attempt, random = Math.random) {
@@ -52,7 +66,7 @@ export class CampaignClient {
 
   connect() {
     this.closedByUser = false;
-    if (!this.socket) this.open();
+    if (!this.socket && !this.opening) this.open(); // one socket, however many subscribe at once
     return this;
   }
 
@@ -64,7 +78,7 @@ export class CampaignClient {
 
   unsubscribe(campaignId) {
     this.subscriptions.delete(campaignId);
-    this.send({ type: "unsubscribe", campaign_id: campaignId });
+    this.send({ type: "unsubscribe", ...target(campaignId) });
   }
 
   lastSequence(campaignId) {
@@ -73,7 +87,7 @@ export class CampaignClient {
   }
 
   snapshot(campaignId) {
-    return this.request({ type: "snapshot", campaign_id: campaignId });
+    return this.request({ type: "snapshot", ...target(campaignId) });
   }
 
   cancel(runId) {
@@ -93,11 +107,14 @@ export class CampaignClient {
   async open() {
     this.setStatus(this.attempt === 0 ? "connecting" : "reconnecting", { attempt: this.attempt });
     let url;
+    this.opening = true;
     try {
       url = await this.url();
     } catch (error) {
       this.scheduleReconnect();
       return;
+    } finally {
+      this.opening = false;
     }
     const socket = new this.WebSocket(url);
     this.socket = socket;
@@ -167,7 +184,7 @@ export class CampaignClient {
 
   sendSubscribe(campaignId) {
     const { lastSequence } = this.subscriptions.get(campaignId);
-    const frame = { type: "subscribe", campaign_id: campaignId };
+    const frame = { type: "subscribe", ...target(campaignId) };
     if (lastSequence !== null && lastSequence !== undefined) frame.last_sequence = lastSequence;
     this.send(frame);
   }
@@ -215,7 +232,7 @@ export class CampaignClient {
   }
 
   onSubscribed(frame) {
-    const subscription = this.subscriptions.get(frame.campaign_id);
+    const subscription = this.subscriptions.get(keyOf(frame));
     if (subscription && (subscription.lastSequence === null || subscription.lastSequence === undefined)) {
       subscription.lastSequence = frame.last_sequence;
     }
@@ -223,7 +240,7 @@ export class CampaignClient {
   }
 
   onEvent(frame) {
-    const subscription = this.subscriptions.get(frame.campaign_id);
+    const subscription = this.subscriptions.get(keyOf(frame));
     if (!subscription) return;
     if (subscription.lastSequence !== null && frame.sequence <= subscription.lastSequence) return; // duplicate
     subscription.lastSequence = frame.sequence;
@@ -231,9 +248,9 @@ export class CampaignClient {
   }
 
   onSnapshot(frame) {
-    const subscription = this.subscriptions.get(frame.campaign_id);
+    const subscription = this.subscriptions.get(keyOf(frame));
     if (frame.resync && subscription) subscription.lastSequence = frame.snapshot.last_event_sequence;
-    this.call("onSnapshot", frame.snapshot, { resync: Boolean(frame.resync), campaignId: frame.campaign_id });
+    this.call("onSnapshot", frame.snapshot, { resync: Boolean(frame.resync), campaignId: keyOf(frame) });
   }
 
   setStatus(status, detail = {}) {

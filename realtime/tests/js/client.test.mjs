@@ -152,3 +152,34 @@ test("an unauthenticated close stops retrying; an expired token reconnects with 
   client.close();
   assert.equal(seen.statuses.at(-1)[0], "closed");
 });
+
+test("the account stream beside a campaign: own positions, resumed after a drop", async () => {
+  const { client, seen, timers } = await setup();
+  client.subscribe("camp_a");
+  client.subscribe("account", { lastSequence: 7 });
+  await flush();
+  FakeSocket.all[0].open();
+  assert.deepEqual(FakeSocket.all[0].sent, [
+    { type: "subscribe", campaign_id: "camp_a" },
+    { type: "subscribe", stream: "account", last_sequence: 7 },
+  ]);
+  FakeSocket.all[0].receive({ type: "subscribed", campaign_id: "camp_a", last_sequence: 2 });
+  FakeSocket.all[0].receive({ type: "subscribed", stream: "account", last_sequence: 8 });
+  const spend = (sequence) => ({ type: "event", stream: "account", event: "spend.updated", sequence, data: {} });
+  FakeSocket.all[0].receive(spend(8));
+  FakeSocket.all[0].receive(event(3));
+  FakeSocket.all[0].receive(spend(8)); // a duplicate of the account's, not confused with the campaign's
+  assert.deepEqual(seen.events, [8, 3]);
+  assert.equal(client.lastSequence("account"), 8);
+  assert.equal(client.lastSequence("camp_a"), 3);
+  FakeSocket.all[0].drop();
+  timers.runNext();
+  await flush();
+  FakeSocket.all[1].open();
+  assert.deepEqual(FakeSocket.all[1].sent, [
+    { type: "subscribe", campaign_id: "camp_a", last_sequence: 3 },
+    { type: "subscribe", stream: "account", last_sequence: 8 },
+  ]);
+  client.unsubscribe("account");
+  assert.deepEqual(FakeSocket.all[1].sent.at(-1), { type: "unsubscribe", stream: "account" });
+});
