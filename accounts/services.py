@@ -22,7 +22,7 @@ from accounts.models import BUDGET_THRESHOLDS, Account, ApiKey, MonthlySpend
 from accounts.selectors import current_period, money, monthly_budget, period_label
 from campaigns.errors import ServiceError
 from eventlog.publisher import publish_to_stream
-from eventlog.services import account_stream
+from eventlog.services import account_stream, ops_stream
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +34,11 @@ FLUSH_STALE_SECONDS = 10.0
 def account_publish(user_id: int, event: str, data: dict[str, Any]) -> None:
     """A durable event on the user's account stream, in the caller's transaction."""
     publish_to_stream(account_stream(user_id), event, data)
+
+
+def config_changed(setting: str, by: str) -> None:
+    """``config.changed`` on the operations stream: what was changed and by whom, never a value."""
+    publish_to_stream(ops_stream(), "config.changed", {"setting": setting[:200], "by": by})
 
 
 def account_get(user_id: int) -> Account:

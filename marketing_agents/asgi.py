@@ -1,4 +1,4 @@
-"""ASGI entry point for daphne: HTTP goes to Django, WebSockets to the Channels routing."""
+"""ASGI entry point for daphne: WebSockets and the event streams to the Channels routing, other HTTP to Django."""
 
 from __future__ import annotations
 
@@ -13,6 +13,6 @@ django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter  # noqa: E402
 
-from realtime.routing import websocket_application  # noqa: E402
+from realtime.routing import http_application, websocket_application  # noqa: E402
 
-application = ProtocolTypeRouter({"http": django_asgi_app, "websocket": websocket_application})
+application = ProtocolTypeRouter({"http": http_application(django_asgi_app), "websocket": websocket_application})

@@ -127,11 +127,16 @@ class HandshakeMiddleware:
         self.app = app
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
-        if scope["type"] != "websocket":
+        if scope["type"] not in ("websocket", "http"):  # http: the event streams (realtime.routing)
             return await self.app(scope, receive, send)
         if not origin_allowed(scope):
             AUTH_FAILURES.labels("origin").inc()
-            logger.warning("websocket refused: origin %r not allowed", _headers(scope).get(b"origin"))
+            logger.warning("%s refused: origin %r not allowed", scope["type"], _headers(scope).get(b"origin"))
+            if scope["type"] == "http":
+                await send(
+                    {"type": "http.response.start", "status": 403, "headers": [(b"content-type", b"application/json")]}
+                )
+                return await send({"type": "http.response.body", "body": b'{"detail": "This origin is not allowed."}'})
             await receive()  # websocket.connect
             return await send({"type": "websocket.close", "code": 403})
         scope = dict(scope)

@@ -1,14 +1,18 @@
-"""WebSocket routing: the handshake checks, then the consumers."""
+"""Routing of the realtime consumers: WebSockets, and the server-sent event streams (HTTP) before
+Django's views (every other HTTP request goes to Django)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from channels.routing import URLRouter
-from django.urls import path
+from django.urls import path, re_path
 
 from eventlog.publisher import dumps
 from realtime.consumers.base import frame_limit_message
 from realtime.consumers.campaign import CampaignConsumer
 from realtime.consumers.signalr import SignalRHubConsumer
+from realtime.consumers.sse import AccountStreamConsumer, EventStreamConsumer
 from realtime.metrics import ERRORS
 from realtime.middleware import HandshakeMiddleware
 from realtime.signalr import protocol as signalr
@@ -19,6 +23,17 @@ websocket_urlpatterns = [
 ]
 
 websocket_application = HandshakeMiddleware(URLRouter(websocket_urlpatterns))
+
+
+def http_application(django_app: Any) -> Any:
+    """The event streams (PROTOCOL.md §10, §11) behind the same handshake checks; then Django."""
+    return URLRouter(
+        [
+            path("api/campaigns/<str:campaign_id>/stream/", HandshakeMiddleware(EventStreamConsumer.as_asgi())),
+            path("api/account/stream/", HandshakeMiddleware(AccountStreamConsumer.as_asgi())),
+            re_path(r"", django_app),
+        ]
+    )
 
 
 def oversized_frame_notice(path: str) -> str:

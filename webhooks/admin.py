@@ -6,12 +6,13 @@ from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from accounts.admin import ConfigChangesAdmin
 from webhooks.models import Webhook, WebhookDelivery
 from webhooks.services import redeliver
 
 
 @admin.register(Webhook)
-class WebhookAdmin(admin.ModelAdmin):
+class WebhookAdmin(ConfigChangesAdmin):
     list_display = ["public_id", "url", "user", "active", "created_at"]
     list_filter = ["active"]
     search_fields = ["public_id", "url", "user__username"]

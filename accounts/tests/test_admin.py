@@ -41,3 +41,16 @@ def test_one_api_keys_page_budgets_editable_spend_read_only(operator_client, ali
     answer = operator_client.post("/admin/accounts/account/add/", {"user": alice.pk, "monthly_budget": "12.5"})
     assert answer.status_code == 302
     assert str(Account.objects.get(user=alice).monthly_budget) == "12.500000"
+
+
+def test_an_operators_change_is_announced_on_the_ops_stream_without_its_value(operator_client, alice):
+    from eventlog.models import StreamEvent
+
+    account = Account.objects.create(user=alice, monthly_budget=5)
+    answer = operator_client.post(
+        f"/admin/accounts/account/{account.pk}/change/", {"user": alice.pk, "monthly_budget": "777.5"}
+    )
+    assert answer.status_code == 302
+    [changed] = StreamEvent.objects.filter(stream__kind="ops", event="config.changed")
+    assert changed.data == {"setting": "account account of alice: monthly_budget", "by": "charlie"}
+    assert "777" not in str(changed.data)

@@ -267,8 +267,9 @@ class RealtimeSession(Connection, AsyncWebsocketConsumer):
         check_last_sequence(last_sequence)
         return await self.follow(await self.visible_stream(stream), last_sequence, family)
 
-    async def follow(self, log: LogRef, last_sequence: int | None, family: str) -> int:
-        """Follow a log from now, or from ``last_sequence`` (resume); returns its current last sequence."""
+    async def follow(self, log: LogRef, last_sequence: int | None, family: str, *, counted: bool = True) -> int:
+        """Follow a log from now, or from ``last_sequence`` (resume; ``counted`` as a reconnection unless
+        it is the position of a snapshot just sent); returns the log's current last sequence."""
         if log.name not in self.subscriptions and len(self.subscriptions) >= settings.WS_MAX_SUBSCRIPTIONS:
             raise ClientError(
                 "too_many_subscriptions", f"At most {settings.WS_MAX_SUBSCRIPTIONS} subscriptions per connection."
@@ -283,7 +284,8 @@ class RealtimeSession(Connection, AsyncWebsocketConsumer):
         if last_sequence is None:
             subscription.last_sent = position.last_sequence
         else:
-            RECONNECTIONS.inc()
+            if counted:
+                RECONNECTIONS.inc()
             logger.info(
                 "ws %s resumes %s from %d (log at %d)",
                 self.connection_id,

@@ -236,6 +236,8 @@ def test_fuzzed_handshakes_and_records_get_the_contracts_answers(settings, caplo
                             "ReceiveCampaignSnapshot",
                             "OnCampaignStatusReceived",
                             "ReceiveCancellationAcknowledgement",
+                            "ReceiveAccountSnapshot",
+                            "ReceiveOpsSnapshot",
                         ), message
             finally:
                 await comm.disconnect()
