@@ -16,33 +16,56 @@ from rest_framework.views import APIView
 
 from accounts import services
 from accounts.models import ApiKey
-from accounts.selectors import current_period, money, period_label, spend_this_month
+from accounts.selectors import current_period, period_label, spend_this_month
 from accounts.services import API_KEY_NAME_MAX_LENGTH
 from campaigns.api.fields import StrictCharField
 
 
+class NumberField(serializers.DecimalField):
+    """A JSON number, as PROTOCOL.md §11 has ``monthly_budget``: a string (even "5") is refused, not
+    converted, so the schema's ``type: number`` is exactly what is accepted."""
+
+    default_error_messages = {"invalid": "A number is required."}
+
+    def validate_empty_values(self, data: Any) -> tuple[bool, Any]:
+        if data == "":  # DRF would read an empty string as null here
+            self.fail("invalid")
+        return super().validate_empty_values(data)
+
+    def to_internal_value(self, data: Any) -> Decimal:
+        if isinstance(data, bool) or not isinstance(data, (int, float)):
+            self.fail("invalid")
+        try:  # more decimals than a cent's millionth are rounded, not refused (any JSON number is one)
+            data = Decimal(repr(data)).quantize(Decimal(1).scaleb(-self.decimal_places))
+        except (ArithmeticError, ValueError):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
 class AccountSerializer(serializers.Serializer):
     username = serializers.CharField(read_only=True)
-    monthly_budget = serializers.DecimalField(
+    monthly_budget = NumberField(
         max_digits=16,
         decimal_places=6,
         min_value=Decimal("0"),
         allow_null=True,
         required=True,
+        coerce_to_string=False,
         help_text="Spend allowed per calendar month (UTC), in dollars; null for no budget.",
     )
     period = serializers.CharField(read_only=True, help_text="The current month, YYYY-MM (UTC).")
-    spend_this_month = serializers.CharField(read_only=True)
+    spend_this_month = serializers.DecimalField(max_digits=16, decimal_places=6, read_only=True, coerce_to_string=False)
 
 
 def account_payload(user: Any) -> dict[str, Any]:
     account = services.account_get(user.pk)
-    return {
+    payload = {
         "username": user.get_username(),
-        "monthly_budget": money(account.monthly_budget),
+        "monthly_budget": account.monthly_budget,
         "period": period_label(current_period()),
-        "spend_this_month": money(spend_this_month(user.pk)),
+        "spend_this_month": spend_this_month(user.pk),
     }
+    return AccountSerializer(payload).data
 
 
 class AccountDetail(APIView):
@@ -66,7 +89,7 @@ class ApiKeySerializer(serializers.Serializer):
     id = serializers.CharField(source="public_id", read_only=True)
     name = StrictCharField(max_length=API_KEY_NAME_MAX_LENGTH)
     created_at = serializers.DateTimeField(source="created", read_only=True)
-    last_used_at = serializers.DateTimeField(read_only=True)
+    last_used_at = serializers.DateTimeField(read_only=True, allow_null=True)
 
 
 class NewApiKeySerializer(ApiKeySerializer):

@@ -385,5 +385,7 @@ LOGGING = {
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
         "daphne": {"level": "WARNING"},
+        # httpx logs every request's full URL at INFO: a webhook's URL often carries its receiver's token.
+        "httpx": {"level": "WARNING"},
     },
 }

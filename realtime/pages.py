@@ -24,7 +24,7 @@ from orchestration.payloads import run_payload
 from orchestration.selectors import campaigns_with_latest_run, runs_active
 from realtime.api import rest_event
 from realtime.presence import presence_overview
-from realtime.snapshots import campaign_snapshot, stream_snapshot
+from realtime.snapshots import campaign_snapshot, consistent_read, stream_snapshot
 
 OPS_EVENTS_SHOWN = 20
 
@@ -88,9 +88,11 @@ def console(request: HttpRequest) -> HttpResponse:
     except Exception:
         presence = None
     stream = ops_stream()
-    recent = StreamEvent.objects.filter(stream=stream).order_by("-sequence")[:OPS_EVENTS_SHOWN]
+    with consistent_read():  # the events shown and the position the page resumes from, in one view
+        recent = list(StreamEvent.objects.filter(stream=stream).order_by("-sequence")[:OPS_EVENTS_SHOWN])
+        last_sequence = type(stream).objects.values_list("last_sequence", flat=True).get(pk=stream.pk)
     ops = {
-        "last_sequence": stream_snapshot(stream.pk)["last_event_sequence"],
+        "last_sequence": last_sequence,
         "events": [stream_frame(event, stream_kind="ops") for event in reversed(recent)],
     }
     context = {

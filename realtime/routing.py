@@ -26,14 +26,23 @@ websocket_application = HandshakeMiddleware(URLRouter(websocket_urlpatterns))
 
 
 def http_application(django_app: Any) -> Any:
-    """The event streams (PROTOCOL.md §10, §11) behind the same handshake checks; then Django."""
-    return URLRouter(
+    """The event streams (PROTOCOL.md §10, §11) behind the same handshake checks; then Django. A path
+    outside the request's root path (daphne takes one from a client's ``Daphne-Root-Path`` header)
+    goes straight to Django, which answers it as before, rather than to the router, which would fail."""
+    router = URLRouter(
         [
             path("api/campaigns/<str:campaign_id>/stream/", HandshakeMiddleware(EventStreamConsumer.as_asgi())),
             path("api/account/stream/", HandshakeMiddleware(AccountStreamConsumer.as_asgi())),
             re_path(r"", django_app),
         ]
     )
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> Any:
+        if not scope.get("path", "").startswith(scope.get("root_path", "")):
+            return await django_app(scope, receive, send)
+        return await router(scope, receive, send)
+
+    return app
 
 
 def oversized_frame_notice(path: str) -> str:

@@ -2,28 +2,71 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from django.db.models import QuerySet
-from drf_spectacular.utils import extend_schema, inline_serializer
+from drf_spectacular.utils import extend_schema, extend_schema_field, inline_serializer
 from rest_framework import generics, serializers, status
 from rest_framework.exceptions import NotFound
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from campaigns.api.fields import StrictCharField
+from campaigns.api.fields import StrictBooleanField, StrictCharField
 from webhooks import services
 from webhooks.models import Webhook, WebhookDelivery
 
 
+@extend_schema_field({"type": "array", "items": {"type": "string", "enum": list(services.EVENTS)}, "minItems": 1})
+class EventsField(serializers.Field):
+    """A list of event names; its errors are one flat list of messages (as every other field's)."""
+
+    def to_internal_value(self, data: Any) -> list[str]:
+        if not isinstance(data, list) or not data:
+            raise serializers.ValidationError("events must be a non-empty list of event names.")
+        if not all(isinstance(name, str) for name in data):
+            raise serializers.ValidationError("Every event name must be a string.")
+        unknown = sorted({name for name in data if name not in services.EVENTS})
+        if unknown:
+            names = ", ".join(repr(name[:64]) for name in unknown[:5])
+            raise serializers.ValidationError(f"Unknown events: {names}; see PROTOCOL.md §7 and §11.")
+        return sorted(set(data))
+
+    def to_representation(self, value: list[str]) -> list[str]:
+        return list(value)
+
+
+# Exactly what is accepted, and what the schema says: http(s), a host name of up to four labels (or
+# an IPv4 address), a port, a path of printable characters. The SSRF check decides the rest.
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_PORT = r"(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3})"
+URL_PATTERN = (
+    rf"^https?://(?:(?:{_LABEL}\.){{1,3}}[A-Za-z]{{2,24}}|localhost|(?:{_OCTET}\.){{3}}{_OCTET})"
+    rf"(?::{_PORT})?(?:/(?:[A-Za-z0-9._~!$&'()*+,;=:@/?-]|%[0-9A-Fa-f]{{2}}){{0,1000}})?$"
+)
+
+
+@extend_schema_field({"type": "string", "format": "uri", "maxLength": 2000, "pattern": URL_PATTERN})
+class WebhookUrlField(StrictCharField):
+    default_error_messages = {
+        "invalid_url": "Enter an http:// or https:// URL with a host name (or an IPv4 address), e.g. https://example.com/hooks."
+    }
+
+    def to_internal_value(self, data: Any) -> str:
+        url = super().to_internal_value(data)
+        if not re.match(URL_PATTERN, url):
+            self.fail("invalid_url")
+        return url
+
+
 class WebhookSerializer(serializers.ModelSerializer):
     id = serializers.CharField(source="public_id", read_only=True)
-    url = serializers.URLField(max_length=2000)
-    events = serializers.ListField(
-        child=StrictCharField(max_length=64), allow_empty=False, max_length=len(services.EVENTS)
-    )
+    url = WebhookUrlField(max_length=2000)
+    events = EventsField()
     description = StrictCharField(max_length=500, required=False, allow_blank=True)
+    active = StrictBooleanField(required=False)
 
     class Meta:
         model = Webhook

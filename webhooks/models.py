@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 
 from campaigns import ids
@@ -31,13 +32,20 @@ class Webhook(models.Model):
     active = models.BooleanField(default=True)
     # Held by the worker delivering this webhook's queue, so deliveries go out one at a time, in order.
     lease_until = models.DateTimeField(null=True, blank=True, editable=False)
+    lease_token = models.CharField(max_length=32, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
 
     def __str__(self) -> str:
-        return f"{self.url} ({self.public_id})"
+        return self.public_id  # never the URL: it often carries a token of the receiver's
+
+    def clean(self) -> None:
+        from webhooks.services import EVENTS  # the names live with the delivery code
+
+        if not isinstance(self.events, list) or not all(isinstance(e, str) and e in EVENTS for e in self.events):
+            raise ValidationError({"events": "A list of event names of PROTOCOL.md §7 and §11."})
 
 
 class DeliveryStatus(models.TextChoices):

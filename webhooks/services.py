@@ -17,6 +17,7 @@ import json
 import logging
 import secrets
 import socket
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
@@ -76,6 +77,10 @@ def url_refusal(url: str) -> str:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return "The URL must be http:// or https:// with a host."
+    try:
+        httpx.URL(url)  # what the client will send to: it must be able to
+    except (httpx.InvalidURL, ValueError):
+        return "The URL is not one a request can be sent to."
     if settings.WEBHOOKS_ALLOW_PRIVATE:
         return ""
     try:
@@ -145,15 +150,23 @@ def payload_of(frame: dict[str, Any]) -> dict[str, Any]:
 
 
 def on_event(owner_id: int, frame: dict[str, Any]) -> None:
-    """The publisher's listener: a delivery for each of the owner's webhooks that asked for the event."""
+    """The publisher's listener: a delivery for each of the owner's webhooks that asked for the event.
+    An account event that the campaign's log also has (``run.cancelled``) is delivered once, from
+    the campaign's. A failure here is logged and never fails the publish (in a savepoint)."""
     event = frame.get("event", "")
-    if event not in EVENTS:
+    if event not in EVENTS or ("stream" in frame and event in CAMPAIGN_EVENTS):
         return
-    hooks = [w for w in Webhook.objects.filter(user_id=owner_id, active=True).only("pk", "events") if event in w.events]
+    rows = Webhook.objects.filter(user_id=owner_id, active=True).only("pk", "events")  # one query per event
+    hooks = [w for w in rows if isinstance(w.events, list) and event in w.events]
     if not hooks:
         return
-    payload = payload_of(frame)
-    WebhookDelivery.objects.bulk_create(WebhookDelivery(webhook=w, event=event, payload=payload) for w in hooks)
+    try:
+        with transaction.atomic():
+            payload = payload_of(frame)
+            WebhookDelivery.objects.bulk_create(WebhookDelivery(webhook=w, event=event, payload=payload) for w in hooks)
+    except Exception:
+        logger.exception("webhook deliveries for a %s event could not be written", event)
+        return
     for webhook in hooks:
         _deliver_after_commit(webhook.pk)
 
@@ -174,17 +187,24 @@ def queue_delivery(webhook_pk: int, countdown: float = 0) -> None:
 # --- delivering ----------------------------------------------------------------------------------------------
 
 
-def _claim(webhook_pk: int) -> bool:
-    now = timezone.now()
+def _claim(webhook_pk: int) -> str | None:
+    """Take the webhook's lease; returns its token (None if another worker holds it). Renewing and
+    giving it up name the token, so a worker whose lease ran out cannot end another's."""
+    now, token = timezone.now(), secrets.token_hex(8)
     free = Q(lease_until__isnull=True) | Q(lease_until__lt=now)
     claimed = Webhook.objects.filter(free, pk=webhook_pk, active=True).update(
-        lease_until=now + timedelta(seconds=LEASE_SECONDS)
+        lease_until=now + timedelta(seconds=LEASE_SECONDS), lease_token=token
     )
-    return bool(claimed)
+    return token if claimed else None
 
 
-def _release(webhook_pk: int) -> None:
-    Webhook.objects.filter(pk=webhook_pk).update(lease_until=None)
+def _renew(webhook_pk: int, token: str) -> bool:
+    until = timezone.now() + timedelta(seconds=LEASE_SECONDS)
+    return bool(Webhook.objects.filter(pk=webhook_pk, lease_token=token).update(lease_until=until))
+
+
+def _release(webhook_pk: int, token: str) -> None:
+    Webhook.objects.filter(pk=webhook_pk, lease_token=token).update(lease_until=None, lease_token="")
 
 
 def _due_head(webhook_pk: int) -> WebhookDelivery | None:
@@ -194,7 +214,7 @@ def _due_head(webhook_pk: int) -> WebhookDelivery | None:
 def webhook_deliver(webhook_pk: int) -> int:
     """Deliver the webhook's queue in order while its head is due; returns how many attempts were made."""
     attempts = 0
-    while _claim(webhook_pk):
+    while (token := _claim(webhook_pk)) is not None:
         try:
             while (head := _due_head(webhook_pk)) is not None:
                 if head.next_attempt_at and head.next_attempt_at > timezone.now():
@@ -204,11 +224,10 @@ def webhook_deliver(webhook_pk: int) -> int:
                     return attempts
                 _attempt(head)
                 attempts += 1
-                Webhook.objects.filter(pk=webhook_pk).update(
-                    lease_until=timezone.now() + timedelta(seconds=LEASE_SECONDS)
-                )
+                if not _renew(webhook_pk, token):
+                    return attempts  # the lease ran out during a slow attempt; its new holder goes on
         finally:
-            _release(webhook_pk)
+            _release(webhook_pk, token)
         # A delivery made while the lease was being given up found it held: look once more.
         head = _due_head(webhook_pk)
         if head is None or (head.next_attempt_at and head.next_attempt_at > timezone.now()):
@@ -256,19 +275,24 @@ def _post(webhook: Webhook, delivery: WebhookDelivery) -> tuple[int | None, str]
         "webhook-timestamp": str(int(sent_at.timestamp())),
         "webhook-signature": Signer(webhook.secret).sign(delivery.message_id, sent_at, body),
     }
+    timeout = settings.WEBHOOK_TIMEOUT_SECONDS
+    started = time.monotonic()
     try:
-        with httpx.Client(timeout=settings.WEBHOOK_TIMEOUT_SECONDS, follow_redirects=False) as client:
+        with httpx.Client(timeout=timeout, follow_redirects=False) as client:
             with client.stream("POST", webhook.url, content=body.encode(), headers=headers) as response:
                 kept = b""
                 for piece in response.iter_bytes():  # read a little of the answer, never all of it
                     kept += piece
-                    if len(kept) >= RESPONSE_KEPT_BYTES:
-                        break
+                    if len(kept) >= RESPONSE_KEPT_BYTES or time.monotonic() - started > timeout:
+                        break  # (a receiver dripping its answer gets no more time than a silent one)
                 code = response.status_code
     except httpx.TimeoutException:
-        return None, f"The receiver did not answer within {settings.WEBHOOK_TIMEOUT_SECONDS:g} s."
+        return None, f"The receiver did not answer within {timeout:g} s."
     except httpx.HTTPError as exc:
         return None, f"The request failed: {type(exc).__name__}."
+    except Exception as exc:  # an URL the client refuses after all, an encoding error: a failed attempt
+        logger.warning("webhook %s: the request could not be made (%s)", webhook.public_id, type(exc).__name__)
+        return None, "The request could not be made."
     if 200 <= code < 300:
         return code, ""
     return code, f"The receiver answered {code}."
@@ -276,35 +300,36 @@ def _post(webhook: Webhook, delivery: WebhookDelivery) -> tuple[int | None, str]
 
 def _attempt(delivery: WebhookDelivery) -> None:
     webhook = delivery.webhook
-    code, error = _post(webhook, delivery)
+    try:
+        code, error = _post(webhook, delivery)
+    except Exception as exc:  # whatever happens, the attempt is counted (no head is retried forever)
+        logger.warning("webhook %s: attempt failed (%s)", webhook.public_id, type(exc).__name__)
+        code, error = None, "The request could not be made."
     attempt = delivery.attempts + 1
     delays = settings.WEBHOOK_RETRY_DELAYS
+    report = {
+        "webhook_id": webhook.public_id,
+        "delivery_id": delivery.public_id,
+        "event": delivery.event,
+        "status_code": code,
+        "attempt": attempt,
+        "error": error or None,
+    }
+    fields: dict[str, Any] = {"attempts": attempt, "status_code": code, "last_error": error[:500]}
+    if not error:
+        fields.update(status=DeliveryStatus.DELIVERED, delivered_at=timezone.now(), next_attempt_at=None)
+        event, data = "webhook.delivered", report
+    elif attempt <= len(delays):
+        fields.update(next_attempt_at=timezone.now() + timedelta(seconds=delays[attempt - 1]))
+        event, data = "webhook.failed", {**report, "will_retry": True}
+    else:
+        fields.update(status=DeliveryStatus.FAILED, next_attempt_at=None)
+        event, data = "webhook.failed", {**report, "will_retry": False}
     with transaction.atomic():
-        delivery.attempts, delivery.status_code, delivery.last_error = attempt, code, error[:500]
-        report = {
-            "webhook_id": webhook.public_id,
-            "delivery_id": delivery.public_id,
-            "event": delivery.event,
-            "status_code": code,
-            "attempt": attempt,
-            "error": error or None,
-        }
-        if not error:
-            delivery.status, delivery.delivered_at, delivery.next_attempt_at = (
-                DeliveryStatus.DELIVERED,
-                timezone.now(),
-                None,
-            )
-            account_publish(webhook.user_id, "webhook.delivered", report)
-        elif attempt <= len(delays):
-            delivery.next_attempt_at = timezone.now() + timedelta(seconds=delays[attempt - 1])
-            account_publish(webhook.user_id, "webhook.failed", {**report, "will_retry": True})
-        else:
-            delivery.status, delivery.next_attempt_at = DeliveryStatus.FAILED, None
-            account_publish(webhook.user_id, "webhook.failed", {**report, "will_retry": False})
-        delivery.save(
-            update_fields=["attempts", "status_code", "last_error", "status", "delivered_at", "next_attempt_at"]
-        )
-    logger.info(
-        "webhook %s delivery %s attempt %d: %s", webhook.public_id, delivery.public_id, attempt, error or f"{code}"
-    )
+        # Only if nobody recorded this attempt meanwhile (a worker whose lease ran out mid-attempt).
+        recorded = WebhookDelivery.objects.filter(
+            pk=delivery.pk, status=DeliveryStatus.PENDING, attempts=delivery.attempts
+        ).update(**fields)
+        if recorded:
+            account_publish(webhook.user_id, event, data)
+    logger.info("webhook %s delivery %s attempt %d: %s", webhook.public_id, delivery.public_id, attempt, error or code)

@@ -1,4 +1,4 @@
-"""Serializer fields the whole REST API shares (strict text, settings objects)."""
+"""Serializer fields the whole REST API shares (strict text and booleans, settings objects)."""
 
 from __future__ import annotations
 
@@ -23,6 +23,17 @@ class StrictCharField(serializers.CharField):
         if self.max_length is not None and len(data) > self.max_length:
             self.fail("max_length", max_length=self.max_length)
         return super().to_internal_value(data)
+
+
+class StrictBooleanField(serializers.BooleanField):
+    """A BooleanField that takes JSON true and false only (not 0, 1, "yes" or "true")."""
+
+    default_error_messages = {"invalid": "Must be true or false."}
+
+    def to_internal_value(self, data: Any) -> bool:
+        if not isinstance(data, bool):
+            self.fail("invalid")
+        return data
 
 
 @extend_schema_field(OpenApiTypes.OBJECT, component_name="CampaignSettings")

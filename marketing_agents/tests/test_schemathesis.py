@@ -113,9 +113,11 @@ def seed_alice(server: WebServer) -> Alice:
 
 @pytest.fixture
 def web(start_web, start_worker, alice, bob) -> WebServer:
-    """The server as a user gets it: simulation off (so its schema leaves `simulate` out)."""
-    server = start_web(ORCHESTRATION_SIMULATION="0")
-    start_worker(concurrency=1, ORCHESTRATION_SIMULATION="0")
+    """The server as a user gets it: simulation off (so its schema leaves `simulate` out). Webhook URLs
+    are not resolved (this sandbox resolves no public name, so every generated URL would be refused
+    as unresolvable); the SSRF refusal has its own tests in webhooks/tests/test_api.py."""
+    server = start_web(ORCHESTRATION_SIMULATION="0", WEBHOOKS_ALLOW_PRIVATE="1")
+    start_worker(concurrency=1, ORCHESTRATION_SIMULATION="0", WEBHOOKS_ALLOW_PRIVATE="1")
     return server
 
 

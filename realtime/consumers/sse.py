@@ -10,8 +10,9 @@ slow-client policy; it only speaks HTTP instead of WebSocket frames. One stream 
   event after K (a ``snapshot`` with ``"resync": true`` if K is older than the log);
 - a durable event carries ``id:`` (its sequence), a chunk none (EventSource keeps the last id);
 - a comment line every WS_PING_INTERVAL_SECONDS keeps proxies from closing an idle stream;
-- the server ends the response where a socket would be closed (a slow client, an expired token or
-  revoked key, shutdown); EventSource reconnects by itself and resumes with Last-Event-ID.
+- the server ends the response where a socket would be closed (an expired token or revoked key, with
+  ``event: stream.error`` first; shutdown), and cuts off a reader that fell too far behind;
+  EventSource reconnects by itself and resumes with Last-Event-ID.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from urllib.parse import parse_qs
 from django.conf import settings
 
 from eventlog.reads import campaign_log
-from marketing_agents.errors import DATABASE_DOWN
+from marketing_agents.errors import DATABASE_DOWN, unavailable_detail
 from realtime.connection import CLOSE_TRY_AGAIN_LATER
 from realtime.consumers.base import MESSAGES, ClientError, RealtimeSession, check_last_sequence, clock
 from realtime.delivery import Subscription
@@ -73,9 +74,24 @@ class EventStreamConsumer(RealtimeSession):
         self.accepted = False
         self.ended = False
         try:
+            if self.scope.get("method") not in ("GET", "HEAD"):
+                await self.refuse(405, "Event streams are read with GET.", "method_not_allowed")
+                return
             await self.open_stream()
         except ClientError as error:
-            await self.refuse(STATUS.get(error.code, 400), error.message, error.code)
+            if not self.accepted:
+                await self.refuse(STATUS.get(error.code, 400), error.message, error.code)
+            else:
+                await self.send_error(error)
+                await self.close()
+        except Exception as exc:  # the database or Redis failed us: refused cleanly, or ended, to be retried
+            detail = unavailable_detail(exc)
+            if detail is None:
+                logger.exception("sse %s: the stream failed", self.connection_id)
+            if not self.accepted:
+                await self.refuse(503, detail or MESSAGES["internal_error"], "unavailable", retry_after=True)
+            else:
+                await self.close()
 
     async def open_stream(self) -> None:
         error = self.scope.get("auth_error")
@@ -102,6 +118,7 @@ class EventStreamConsumer(RealtimeSession):
                     (b"content-type", b"text/event-stream; charset=utf-8"),
                     (b"cache-control", b"no-cache, no-store"),
                     (b"x-accel-buffering", b"no"),
+                    *self.cors_headers(),
                 ],
             }
         )
@@ -130,17 +147,31 @@ class EventStreamConsumer(RealtimeSession):
             raw = (query.get("last_sequence") or [None])[0]
         if raw is None:
             return None
-        if not raw.isdigit() or len(raw) > 19:
+        if not (raw.isascii() and raw.isdecimal()) or len(raw) > 19:
             raise ClientError("bad_request", "Last-Event-ID and last_sequence must be a non-negative integer.")
         value = int(raw)
         check_last_sequence(value)
         return value
 
+    def cors_headers(self) -> list[tuple[bytes, bytes]]:
+        """For a page of another origin in ALLOWED_ORIGINS (HandshakeMiddleware refused the others):
+        EventSource ``withCredentials`` needs the origin echoed and credentials allowed."""
+        origin = dict(self.scope.get("headers", [])).get(b"origin")
+        if origin is None:
+            return []
+        return [
+            (b"access-control-allow-origin", origin),
+            (b"access-control-allow-credentials", b"true"),
+            (b"vary", b"Origin"),
+        ]
+
     async def refuse(self, status: int, detail: str, code: str, *, retry_after: bool = False) -> None:
         """A JSON answer instead of a stream (the stream has not started)."""
         ERRORS.labels(code).inc()
         logger.info("sse %s refused: %s", self.connection_id, code)
-        headers = [(b"content-type", b"application/json")]
+        headers = [(b"content-type", b"application/json"), *self.cors_headers()]
+        if status == 405:
+            headers.append((b"allow", b"GET"))
         if status == 401:
             headers.append((b"www-authenticate", b'Bearer realm="api"'))
         if retry_after:
@@ -203,7 +234,8 @@ class EventStreamConsumer(RealtimeSession):
     async def send_error(self, error: ClientError, request_id: Any = None) -> None:
         ERRORS.labels(error.code).inc()
         data = json.dumps({"code": error.code, "message": error.message}, separators=(",", ":"))
-        await self.write(sse_event("error", data))
+        # Not "error": EventSource's own connection-error event has that name.
+        await self.write(sse_event("stream.error", data))
 
     async def send_subscribed(self, subscription: Subscription, last_sequence: int) -> None:
         pass  # the 200 answer says it

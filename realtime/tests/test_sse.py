@@ -78,12 +78,16 @@ def auth(user) -> dict[str, str]:
 
 
 def test_snapshot_first_then_live_events_with_ids_and_chunks_without(start_web, streams):
-    server = start_web()
+    server = start_web(ALLOWED_ORIGINS="https://app.example")
     alice = UserFactory(username="alice")
     campaign = CampaignFactory(owner=alice)
     publish(campaign, "progress", {"percentage": 1, "message": "before"})
-    stream = streams(f"{server.url}/api/campaigns/{campaign.public_id}/stream/", **auth(alice))
+    stream = streams(
+        f"{server.url}/api/campaigns/{campaign.public_id}/stream/", **auth(alice), Origin="https://app.example"
+    )
     assert stream.response.status_code == 200
+    assert stream.response.headers["access-control-allow-origin"] == "https://app.example"
+    assert stream.response.headers["access-control-allow-credentials"] == "true"
     assert stream.response.headers["content-type"].startswith("text/event-stream")
     assert stream.response.headers["x-accel-buffering"] == "no"
     assert stream.next() == {"retry": "2000"}
@@ -150,6 +154,7 @@ def test_refusals_are_json_before_the_stream(start_web):
         (auth(bob), 404),
         ({**auth(alice), "Last-Event-ID": "abc"}, 400),
         ({**auth(alice), "Last-Event-ID": "-3"}, 400),
+        ({**auth(alice), "Last-Event-ID": "²".encode()}, 400),
         ({**auth(alice), "Origin": "https://evil.example"}, 403),
     ]
     for headers, status in cases:
@@ -179,7 +184,7 @@ def test_the_account_stream_with_an_api_key_ends_when_the_key_is_revoked(start_w
     api_key_revoke(key)
     started = time.monotonic()
     error = stream.next()
-    assert error["event"] == "error" and json.loads(error["data"])["message"] == "This API key was revoked."
+    assert error["event"] == "stream.error" and json.loads(error["data"])["message"] == "This API key was revoked."
     assert stream.next() is None, "the response ended"
     assert time.monotonic() - started < 5
 

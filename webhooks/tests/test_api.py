@@ -14,7 +14,13 @@ from webhooks.services import body_of, webhook_create
 
 @pytest.mark.parametrize(
     "url",
-    ["http://127.0.0.1:8080/h", "http://localhost/h", "http://10.1.2.3/h", "http://[::1]/h", "http://169.254.169.254/"],
+    [
+        "http://127.0.0.1:8080/h",
+        "http://localhost/h",
+        "http://10.1.2.3/h",
+        "http://169.254.169.254/",
+        "http://0.0.0.0/",
+    ],
 )
 def test_private_and_loopback_targets_are_refused_without_the_setting(alice_api, url):
     answer = alice_api.post("/api/webhooks/", {"url": url, "events": ["progress"]}, format="json")
@@ -33,6 +39,9 @@ def test_the_setting_allows_them(alice_api, settings):
     "body",
     [
         {"url": "ftp://example.com/", "events": ["progress"]},
+        {"url": "http://[::1]/h", "events": ["progress"]},
+        {"url": "http://example.com/a b", "events": ["progress"]},
+        {"url": "http://☃.net/", "events": ["progress"]},
         {"url": "not a url", "events": ["progress"]},
         {"url": "http://127.0.0.1/h", "events": []},
         {"url": "http://127.0.0.1/h", "events": ["nope"]},
@@ -96,3 +105,34 @@ def test_an_oversized_body_goes_without_its_data(alice, settings):
     delivery = WebhookDelivery(payload={"event": "artifact.generated", "sequence": 4, "data": {"x": "y" * 5000}})
     body = body_of(delivery)
     assert len(body) < 1024 and '"truncated":true' in body and '"sequence":4' in body
+
+
+def test_run_cancelled_is_delivered_once_and_a_broken_webhook_never_breaks_a_publish(alice, settings):
+    from accounts.services import account_publish
+
+    settings.WEBHOOKS_ALLOW_PRIVATE = True
+    hook = webhook_create(user_id=alice.pk, url="http://127.0.0.1/h", events=["run.cancelled", "run.started"])
+    campaign = CampaignFactory(owner=alice)
+    data = {"campaign_id": campaign.public_id, "run_id": "run_x", "state": "cancelled"}
+    publish(campaign, "run.cancelled", {"run_id": "run_x", "requested_by": "alice"})
+    account_publish(alice.pk, "run.cancelled", data)
+    assert [d.payload.get("stream") for d in hook.deliveries.all()] == [None], "once, the campaign's"
+    Webhook.objects.filter(pk=hook.pk).update(events=5)  # a row broken behind the API's back
+    account_publish(alice.pk, "run.started", {**data, "state": "planning"})  # still published
+    assert campaign.events.count() == 1 and hook.deliveries.count() == 1
+
+
+def test_an_attempt_recorded_by_another_worker_is_not_overwritten(alice, settings):
+    from unittest import mock
+
+    from webhooks import services
+
+    settings.WEBHOOKS_ALLOW_PRIVATE = True
+    hook = webhook_create(user_id=alice.pk, url="http://127.0.0.1:9/h", events=["progress"])
+    publish(CampaignFactory(owner=alice), "progress", {"percentage": 1, "message": "a"})
+    stale = hook.deliveries.get()
+    WebhookDelivery.objects.filter(pk=stale.pk).update(status="delivered", attempts=1)  # the other worker's
+    with mock.patch.object(services, "_post", return_value=(500, "The receiver answered 500.")):
+        services._attempt(stale)
+    stale.refresh_from_db()
+    assert stale.status == "delivered" and stale.attempts == 1

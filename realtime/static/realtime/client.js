@@ -105,6 +105,7 @@ export class CampaignClient {
   // --- connection ------------------------------------------------------------------------------------
 
   async open() {
+    if (this.opening || this.socket) return; // a retry timer and an "online" event may both fire
     this.setStatus(this.attempt === 0 ? "connecting" : "reconnecting", { attempt: this.attempt });
     let url;
     this.opening = true;
