@@ -224,7 +224,14 @@ function applyAccount(frame) {
   }
 }
 
+// ?transport=sse forces server-sent events; they are also used on their own where WebSockets are blocked.
+const streamUrl = (key, lastSequence) => {
+  const path = key === "account" ? "/api/account/stream/" : `/api/campaigns/${key}/stream/`;
+  return lastSequence === null || lastSequence === undefined ? path : `${path}?last_sequence=${lastSequence}`;
+};
 const client = new CampaignClient(`${scheme}://${location.host}/ws/campaigns/`, {
+  sseUrl: streamUrl,
+  transport: new URLSearchParams(location.search).get("transport") === "sse" ? "sse" : "websocket",
   onEvent: (frame) => (frame.stream === "account" ? applyAccount(frame) : apply(frame)),
   onChunk: (frame) => appendChunk(frame.data),
   onSnapshot: (snapshot, { resync, campaignId: key }) => {
@@ -287,7 +294,7 @@ action("start", async () => {
   state.run = { id: run.id, steps: run.steps };
   renderSteps(run.steps);
 });
-action("cancel", () => client.cancel(state.run.id));
+action("cancel", () => (client.transport === "sse" ? post(`/api/runs/${state.run.id}/cancel/`) : client.cancel(state.run.id)));
 action("retry", () => post(`/api/runs/${state.run.id}/retry/`));
 action("approve", () => post(`/api/runs/${state.run.id}/approvals/${state.approvalId}/`, { decision: "approve" }));
 action("reject", () => post(`/api/runs/${state.run.id}/approvals/${state.approvalId}/`, {

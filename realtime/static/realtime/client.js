@@ -20,9 +20,26 @@
  * subscription from the last sequence it delivered, applies a resync snapshot, and drops
  * duplicates, so callbacks see each durable event once and in order across reconnects. A URL
  * function is called for every connection, so it can supply a fresh token.
+ *
+ * Where WebSockets are blocked (a proxy that refuses the upgrade), give it `sseUrl(key, lastSequence)`
+ * (the server-sent event stream of a campaign id or "account", PROTOCOL.md §10): after
+ * SSE_FALLBACK_AFTER WebSocket attempts that never opened, or at once with `transport: "sse"`, each
+ * subscription is read from its own EventSource, with the same callbacks, resume and de-duplication
+ * (EventSource reconnects by itself with Last-Event-ID). Over SSE, `snapshot()` and `cancel()` are not
+ * available (use the REST API); `client.transport` says which is in use.
  */
 
 export const BACKOFF_MS = [0, 2000, 4000, 8000, 16000, 30000];
+export const SSE_FALLBACK_AFTER = 2;
+/** Every event name a stream sends (EventSource only hands named events to listeners of that name). */
+export const SSE_EVENTS = [
+  "snapshot", "stream.error", "system.notice", "artifact.chunk",
+  "campaign.started", "orchestration.state_changed", "step.started", "step.completed", "agent.thought",
+  "progress", "artifact.generated", "checkpoint.created", "approval.required", "approval.resolved",
+  "compliance.completed", "usage.updated", "campaign.completed", "generation.failed", "run.cancelled",
+  "run.started", "run.completed", "run.failed", "spend.updated", "budget.alert",
+  "webhook.delivered", "webhook.failed",
+];
 export const PING_INTERVAL_MS = 20000;
 const CLOSE_UNAUTHENTICATED = 4401;
 /** The streams a connection can follow besides campaigns (campaign ids start with "camp_"). */
@@ -60,6 +77,11 @@ export class CampaignClient {
     this.closedByUser = false;
     this.retryTimer = null;
     this.pingTimer = null;
+    this.EventSource = options.EventSource || globalThis.EventSource;
+    this.sseUrl = options.sseUrl || null;
+    this.transport = options.transport === "sse" && this.sseUrl ? "sse" : "websocket";
+    this.neverOpened = 0; // WebSocket attempts in a row that never opened
+    this.sources = new Map(); // subscription key -> EventSource (transport "sse")
   }
 
   // --- public API ------------------------------------------------------------------------------------
@@ -72,12 +94,18 @@ export class CampaignClient {
 
   subscribe(campaignId, { lastSequence = null } = {}) {
     this.subscriptions.set(campaignId, { lastSequence });
+    if (this.transport === "sse") {
+      this.closedByUser = false;
+      this.openStream(campaignId);
+      return;
+    }
     this.sendSubscribe(campaignId);
     this.connect();
   }
 
   unsubscribe(campaignId) {
     this.subscriptions.delete(campaignId);
+    this.closeStream(campaignId);
     this.send({ type: "unsubscribe", ...target(campaignId) });
   }
 
@@ -99,7 +127,68 @@ export class CampaignClient {
     this.clearTimers();
     if (this.socket) this.socket.close(1000);
     this.socket = null;
+    for (const key of [...this.sources.keys()]) this.closeStream(key);
     this.setStatus("closed");
+  }
+
+  // --- server-sent events ----------------------------------------------------------------------------
+
+  useSse() {
+    this.transport = "sse";
+    this.clearTimers();
+    this.setStatus("connecting", { transport: "sse" });
+    for (const key of this.subscriptions.keys()) this.openStream(key);
+  }
+
+  openStream(key) {
+    this.closeStream(key);
+    const subscription = this.subscriptions.get(key);
+    const source = new this.EventSource(this.sseUrl(key, subscription.lastSequence), { withCredentials: true });
+    this.sources.set(key, source);
+    source.onopen = () => {
+      if (this.sources.get(key) === source) this.setStatus("connected", { transport: "sse" });
+    };
+    source.onerror = () => {
+      if (this.sources.get(key) !== source || this.closedByUser) return;
+      if (source.readyState === 2) {
+        // Refused (401, 404) or ended for good: EventSource will not retry; a new one resumes later.
+        this.sources.delete(key);
+        this.setStatus("reconnecting", { transport: "sse" });
+        this.timers.setTimeout(() => {
+          if (!this.closedByUser && this.subscriptions.has(key) && !this.sources.has(key)) this.openStream(key);
+        }, backoffDelay(1, this.random));
+      } else {
+        this.setStatus("reconnecting", { transport: "sse" }); // EventSource retries by itself
+      }
+    };
+    const onSseEvent = (message) => this.onSseEvent(key, message);
+    for (const name of SSE_EVENTS) source.addEventListener(name, onSseEvent);
+  }
+
+  closeStream(key) {
+    const source = this.sources.get(key);
+    if (source) source.close();
+    this.sources.delete(key);
+  }
+
+  onSseEvent(key, message) {
+    let data;
+    try {
+      data = JSON.parse(message.data);
+    } catch (error) {
+      return;
+    }
+    if (message.type === "snapshot") {
+      const subscription = this.subscriptions.get(key);
+      if (subscription) subscription.lastSequence = data.last_event_sequence;
+      this.call("onSnapshot", data, { resync: Boolean(data.resync), campaignId: key });
+    } else if (message.type === "stream.error") {
+      this.call("onError", { type: "error", ...data });
+    } else if (message.type === "system.notice") {
+      this.call("onNotice", { type: "system.notice", ...data });
+    } else {
+      this.onMessage(JSON.stringify({ type: "event", ...data }));
+    }
   }
 
   // --- connection ------------------------------------------------------------------------------------
@@ -119,7 +208,11 @@ export class CampaignClient {
     }
     const socket = new this.WebSocket(url);
     this.socket = socket;
-    socket.onopen = () => this.onOpen(socket);
+    socket.opened = false;
+    socket.onopen = () => {
+      socket.opened = true;
+      this.onOpen(socket);
+    };
     socket.onmessage = (message) => this.onMessage(message.data);
     socket.onclose = (event) => this.onClose(socket, event);
     socket.onerror = () => {}; // a close always follows
@@ -140,6 +233,11 @@ export class CampaignClient {
     for (const { reject } of this.pending.values()) reject(new Error("connection closed"));
     this.pending.clear();
     if (this.closedByUser) return;
+    this.neverOpened = socket.opened ? 0 : this.neverOpened + 1;
+    if (this.sseUrl && this.EventSource && this.neverOpened >= SSE_FALLBACK_AFTER) {
+      this.useSse(); // the upgrade never goes through (a proxy): the same streams over plain HTTP
+      return;
+    }
     if (event && event.code === CLOSE_UNAUTHENTICATED && !this.refreshable) {
       this.setStatus("unauthenticated", { code: event.code });
       return;

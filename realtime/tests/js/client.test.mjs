@@ -183,3 +183,51 @@ test("the account stream beside a campaign: own positions, resumed after a drop"
   client.unsubscribe("account");
   assert.deepEqual(FakeSocket.all[1].sent.at(-1), { type: "unsubscribe", stream: "account" });
 });
+
+class FakeEventSource {
+  static all = [];
+  constructor(url, options) {
+    this.url = url;
+    this.options = options;
+    this.readyState = 0;
+    this.listeners = {};
+    FakeEventSource.all.push(this);
+  }
+  addEventListener(name, listener) { (this.listeners[name] ||= []).push(listener); }
+  close() { this.readyState = 2; }
+  // test helpers
+  emit(name, data, id) { for (const l of this.listeners[name] || []) l({ type: name, data: JSON.stringify(data), lastEventId: id }); }
+}
+
+test("falls back to server-sent events when the WebSocket never opens, with the same resume", async () => {
+  FakeEventSource.all = [];
+  const { client, seen, timers } = await setup({
+    EventSource: FakeEventSource,
+    sseUrl: (key, last) => `/api/${key}/stream/${last === null ? "" : `?last_sequence=${last}`}`,
+  });
+  client.subscribe("camp_a", { lastSequence: 4 });
+  client.subscribe("account");
+  await flush();
+  FakeSocket.all[0].drop(); // the proxy refuses the upgrade
+  timers.runNext();
+  await flush();
+  FakeSocket.all[1].drop();
+  assert.equal(client.transport, "sse");
+  assert.deepEqual(FakeEventSource.all.map((s) => s.url), ["/api/camp_a/stream/?last_sequence=4", "/api/account/stream/"]);
+  const [campaign, account] = FakeEventSource.all;
+  assert.deepEqual(campaign.options, { withCredentials: true });
+  account.emit("snapshot", { stream: "account", last_event_sequence: 9, spend: "0.000000" });
+  assert.equal(client.lastSequence("account"), 9);
+  campaign.emit("progress", { event: "progress", campaign_id: "camp_a", sequence: 5, data: {} }, "5");
+  campaign.emit("progress", { event: "progress", campaign_id: "camp_a", sequence: 5, data: {} }, "5");
+  account.emit("spend.updated", { event: "spend.updated", stream: "account", sequence: 10, data: {} }, "10");
+  campaign.emit("artifact.chunk", { event: "artifact.chunk", campaign_id: "camp_a", after_sequence: 5, data: { chunk: "x" } });
+  assert.deepEqual(seen.events, [5, 10]);
+  assert.deepEqual(seen.chunks, ["x"]);
+  campaign.readyState = 2; // refused for good (e.g. 401): a new EventSource later, from the last sequence
+  campaign.onerror();
+  timers.runNext();
+  assert.equal(FakeEventSource.all.at(-1).url, "/api/camp_a/stream/?last_sequence=5");
+  client.close();
+  assert.ok(FakeEventSource.all.every((s) => s.readyState === 2));
+});
