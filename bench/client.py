@@ -1,4 +1,5 @@
-"""Load client for the campaign WebSocket: one asyncio process holding N connections.
+"""Load client for the campaign WebSocket (or, with --transport sse, the server-sent event stream):
+one asyncio process holding N connections.
 
 Connection i subscribes to campaign i % M. Control over stdin/stdout (driven by bench/run.py):
   prints READY {json}         when all N are subscribed
@@ -21,6 +22,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
@@ -41,6 +43,53 @@ class Stats:
 
 
 SEQUENCE = '"sequence":'
+TRANSPORT = ["ws"]  # --transport: "ws" or "sse"
+
+
+class SseStream:
+    """A GET of /api/campaigns/{id}/stream/ on a raw asyncio connection (no HTTP library in the way:
+    the client must not be the bottleneck). Iterating gives each ``data:`` line's JSON text, which is
+    the socket's frame without ``type``; ``sequence`` is found in it the same way."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def open(cls, url: str, campaign: str, last_sequence: int | None) -> SseStream:
+        parts = urlsplit(url)
+        token = parse_qs(parts.query)["access_token"][0]
+        reader, writer = await asyncio.open_connection(parts.hostname, parts.port, limit=2**22)
+        query = "" if last_sequence is None else f"?last_sequence={last_sequence}"
+        writer.write(
+            f"GET /api/campaigns/{campaign}/stream/{query} HTTP/1.1\r\nHost: {parts.hostname}\r\n"
+            f"Authorization: Bearer {token}\r\nAccept: text/event-stream\r\n\r\n".encode()
+        )
+        status = await reader.readline()
+        if b" 200 " not in status:
+            raise RuntimeError(status.decode(errors="replace"))
+        while (await reader.readline()) not in (b"\r\n", b""):
+            pass
+        return cls(reader, writer)
+
+    def __aiter__(self) -> SseStream:
+        return self
+
+    async def __anext__(self) -> str:
+        while True:
+            line = await self.reader.readline()
+            if not line:
+                raise ConnectionClosed(None, None)
+            if line.startswith(b"data: "):
+                return line[6:].decode()
+
+    async def recv(self) -> str:
+        return await self.__anext__()
+
+    async def close(self) -> None:
+        self.writer.close()
+
+
+EVENT_PREFIX = ['{"type":"event"']  # '{"event"' over SSE (the frame without "type")
 SAMPLE_EVERY = 10  # latency is parsed from one frame in ten: the client must not be the bottleneck
 
 
@@ -49,7 +98,7 @@ async def reader(i: int, ws, stats: Stats, record: list[bool]) -> None:
     try:
         async for text in ws:
             at = text.find(SEQUENCE)
-            if at < 0 or not text.startswith('{"type":"event"'):
+            if at < 0 or not text.startswith(EVENT_PREFIX[0]):
                 continue
             now = time.time()
             end = text.find(",", at)
@@ -77,6 +126,11 @@ async def open_one(url: str, campaign: str, sem: asyncio.Semaphore, last_sequenc
     async with sem:
         for attempt in range(5):
             try:
+                if TRANSPORT[0] == "sse":
+                    stream = await SseStream.open(url, campaign, last_sequence)
+                    if last_sequence is None:
+                        await stream.recv()  # the snapshot comes first
+                    return stream
                 ws = await connect(url, max_size=None, compression=None, open_timeout=60, ping_interval=None)
                 await ws.send(json.dumps(subscribe))
                 answer = json.loads(await ws.recv())
@@ -106,7 +160,11 @@ async def main() -> None:
     parser.add_argument("--campaigns", required=True, help="comma-separated campaign ids")
     parser.add_argument("--clients", type=int, default=1000)
     parser.add_argument("--drain-timeout", type=float, default=30)
+    parser.add_argument("--transport", choices=["ws", "sse"], default="ws")
     args = parser.parse_args()
+    TRANSPORT[0] = args.transport
+    if args.transport == "sse":
+        EVENT_PREFIX[0] = '{"event"'
     campaigns = args.campaigns.split(",")
     stats, record = Stats(args.clients), [False]
     sem = asyncio.Semaphore(100)
@@ -187,7 +245,7 @@ async def reattach(url: str, campaigns: list[str], stats: Stats, gap: int, clien
         while stats.last[i] < target:
             text = await ws.recv()
             at = text.find(SEQUENCE)
-            if at < 0 or not text.startswith('{"type":"event"'):
+            if at < 0 or not text.startswith(EVENT_PREFIX[0]):
                 continue
             sequence = int(text[at + len(SEQUENCE) : text.find(",", at)])
             if sequence != stats.last[i] + 1:

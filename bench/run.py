@@ -9,6 +9,7 @@
     .venv/bin/python bench/run.py storm --clients 5000 --campaigns 100 --gap 20   # mass re-attach
     .venv/bin/python bench/run.py storm --web 2 --kill --clients 5000   # ... after kill -9 of their process
     .venv/bin/python bench/run.py idle --clients 5000 --profile .run/idle.txt   # where daphne's time goes
+    .venv/bin/python bench/run.py fanout --transport sse   # the same, with server-sent event clients
 
 --profile samples the web process with py-spy for the whole scenario, writes the collapsed stacks
 to the file and adds the functions that took the most of its CPU (inclusive and self) to the JSON.
@@ -35,6 +36,7 @@ sys.path.insert(0, str(BASE))
 from deploy.local import services as devservices  # noqa: E402
 
 PY = sys.executable
+TRANSPORT = ["ws"]  # --transport: the load client's connections, WebSockets or server-sent events
 
 
 def pinned(cpu: int | None, argv: list[str]) -> list[str]:
@@ -137,6 +139,8 @@ class Client:
                     ",".join(campaigns),
                     "--clients",
                     str(clients),
+                    "--transport",
+                    TRANSPORT[0],
                 ],
             ),
             cwd=BASE,
@@ -477,8 +481,16 @@ def main() -> None:
     parser.add_argument("--no-pin", dest="pin", action="store_false")
     parser.add_argument("--web", type=int, default=1, help="web processes (connections spread over them)")
     parser.add_argument("--profile", metavar="FILE", help="sample the web process with py-spy into FILE")
+    parser.add_argument(
+        "--transport", choices=["ws", "sse"], default="ws", help="clients on WebSockets or server-sent events"
+    )
     args = parser.parse_args()
-    results: dict = {"pinned": args.pin, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    TRANSPORT[0] = args.transport
+    results: dict = {
+        "pinned": args.pin,
+        "transport": args.transport,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
     with Stack(args.pin, args.web) as stack, Profile(stack, args.profile) as profile:
         if args.scenario in ("fanout", "all"):
             results["fanout"] = fanout(stack, args.clients, args.campaigns, args.rate, args.duration)
