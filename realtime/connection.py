@@ -95,13 +95,13 @@ class Connection:
         protocol = self._protocol
         return protocol is not None and protocol.state != protocol.STATE_OPEN
 
-    async def write(self, text: str) -> None:
+    async def write(self, text: str | bytes) -> None:
         if self.client_gone():  # an answer, an event or a ping for a client that has gone: dropped
             if not self.output_dropped:
                 self.output_dropped = True
                 logger.info("ws %s: client gone, output dropped", self.connection_id)
             return
-        await self.base_send({"type": "websocket.send", "text": text})
+        await self.base_send({"type": "websocket.send", "bytes" if isinstance(text, bytes) else "text": text})
 
     def buffered_bytes(self) -> int:
         transport = self._transport

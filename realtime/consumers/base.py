@@ -212,8 +212,10 @@ class RealtimeSession(Connection, AsyncWebsocketConsumer):
 
     # --- limits ----------------------------------------------------------------------------------------
 
-    def check_size(self, text: str) -> None:
-        if len(text) > settings.WS_MAX_FRAME_BYTES or len(text.encode()) > settings.WS_MAX_FRAME_BYTES:
+    def check_size(self, text: str | bytes) -> None:
+        if len(text) > settings.WS_MAX_FRAME_BYTES or (
+            isinstance(text, str) and len(text.encode()) > settings.WS_MAX_FRAME_BYTES
+        ):
             raise ClientError("message_too_large", frame_limit_message())
 
     async def check_rate(self) -> bool:

@@ -1,8 +1,12 @@
-"""The SignalR-compatible hub, ``/hubs/campaign`` (docs/SIGNALR.md): the JSON hub protocol over WebSockets.
+"""The SignalR-compatible hub, ``/hubs/campaign`` (docs/SIGNALR.md): the JSON and MessagePack hub
+protocols over WebSockets.
 
 It is a ``RealtimeSession`` like the native consumer: authentication, authorization, limits,
 subscriptions and gap-free delivery are the shared ones; this class parses hub-protocol records and
-renders frames as client-method invocations of the family a subscription was made with.
+renders frames as client-method invocations of the family a subscription was made with. Everything
+is rendered as JSON records; a MessagePack connection gets the same messages re-encoded (once per
+event and family, for every local MessagePack subscriber), and its binary messages are parsed into
+the same dicts as JSON records, so the two protocols share every method and payload.
 """
 
 from __future__ import annotations
@@ -43,10 +47,12 @@ from realtime.signalr.protocol import (
     STREAM_ITEM,
     InvalidRecord,
     camel,
-    handshake_error,
+    handshake_protocol,
     invocation,
+    json_records_to_messagepack,
     parse,
     record,
+    unpack,
 )
 
 logger = logging.getLogger("realtime.connections")
@@ -78,6 +84,7 @@ class SignalRHubConsumer(RealtimeSession):
         self._pinger: asyncio.Task | None = None
         self._closed = False  # no more hub-protocol output
         self._socket_closed = False  # the WebSocket close was sent
+        self.binary = False  # MessagePack (chosen in the handshake): binary frames both ways
         query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
         token = query.get("id", [None])[0]
         if signalr_http.shutting_down():
@@ -125,12 +132,14 @@ class SignalRHubConsumer(RealtimeSession):
 
     # --- writing --------------------------------------------------------------------------------------------
 
-    async def write(self, text: str) -> None:
+    async def write(self, text: str | bytes) -> None:
         if not text:  # an event this family has no client method for
             return
         if self.client_gone():  # no more hub-protocol output (Connection.write drops it)
             self._closed = True
         self.last_write = time.monotonic()
+        if self.binary and isinstance(text, str):
+            text = json_records_to_messagepack(text)
         await super().write(text)
 
     async def _ping_loop(self) -> None:
@@ -145,12 +154,19 @@ class SignalRHubConsumer(RealtimeSession):
 
     # --- rendering (overrides of realtime.connection) ---------------------------------------------------------
 
-    def render_event(self, subscription: Subscription, message: dict[str, Any]) -> str:
-        # The hub hands one message dict to every local subscriber: render once per family.
+    def render_event(self, subscription: Subscription, message: dict[str, Any]) -> str | bytes:
+        # The hub hands one message dict to every local subscriber: render once per family and protocol.
         rendered = message.setdefault("_signalr", {})
-        if subscription.family not in rendered:
-            rendered[subscription.family] = render_frame(subscription.family, json.loads(message["frame"]))
-        return rendered[subscription.family]
+        key = (subscription.family, self.binary)
+        if key not in rendered:
+            text = rendered.get((subscription.family, False))
+            if text is None:
+                text = rendered[(subscription.family, False)] = render_frame(
+                    subscription.family, json.loads(message["frame"])
+                )
+            if self.binary:
+                rendered[key] = json_records_to_messagepack(text) if text else b""
+        return rendered[key]
 
     def render_replayed(self, subscription: Subscription, frame: dict[str, Any]) -> str:
         return render_frame(subscription.family, frame)
@@ -227,20 +243,29 @@ class SignalRHubConsumer(RealtimeSession):
             return
         try:
             if text_data is None:
+                data = bytes_data or b""
+                self.check_size(data)
                 if not self.handshake_done:
-                    # A MessagePack client's handshake (JSON, in a binary frame): a handshake error
-                    # response it can read, not a Close record it does not expect yet.
-                    text = (bytes_data or b"").decode("utf-8", "replace")
-                    self.check_size(text)
-                    await self.handshake(text, binary=True)
+                    # The handshake is JSON for every protocol; a client may send it in a binary frame.
+                    first, separator, rest = data.partition(RS.encode())
+                    await self.handshake(first.decode("utf-8", "replace") + separator.decode(), rest=rest)
                     return
-                raise InvalidRecord("Binary frames are not supported; use the JSON protocol.")
-            self.check_size(text_data)
+                if not self.binary:
+                    raise InvalidRecord("Binary frames carry MessagePack; this connection chose the JSON protocol.")
+                messages = unpack(data)
+            else:
+                self.check_size(text_data)
+                if self.binary and self.handshake_done:
+                    raise InvalidRecord("Text frames carry JSON; this connection chose the MessagePack protocol.")
         except ClientError as error:
             await self.send_error(error)
             return
         except InvalidRecord as error:
-            await self.close_with(str(error))
+            logger.info("signalr %s: invalid message (%s)", self.connection_id, error)
+            await self.close_with(f"Invalid message: {error}" if self.binary else str(error))
+            return
+        if text_data is None:
+            await self.handle_all(messages)
             return
         if not self.handshake_done:  # its answer is a handshake response, whatever the frame holds
             await self.handshake(text_data)
@@ -250,16 +275,25 @@ class SignalRHubConsumer(RealtimeSession):
             return
         if not self.user or not self.user.is_authenticated:
             return
+        messages = []
         for text in text_data.split(RS)[:-1]:
-            if self._closed:
-                return
             try:
-                message = parse(text)
+                messages.append(parse(text))
             except InvalidRecord as error:
+                await self.handle_all(messages)
                 logger.info("signalr %s: invalid record (%s)", self.connection_id, error)
                 await self.close_with(f"Invalid record: {error}")
                 return
-            if not await self.check_rate():  # records are counted, not frames: a frame may hold many
+        await self.handle_all(messages)
+
+    async def handle_all(self, messages: list[dict[str, Any]]) -> None:
+        """Each message of a frame in turn (each counted by the rate limit: a frame may hold many)."""
+        if not self.user or not self.user.is_authenticated:
+            return
+        for message in messages:
+            if self._closed:
+                return
+            if not await self.check_rate():
                 if message["type"] in (INVOCATION, STREAM_INVOCATION) and message.get("invocationId") is not None:
                     self.invocation = Invocation(message["invocationId"])
                     await self.complete(error=ClientError("rate_limited").message)
@@ -267,13 +301,13 @@ class SignalRHubConsumer(RealtimeSession):
                 continue
             await self.handle(message)
 
-    async def handshake(self, text: str, *, binary: bool = False) -> None:
-        first, separator, rest = text.partition(RS)
+    async def handshake(self, text: str, *, rest: bytes = b"") -> None:
+        first, separator, text_rest = text.partition(RS)
         try:
             request = json.loads(first)
         except (ValueError, RecursionError):
             request = None
-        error = handshake_error(request, binary=binary)
+        protocol, error = handshake_protocol(request)
         if error is None and not separator:
             error = "Invalid handshake: it must end with the record separator (0x1E)."
         if error is not None:
@@ -283,12 +317,15 @@ class SignalRHubConsumer(RealtimeSession):
             await self.close(CLOSE_NORMAL)
             return
         self.handshake_done = True
-        await self.write(record({}))
+        await self.write(record({}))  # JSON for every protocol
+        self.binary = protocol == "messagepack"
         if not await self.start_session():
             return
         self._pinger = asyncio.ensure_future(self._ping_loop())
-        if rest:
-            await self.receive(text_data=rest)
+        if rest and self.binary:
+            await self.receive(bytes_data=rest)
+        elif text_rest and not self.binary:
+            await self.receive(text_data=text_rest)
 
     async def handle(self, message: dict[str, Any]) -> None:
         kind = message["type"]

@@ -121,7 +121,7 @@ def negotiate(request: HttpRequest) -> JsonResponse:
         version = min(version, NEGOTIATE_VERSION)
     connection_id = new_connection_id()
     token = connection_token(connection_id)
-    transports = [{"transport": "WebSockets", "transferFormats": ["Text"]}]
+    transports = [{"transport": "WebSockets", "transferFormats": ["Text", "Binary"]}]  # JSON, MessagePack
     if version == 0:
         return JsonResponse({"negotiateVersion": 0, "connectionId": token, "availableTransports": transports})
     return JsonResponse(

@@ -50,12 +50,13 @@ async def test_handshake_followed_by_a_ping_in_the_same_frame(hub, users):
     ("request_text", "error"),
     [
         (
-            '{"protocol":"messagepack","version":1}',
-            'The MessagePack protocol is not supported yet; use the JSON protocol ("json", version 1).',
+            '{"protocol":"messagepack","version":3}',
+            "The server does not support version 3 of the 'messagepack' protocol; it supports versions 1 and 2.",
         ),
         (
             '{"protocol":"xml","version":1}',
-            "The protocol 'xml' is not supported; this server speaks 'json' (versions 0 and 1).",
+            "The protocol 'xml' is not supported; this server speaks 'json' (versions 0 and 1) and "
+            "'messagepack' (versions 1 and 2).",
         ),
         (
             '{"protocol":"json","version":2}',
@@ -102,24 +103,54 @@ async def test_every_json_version_up_to_the_servers_is_accepted(hub, users, vers
     assert await connection.call("JoinCampaignGroup", campaign.public_id) == {"type": 3, "invocationId": "1"}
 
 
-async def test_a_messagepack_handshake_in_a_binary_frame_gets_a_handshake_error(hub, users):
+async def test_messagepack_from_the_handshake_binary_both_ways(hub, users):
+    """The handshake (JSON) in a binary frame with a first message after it; then MessagePack only."""
+    import msgpack
+
+    from realtime.signalr.protocol import varint
+
+    def mp(*items: list) -> bytes:
+        return b"".join(varint(len(d)) + d for d in (msgpack.packb(i) for i in items))
+
+    campaign = await db(CampaignFactory)(owner=users["alice"])
     connection = await hub(users["alice"], handshake=False)
+    handshake = b'{"protocol":"messagepack","version":2}\x1e'
     await connection.comm.send_input(
-        {"type": "websocket.receive", "bytes": b'{"protocol":"messagepack","version":1}\x1e'}
+        {
+            "type": "websocket.receive",
+            "bytes": handshake + mp([1, {}, "1", "GetCampaignSnapshot", [campaign.public_id]]),
+        }
     )
-    answer = await connection.next()
-    assert answer == {
-        "error": 'The MessagePack protocol is not supported yet; use the JSON protocol ("json", version 1).'
-    }
-    assert (await connection.next())["type"] == "websocket.close"
+    assert (await connection.comm.receive_output(5))["text"] == "{}\x1e"
+    answers = []
+    while not any(m[0] == 3 for m in answers):
+        output = await connection.comm.receive_output(5)
+        assert "bytes" in output and output.get("text") is None, output
+        answers += unpack_all(output["bytes"])
+    completion = next(m for m in answers if m[0] == 3)
+    assert completion[2] == "1" and completion[3] == 3 and completion[4]["campaignId"] == campaign.public_id
+    await connection.comm.send_input({"type": "websocket.receive", "text": rec({"type": 6})})
+    close = unpack_all((await connection.comm.receive_output(5))["bytes"])[0]
+    assert close[0] == 7 and "Text frames carry JSON" in close[1]
 
 
-async def test_a_json_handshake_in_a_binary_frame_is_told_to_use_a_text_frame(hub, users):
-    connection = await hub(users["alice"], handshake=False)
-    await connection.comm.send_input({"type": "websocket.receive", "bytes": HANDSHAKE.encode()})
-    answer = await connection.next()
-    assert answer == {"error": 'Send the handshake as a text frame: {"protocol":"json","version":1}.'}
-    assert (await connection.next())["type"] == "websocket.close"
+def unpack_all(data: bytes) -> list[list]:
+    """A binary frame's MessagePack messages, as raw arrays (the client's view)."""
+    import msgpack
+
+    out, offset = [], 0
+    while offset < len(data):
+        length, shift = 0, 0
+        while True:
+            byte = data[offset]
+            offset += 1
+            length |= (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                break
+        out.append(msgpack.unpackb(data[offset : offset + length], raw=False))
+        offset += length
+    return out
 
 
 # --- messages ---------------------------------------------------------------------------------------------------
@@ -264,10 +295,11 @@ async def test_an_invalid_record_closes_only_that_connection(hub, users, bad):
     assert await other.call("JoinCampaignGroup", campaign.public_id) == {"type": 3, "invocationId": "1"}
 
 
-async def test_binary_frames_close_the_connection(hub, users):
+async def test_binary_frames_close_a_json_connection(hub, users):
     connection = await hub(users["alice"])
     await connection.comm.send_input({"type": "websocket.receive", "bytes": b"\x01"})
-    assert (await connection.next())["type"] == 7
+    close = await connection.next()
+    assert close["type"] == 7 and "this connection chose the JSON protocol" in close["error"]
 
 
 async def test_a_frame_over_the_limit_is_closed_with_a_reason(hub, users):

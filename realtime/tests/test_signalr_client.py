@@ -309,3 +309,27 @@ def test_the_account_stream_delivers_spend_update_and_budget_alert(start_web, st
     snapshot = events_in(seen, "snapshot")[0]["snapshot"]
     assert snapshot["lastEventSequence"] in stored and snapshot["activeRuns"] == []
     assert snapshot["spend"] == updates[-1]["spend"], "the last SpendUpdate carries the month's exact spend"
+
+
+def test_messagepack_through_a_whole_run_with_both_method_families(start_web, start_worker, node_clients):
+    """@microsoft/signalr-protocol-msgpack: binary frames, the same methods and payloads as JSON."""
+    server = start_web()
+    start_worker(AGENT_CHUNK_DELAY_MS="2")
+    alice, campaign, _ = make_users_and_campaigns()
+    seen = node_clients("msgpack", server, alice, campaign).finish(timeout=120)
+
+    assert events_in(seen, "protocols")[0] == {"event": "protocols", "seed": "messagepack", "family": "messagepack"}
+    assert events_in(seen, "snapshot_result")[0]["snapshot"]["campaignId"] == campaign.public_id
+    assert "Campaign not found." in events_in(seen, "refused")[0]["error"]
+    evts = [line["evt"] for line in events_in(seen, "ReceiveOrchestrationEvent")]
+    sequences = [e["sequence"] for e in evts if e.get("sequence") is not None]
+    assert sequences == log_sequences(campaign), "every durable event once, in order, over MessagePack"
+    assert evts[-1]["event"] == "campaign.completed"
+    assert {u["update"]["artifact"]["type"] for u in events_in(seen, "ReceiveArtifactUpdate")} == ARTIFACT_TYPES
+    artifacts = [line["artifact"] for line in events_in(seen, "OnArtifactGenerated")]
+    assert {a["type"] for a in artifacts} == ARTIFACT_TYPES and all(a["content"] for a in artifacts)
+    chunks = [line["chunk"] for line in events_in(seen, "OnChunkReceived")]
+    copy_text = "".join(c["chunk"] for c in chunks if c["artifactType"] == "Copy")
+    assert copy_text == next(a["content"] for a in artifacts if a["type"] == "Copy")
+    assert len(events_in(seen, "OnComplianceCheckCompleted")) == 1
+    assert events_in(seen, "OnCampaignCompleted")[0]["campaignId"] == campaign.public_id

@@ -35,7 +35,7 @@ def test_negotiate_version_1(users):
     body = response.json()
     assert set(body) == {"negotiateVersion", "connectionId", "connectionToken", "availableTransports"}
     assert body["negotiateVersion"] == 1
-    assert body["availableTransports"] == [{"transport": "WebSockets", "transferFormats": ["Text"]}]
+    assert body["availableTransports"] == [{"transport": "WebSockets", "transferFormats": ["Text", "Binary"]}]
     for value in (body["connectionId"], body["connectionToken"]):
         assert all(c.isalnum() or c in "-_." for c in value), value
     assert check_connection_token(body["connectionToken"]) == body["connectionId"]

@@ -42,21 +42,22 @@ def test_a_valid_record_is_parsed_as_sent():
 
 
 @pytest.mark.parametrize(
-    ("request_", "binary", "error"),
+    ("request_", "error"),
     [
-        ({"protocol": "json", "version": 1}, False, None),
-        ({"protocol": "JSON", "version": 0}, False, None),
-        ({"protocol": "json", "version": 2}, False, "version 2 of the 'json' protocol"),
-        ({"protocol": "json", "version": "1"}, False, '"version" must be an integer'),
-        ({"protocol": "messagepack", "version": 1}, True, "MessagePack protocol is not supported yet"),
-        ({"protocol": "json", "version": 1}, True, "Send the handshake as a text frame"),
-        ({"protocol": "xml", "version": 1}, False, "The protocol 'xml' is not supported"),
-        ({"version": 1}, False, "Invalid handshake"),
-        ([], False, "Invalid handshake"),
+        ({"protocol": "json", "version": 1}, None),
+        ({"protocol": "JSON", "version": 0}, None),
+        ({"protocol": "messagepack", "version": 1}, None),
+        ({"protocol": "messagepack", "version": 2}, None),
+        ({"protocol": "messagepack", "version": 3}, "version 3 of the 'messagepack' protocol"),
+        ({"protocol": "json", "version": 2}, "version 2 of the 'json' protocol"),
+        ({"protocol": "json", "version": "1"}, '"version" must be an integer'),
+        ({"protocol": "xml", "version": 1}, "The protocol 'xml' is not supported"),
+        ({"version": 1}, "Invalid handshake"),
+        ([], "Invalid handshake"),
     ],
 )
-def test_the_handshakes_accepted_and_why_others_are_refused(request_, binary, error):
-    answer = handshake_error(request_, binary=binary)
+def test_the_handshakes_accepted_and_why_others_are_refused(request_, error):
+    answer = handshake_error(request_)
     if error is None:
         assert answer is None
     else:
@@ -126,3 +127,82 @@ def test_the_realtime_api_family_gets_only_the_events_it_has_a_method_for():
         }
     ]
     assert render_frame(REALTIME_API, {**FRAME, "event": "step.started", "data": {}}) == ""
+
+
+# --- MessagePack ------------------------------------------------------------------------------------------
+
+
+def test_varint_lengths_as_the_specification_lays_them_out():
+    from realtime.signalr.protocol import varint
+
+    assert varint(0) == b"\x00"
+    assert varint(127) == b"\x7f"
+    assert varint(128) == b"\x80\x01"
+    assert varint(16384) == b"\x80\x80\x01"
+
+
+def test_every_server_message_packs_as_the_specification_says():
+    import msgpack
+
+    from realtime.signalr.protocol import json_records_to_messagepack, pack
+
+    def body(data: bytes) -> list:
+        return msgpack.unpackb(data[1:], raw=False)  # (these are all under 128 bytes: a 1-byte prefix)
+
+    assert body(pack({"type": 1, "target": "OnCampaignCompleted", "arguments": ["camp_x"]})) == [
+        1,
+        {},
+        None,
+        "OnCampaignCompleted",
+        ["camp_x"],
+        [],
+    ]
+    assert body(pack({"type": 3, "invocationId": "7"})) == [3, {}, "7", 2]
+    assert body(pack({"type": 3, "invocationId": "7", "result": {"a": 1}})) == [3, {}, "7", 3, {"a": 1}]
+    assert body(pack({"type": 3, "invocationId": "7", "error": "No."})) == [3, {}, "7", 1, "No."]
+    assert body(pack({"type": 6})) == [6]
+    assert body(pack({"type": 7, "error": "Bye.", "allowReconnect": True})) == [7, "Bye.", True]
+    both = json_records_to_messagepack(record({"type": 6}) + record({"type": 3, "invocationId": "1"}))
+    assert both == pack({"type": 6}) + pack({"type": 3, "invocationId": "1"})
+
+
+def test_client_messages_unpack_into_the_json_protocols_shapes():
+    import msgpack
+
+    from realtime.signalr.protocol import unpack, varint
+
+    def frame(*items: list) -> bytes:
+        out = b""
+        for item in items:
+            data = msgpack.packb(item)
+            out += varint(len(data)) + data
+        return out
+
+    assert unpack(frame([1, {}, "0", "JoinCampaignGroup", ["camp_x"]], [6])) == [
+        {"type": 1, "invocationId": "0", "target": "JoinCampaignGroup", "arguments": ["camp_x"]},
+        {"type": 6},
+    ]
+    assert unpack(frame([1, {}, None, "CancelRun", ["run_x"], []])) == [
+        {"type": 1, "invocationId": None, "target": "CancelRun", "arguments": ["run_x"]}
+    ]
+    assert unpack(frame([7, None])) == [{"type": 7, "error": None}]
+    assert unpack(frame([8, 3])) == [{"type": 8, "sequenceId": 3}]
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"\x80",  # a length prefix that never ends
+        b"\xff\xff\xff\xff\xff\x01",  # over five bytes
+        b"\x05\x91",  # shorter than its prefix says
+        b"\x01\xc1",  # not MessagePack
+        b"\x01\x01",  # not an array
+        b"\x02\x91\xc0",  # an array without an integer type
+        b"\x05\x94\x01\x80\x00\xa1",  # an invocation with a non-string id, cut short
+    ],
+)
+def test_malformed_messagepack_is_an_invalid_record(data):
+    from realtime.signalr.protocol import unpack
+
+    with pytest.raises(InvalidRecord):
+        unpack(data)

@@ -8,6 +8,7 @@
 import * as readline from "node:readline";
 
 import * as signalR from "@microsoft/signalr";
+import { MessagePackHubProtocol } from "@microsoft/signalr-protocol-msgpack";
 import WebSocket from "ws";
 
 const BASE_URLS = (process.env.BASE_URLS || process.env.BASE_URL || "").split(",").filter(Boolean);
@@ -42,11 +43,12 @@ async function startRun(token) {
   return (await response.json()).id;
 }
 
-function build(token, options = {}, reconnect = false) {
+function build(token, options = {}, reconnect = false, protocol = null) {
   let builder = new signalR.HubConnectionBuilder()
     .withUrl(HUB_URL, { accessTokenFactory: () => token, ...options })
     .configureLogging(logger);
   if (reconnect) builder = builder.withAutomaticReconnect();
+  if (protocol) builder = builder.withHubProtocol(protocol);
   return builder.build();
 }
 
@@ -328,7 +330,44 @@ async function account() {
   await connection.stop();
 }
 
-const scenarios = { "realtime-api": realtimeApi, task012, reconnect, refusals, failover, account };
+// The MessagePack hub protocol through a whole run: both method families, one connection each.
+async function msgpack() {
+  const token = await getToken();
+  const seed = build(token, {}, false, new MessagePackHubProtocol());
+  const family = build(token, {}, false, new MessagePackHubProtocol());
+  let seedDone = false;
+  let familyDone = false;
+  seed.on("ReceiveOrchestrationEvent", (evt) => {
+    out({ event: "ReceiveOrchestrationEvent", evt });
+    if (evt.event === "campaign.completed") seedDone = true;
+  });
+  seed.on("ReceiveArtifactUpdate", (update) => out({ event: "ReceiveArtifactUpdate", update }));
+  family.on("OnArtifactGenerated", (artifact) => out({ event: "OnArtifactGenerated", artifact }));
+  family.on("OnChunkReceived", (chunk) => out({ event: "OnChunkReceived", chunk }));
+  family.on("OnComplianceCheckCompleted", (result) => out({ event: "OnComplianceCheckCompleted", result }));
+  family.on("OnCampaignCompleted", (campaignId) => {
+    out({ event: "OnCampaignCompleted", campaignId });
+    familyDone = true;
+  });
+  await seed.start();
+  await family.start();
+  out({ event: "protocols", seed: seed._protocol.name, family: family._protocol.name });
+  await seed.invoke("SubscribeToCampaign", CAMPAIGN_ID);
+  await family.invoke("JoinCampaignGroup", CAMPAIGN_ID);
+  const snapshot = await seed.invoke("GetCampaignSnapshot", CAMPAIGN_ID);
+  out({ event: "snapshot_result", snapshot });
+  try {
+    await seed.invoke("JoinCampaignGroup", "camp_nope");
+  } catch (error) {
+    out({ event: "refused", error: String(error.message) });
+  }
+  out({ event: "run_started", runId: await startRun(token) });
+  await waitFor(() => seedDone && familyDone, "both families' completion");
+  await seed.stop();
+  await family.stop();
+}
+
+const scenarios = { "realtime-api": realtimeApi, task012, reconnect, refusals, failover, account, msgpack };
 const scenario = scenarios[process.argv[2]];
 if (!scenario) {
   console.error(`unknown scenario ${process.argv[2]}; one of ${Object.keys(scenarios).join(", ")}`);
