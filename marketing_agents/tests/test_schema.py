@@ -310,13 +310,18 @@ def integer_query_parameters(document: dict[str, Any]):
                 yield path, parameter
 
 
-def test_every_integer_query_parameter_has_the_bounds_the_server_enforces(api, document, alice, campaign):
+def test_every_integer_query_parameter_has_the_bounds_the_server_enforces(api, document, alice, campaign, settings):
+    from webhooks.services import webhook_create
+
+    settings.WEBHOOKS_ALLOW_PRIVATE = True
+    webhook = webhook_create(user_id=alice.pk, url="http://127.0.0.1/h", events=["progress"])
     seen = set()
     for path, parameter in integer_query_parameters(document):
         name, schema = parameter["name"], parameter["schema"]
         seen.add(name)
         assert "minimum" in schema, (path, name)
-        ids = {"campaign_id": campaign.public_id} if "{campaign_id}" in path else {}
+        ids = {"campaign_id": campaign.public_id, "webhook_id": webhook.public_id}
+        ids = {key: value for key, value in ids.items() if f"{{{key}}}" in path}
         refused = 404 if name == "page" else 400  # DRF: a page that is not one is "Invalid page."
         values = [(schema["minimum"], 200), (schema["minimum"] - 1, refused), ("x", refused)]
         values += [("", 200 if parameter.get("allowEmptyValue") else refused)]
