@@ -15,6 +15,7 @@ import base64
 import ipaddress
 import json
 import logging
+import os
 import secrets
 import socket
 import time
@@ -261,6 +262,20 @@ def body_of(delivery: WebhookDelivery) -> str:
     return json.dumps({**slim, "data": None, "truncated": True}, separators=(",", ":"))
 
 
+_client: httpx.Client | None = None
+_client_pid: int | None = None
+
+
+def _http() -> httpx.Client:
+    """One HTTP client per worker process (made again after a fork): a new client per attempt
+    costs a TLS context and a connection, most of an attempt's CPU."""
+    global _client, _client_pid
+    if _client is None or _client_pid != os.getpid():
+        _client = httpx.Client(follow_redirects=False, limits=httpx.Limits(max_keepalive_connections=20))
+        _client_pid = os.getpid()
+    return _client
+
+
 def _post(webhook: Webhook, delivery: WebhookDelivery) -> tuple[int | None, str]:
     """One attempt: (status code or None, error or '')."""
     refusal = url_refusal(webhook.url)
@@ -278,14 +293,13 @@ def _post(webhook: Webhook, delivery: WebhookDelivery) -> tuple[int | None, str]
     timeout = settings.WEBHOOK_TIMEOUT_SECONDS
     started = time.monotonic()
     try:
-        with httpx.Client(timeout=timeout, follow_redirects=False) as client:
-            with client.stream("POST", webhook.url, content=body.encode(), headers=headers) as response:
-                kept = b""
-                for piece in response.iter_bytes():  # read a little of the answer, never all of it
-                    kept += piece
-                    if len(kept) >= RESPONSE_KEPT_BYTES or time.monotonic() - started > timeout:
-                        break  # (a receiver dripping its answer gets no more time than a silent one)
-                code = response.status_code
+        with _http().stream("POST", webhook.url, content=body.encode(), headers=headers, timeout=timeout) as response:
+            kept = b""
+            for piece in response.iter_bytes():  # read a little of the answer, never all of it
+                kept += piece
+                if len(kept) >= RESPONSE_KEPT_BYTES or time.monotonic() - started > timeout:
+                    break  # (a receiver dripping its answer gets no more time than a silent one)
+            code = response.status_code
     except httpx.TimeoutException:
         return None, f"The receiver did not answer within {timeout:g} s."
     except httpx.HTTPError as exc:

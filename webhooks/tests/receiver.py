@@ -25,6 +25,7 @@ class Receiver:
                     answer = receiver.script.pop(0) if receiver.script else receiver.then
                     receiver.requests.append(
                         {
+                            "path": self.path,
                             "headers": {k.lower(): v for k, v in self.headers.items()},
                             "body": body.decode(),
                             "answer": answer,
