@@ -14,8 +14,21 @@ from django.utils.safestring import SafeString
 from eventlog.models import CampaignEvent, StreamEvent
 
 
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """The event log is append-only: operators read it, nobody edits or deletes it here."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
 @admin.register(CampaignEvent)
-class CampaignEventAdmin(admin.ModelAdmin):
+class CampaignEventAdmin(ReadOnlyAdmin):
     """The event log is append-only: operators read it, nobody edits or deletes it here."""
 
     list_display = ["sequence", "event", "campaign", "run_public_id", "emitted_at"]
@@ -43,18 +56,9 @@ class CampaignEventAdmin(admin.ModelAdmin):
             "Every event of this run in the log",
         )
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
 
 @admin.register(StreamEvent)
-class StreamEventAdmin(admin.ModelAdmin):
+class StreamEventAdmin(ReadOnlyAdmin):
     """The account and operations streams' events: read-only, like the campaigns'."""
 
     list_display = ["sequence", "event", "stream", "emitted_at"]
@@ -62,12 +66,3 @@ class StreamEventAdmin(admin.ModelAdmin):
     search_fields = ["stream__user__username", "event"]
     list_select_related = ["stream__user"]
     ordering = ["-emitted_at", "-sequence"]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False

@@ -106,7 +106,11 @@ def test_create_a_campaign_start_a_run_and_watch_it_complete(page, start_web, st
     page.screenshot(path=str(ARTIFACTS / "live-page.png"), full_page=True)
 
 
-def test_the_page_reconnects_after_a_server_restart_and_misses_nothing(page, start_web, start_worker):
+@pytest.mark.parametrize("transport", ["websocket", "sse"])
+def test_the_page_reconnects_after_a_server_restart_and_misses_nothing(page, start_web, start_worker, transport):
+    """The web server goes away mid-run. On the WebSocket the page's client reconnects with backoff and
+    resumes; on server-sent events (as where a proxy blocks WebSockets) EventSource reconnects by
+    itself with Last-Event-ID. Either way the page's log equals the database's."""
     from marketing_agents.tests.processes import WebServer
 
     server = start_web()
@@ -116,13 +120,15 @@ def test_the_page_reconnects_after_a_server_restart_and_misses_nothing(page, sta
         owner=alice, settings={"simulate": {"ShortCopy": {"delay_ms": 60}, "Visual": {"delay_ms": 60}}}
     )
     log_in(page, server, "alice")
-    page.goto(f"{server.url}/campaigns/{campaign.public_id}/")
+    page.goto(f"{server.url}/campaigns/{campaign.public_id}/" + ("?transport=sse" if transport == "sse" else ""))
     page.wait_for_selector("#connection.connection-connected")
+    assert page.evaluate("window.campaignClient.transport") == transport
     page.click("#start")
     page.wait_for_selector("#Copy .final")
     server.stop()  # the web server goes away mid-run
     page.wait_for_selector("#connection.connection-reconnecting")
-    page.wait_for_function("document.querySelector('#connection').textContent.includes('next try in')")
+    if transport == "websocket":
+        page.wait_for_function("document.querySelector('#connection').textContent.includes('next try in')")
     restarted = WebServer(server.log_path.parent, port=server.port).start()
     try:
         page.wait_for_selector("#connection.connection-connected", timeout=60000)
@@ -130,6 +136,10 @@ def test_the_page_reconnects_after_a_server_restart_and_misses_nothing(page, sta
         sequences = page_sequences(page)
         assert sequences == sorted(set(sequences)), "no duplicate in the page's log"
         assert sequences == log_sequences(campaign), "no missing event"
+        if transport == "sse":
+            # The page opened the stream with last_sequence=0; a resume from later came from Last-Event-ID.
+            resumed = re.search(rf"resumes {campaign.public_id} from ([0-9]+)", restarted.log())
+            assert resumed and int(resumed.group(1)) > 0, restarted.log()[-2000:]
     finally:
         restarted.stop()
 
@@ -220,36 +230,3 @@ def test_the_console_shows_provider_health_and_the_ops_stream_live(page, start_w
     )
     events = page.inner_text("#ops-events")
     assert "openai is down" in events and "openai is degraded" in events and "rate limiting" in events
-
-
-def test_over_server_sent_events_the_browsers_own_reconnect_resumes_with_last_event_id(page, start_web, start_worker):
-    """The live page on EventSource (as where a proxy blocks WebSockets): the web server goes away
-    mid-run, EventSource reconnects by itself (Last-Event-ID), and the page's log equals the database's."""
-    from marketing_agents.tests.processes import WebServer
-
-    server = start_web()
-    start_worker(AGENT_CHUNK_DELAY_MS="10")
-    alice = UserFactory(username="alice")
-    campaign = CampaignFactory(
-        owner=alice, settings={"simulate": {"ShortCopy": {"delay_ms": 60}, "Visual": {"delay_ms": 60}}}
-    )
-    log_in(page, server, "alice")
-    page.goto(f"{server.url}/campaigns/{campaign.public_id}/?transport=sse")
-    page.wait_for_selector("#connection.connection-connected")
-    assert page.evaluate("window.campaignClient.transport") == "sse"
-    page.click("#start")
-    page.wait_for_selector("#Copy .final")
-    server.stop()  # the web server goes away mid-run
-    page.wait_for_selector("#connection.connection-reconnecting")
-    restarted = WebServer(server.log_path.parent, port=server.port).start()
-    try:
-        page.wait_for_selector("#connection.connection-connected", timeout=60000)
-        page.wait_for_function("document.querySelector('#state').textContent === 'completed'", timeout=60000)
-        sequences = page_sequences(page)
-        assert sequences == sorted(set(sequences)), "no duplicate in the page's log"
-        assert sequences == log_sequences(campaign), "no missing event"
-        # The page was opened with last_sequence=0; a resume from later came from EventSource's Last-Event-ID.
-        resumed = re.search(rf"resumes {campaign.public_id} from ([0-9]+)", restarted.log())
-        assert resumed and int(resumed.group(1)) > 0, restarted.log()[-2000:]
-    finally:
-        restarted.stop()
