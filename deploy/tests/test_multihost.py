@@ -8,9 +8,10 @@ each a host with its own address, run as docs/DEPLOY.md says.
     work   10.213.N.21   honcho start worker beat  (two workers, the one beat)
     the test process     10.213.N.254: the clients' machine
 
-Clients reach the product only through the balancer: native WebSocket clients written as a
-frontend would (reconnect, resume with the last sequence) and the real ``@microsoft/signalr``
-client (realtime/tests/js_signalr, scenario ``failover`` with the balancer as its one server).
+Clients reach the product only through the balancer: native WebSocket and server-sent event clients
+written as a frontend would (reconnect, resume with the last sequence or Last-Event-ID) and the real
+``@microsoft/signalr`` client (realtime/tests/js_signalr, scenario ``failover`` with the balancer as
+its one server).
 """
 
 from __future__ import annotations
@@ -326,6 +327,49 @@ class Watcher:
         await asyncio.wait_for(self.task, TIMEOUT)
 
 
+class SseWatcher(Watcher):
+    """The same frontend on server-sent events: on any end of the stream it reconnects through the
+    balancer with ``Last-Event-ID``, as ``EventSource`` does."""
+
+    def __init__(self, url: str, token: str, campaign_id: str) -> None:
+        self.stream_url, self.token = f"{url}/api/campaigns/{campaign_id}/stream/", token
+        super().__init__(url, token, campaign_id)
+
+    async def follow(self) -> None:
+        while not self.done:
+            headers = {"Authorization": f"Bearer {self.token}", "Last-Event-ID": str(self.last)}
+            streaming = False
+            try:
+                async with httpx.AsyncClient(timeout=httpx.Timeout(5, read=30)) as client:
+                    async with client.stream("GET", self.stream_url, headers=headers) as response:
+                        if response.status_code != 200:
+                            self.refused += 1
+                        else:
+                            self.subscribed_at.append(time.monotonic())
+                            self.connected.set()
+                            streaming = True
+                            name, data = "", None
+                            async for line in response.aiter_lines():
+                                if line.startswith("event: "):
+                                    name = line[7:]
+                                    assert name not in ("snapshot", "stream.error"), name  # no resync, no refusal
+                                elif line.startswith("data: "):
+                                    data = json.loads(line[6:])
+                                elif not line and data is not None:
+                                    if "sequence" in data:
+                                        self.events.append(data)
+                                        if self.done:
+                                            return
+                                    name, data = "", None
+                            self.closes.append(None)
+            except (httpx.HTTPError, OSError):
+                if streaming:
+                    self.closes.append(None)  # the stream was cut (its host died, its process went)
+                else:
+                    self.refused += 1
+            await asyncio.sleep(0.2)  # the client's reconnect delay (EventSource's retry), not a wait for a condition
+
+
 @contextlib.asynccontextmanager
 async def alice_campaign(cluster: Cluster):
     """Alice's API client through the balancer, her access token and a new campaign's id; every
@@ -353,8 +397,8 @@ async def start_run(campaign) -> None:
     assert started.status_code == 202, started.text
 
 
-def watcher(cluster: Cluster, campaign) -> Watcher:
-    campaign.clients.append(Watcher(cluster.url, campaign.token, campaign.id))
+def watcher(cluster: Cluster, campaign, kind: type[Watcher] = Watcher) -> Watcher:
+    campaign.clients.append(kind(cluster.url, campaign.token, campaign.id))
     return campaign.clients[-1]
 
 
@@ -402,12 +446,12 @@ async def test_a_web_host_dies_mid_run_and_every_client_resumes_through_the_bala
         async with alice_campaign(cluster) as campaign:
             # Every client starts on web1 (web2 drained meanwhile), so that web1's death reaches them all.
             cluster.admin("set server web/web2 state drain")
-            natives = [watcher(cluster, campaign) for _ in range(2)]
+            natives = [watcher(cluster, campaign), watcher(cluster, campaign, SseWatcher)]
             for native in natives:
                 await asyncio.wait_for(native.connected.wait(), TIMEOUT)
             hub = signalr_client(cluster, campaign)
             await in_thread(hub.expect, "subscribed")
-            assert cluster.servers()["web1"]["scur"] == "3", cluster.servers()["web1"]
+            assert cluster.servers()["web1"]["scur"] == "3", cluster.servers()["web1"]  # WebSocket, SSE, SignalR
             cluster.admin("set server web/web2 state ready")
             cluster.wait_up("web2")
 
