@@ -253,6 +253,8 @@ class SignalRHubConsumer(RealtimeSession):
                 if not self.binary:
                     raise InvalidRecord("Binary frames carry MessagePack; this connection chose the JSON protocol.")
                 messages = unpack(data)
+                if not messages and not await self.check_rate():  # an empty frame still counts
+                    return
             else:
                 self.check_size(text_data)
                 if self.binary and self.handshake_done:
@@ -324,6 +326,8 @@ class SignalRHubConsumer(RealtimeSession):
         self._pinger = asyncio.ensure_future(self._ping_loop())
         if rest and self.binary:
             await self.receive(bytes_data=rest)
+        elif rest:  # a JSON client's records after its handshake, in the same binary frame
+            await self.receive(text_data=rest.decode("utf-8", "replace"))
         elif text_rest and not self.binary:
             await self.receive(text_data=text_rest)
 
@@ -430,8 +434,11 @@ def resume_from(method: str, last_sequence: Any) -> int | None:
         got = "a string"
     elif isinstance(last_sequence, (dict, list)):
         got = "an object" if isinstance(last_sequence, dict) else "an array"
-    else:  # true/false, a float, a negative integer
-        got = json.dumps(last_sequence)[:24]
+    else:  # true/false, a float, a negative integer (or, over MessagePack, bytes or a timestamp)
+        try:
+            got = json.dumps(last_sequence)[:24]
+        except (TypeError, ValueError):
+            got = f"a value of type {type(last_sequence).__name__}"
     raise ClientError(
         "bad_request",
         f"The lastSequence argument of {method} must be a non-negative integer "

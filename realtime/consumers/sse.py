@@ -128,7 +128,9 @@ class EventStreamConsumer(RealtimeSession):
         await self.write(f"retry: {RETRY_MS}\n\n")
         if last_sequence is None:  # a fresh client: the snapshot, then everything after it
             snapshot = await self.log_snapshot(log)
-            await self.write(sse_event("snapshot", json.dumps(snapshot, separators=(",", ":"))))
+            # Its id is its position: EventSource's reconnect then resumes from there (Last-Event-ID).
+            position = snapshot["last_event_sequence"]
+            await self.write(sse_event("snapshot", json.dumps(snapshot, separators=(",", ":")), position))
             await self.follow(log, snapshot["last_event_sequence"], "sse", counted=False)
         else:
             await self.follow(log, last_sequence, "sse")
@@ -241,7 +243,8 @@ class EventStreamConsumer(RealtimeSession):
         pass  # the 200 answer says it
 
     async def send_snapshot(self, subscription: Subscription, snapshot: dict[str, Any], *, resync: bool) -> None:
-        await self.write(sse_event("snapshot", json.dumps({**snapshot, "resync": resync}, separators=(",", ":"))))
+        data = json.dumps({**snapshot, "resync": resync}, separators=(",", ":"))
+        await self.write(sse_event("snapshot", data, snapshot["last_event_sequence"]))
 
     async def refuse_unavailable(self) -> None:
         await self.refuse(503, DATABASE_DOWN, "unavailable", retry_after=True)

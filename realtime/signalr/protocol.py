@@ -175,8 +175,28 @@ def pack(message: dict[str, Any]) -> bytes:
         items = [kind, message["sequenceId"]]
     else:
         raise ValueError(f"no MessagePack form for message type {kind}")
-    body = msgpack.packb(items, use_bin_type=True)
+    try:
+        body = _packer.pack(items)
+    except (OverflowError, ValueError, TypeError):  # an integer beyond 64 bits: as JSON would show it, a string
+        body = _packer.pack(_packable(items))
     return varint(len(body)) + body
+
+
+# Lone surrogates are legal in JSON strings; MessagePack's UTF-8 needs them passed through.
+_packer = msgpack.Packer(use_bin_type=True, unicode_errors="surrogatepass", autoreset=True)
+_INT_RANGE = (-(2**63), 2**64 - 1)
+
+
+def _packable(value: Any) -> Any:
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int):
+        return value if _INT_RANGE[0] <= value <= _INT_RANGE[1] else str(value)
+    if isinstance(value, dict):
+        return {key: _packable(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_packable(item) for item in value]
+    return value
 
 
 def json_records_to_messagepack(text: str) -> bytes:
@@ -210,13 +230,21 @@ def _string_or_nil(value: Any, what: str) -> str | None:
     return value
 
 
+def _no_ext(code: int, data: bytes) -> Any:
+    raise ValueError("extension types are not part of the hub protocol")
+
+
 def unpack(data: bytes) -> list[dict[str, Any]]:
     """The messages of a binary frame, as the JSON protocol's dicts, or InvalidRecord saying why."""
     messages = []
     for body in _split(data):
         try:
-            items = msgpack.unpackb(body, raw=False, strict_map_key=False, max_array_len=10_000, max_map_len=10_000)
-        except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError, RecursionError):
+            # Map keys are strings (headers, payloads): anything else is refused, which also keeps
+            # out keys whose hashes an attacker could make collide (extension types, timestamps).
+            items = msgpack.unpackb(
+                body, raw=False, strict_map_key=True, max_array_len=10_000, max_map_len=10_000, ext_hook=_no_ext
+            )
+        except Exception:  # malformed, too deep, an extension type, a key that is not a string: all refused
             raise InvalidRecord("not a valid MessagePack message.") from None
         if not isinstance(items, list) or not items or not isinstance(items[0], int) or isinstance(items[0], bool):
             raise InvalidRecord("a message must be an array starting with its integer type.")

@@ -162,6 +162,8 @@ def test_every_server_message_packs_as_the_specification_says():
     assert body(pack({"type": 3, "invocationId": "7", "error": "No."})) == [3, {}, "7", 1, "No."]
     assert body(pack({"type": 6})) == [6]
     assert body(pack({"type": 7, "error": "Bye.", "allowReconnect": True})) == [7, "Bye.", True]
+    surrogate = pack({"type": 1, "target": "T", "arguments": ["\ud800", 2**70]})
+    assert msgpack.unpackb(surrogate[1:], raw=False, unicode_errors="surrogatepass")[4] == ["\ud800", str(2**70)]
     both = json_records_to_messagepack(record({"type": 6}) + record({"type": 3, "invocationId": "1"}))
     assert both == pack({"type": 6}) + pack({"type": 3, "invocationId": "1"})
 
@@ -199,6 +201,9 @@ def test_client_messages_unpack_into_the_json_protocols_shapes():
         b"\x01\x01",  # not an array
         b"\x02\x91\xc0",  # an array without an integer type
         b"\x05\x94\x01\x80\x00\xa1",  # an invocation with a non-string id, cut short
+        b"\x04\x91\x81\x90\x00",  # a map whose key is an array (unhashable)
+        b"\x05\x92\x06\x81\x01\x00",  # a map whose key is not a string
+        b"\x06\x92\x06\xd4\x05\x01",  # an extension type
     ],
 )
 def test_malformed_messagepack_is_an_invalid_record(data):

@@ -92,7 +92,7 @@ def test_snapshot_first_then_live_events_with_ids_and_chunks_without(start_web, 
     assert stream.response.headers["x-accel-buffering"] == "no"
     assert stream.next() == {"retry": "2000"}
     snapshot = stream.next()
-    assert snapshot["event"] == "snapshot" and "id" not in snapshot
+    assert snapshot["event"] == "snapshot" and snapshot["id"] == "1", "its position, for EventSource's reconnect"
     assert json.loads(snapshot["data"])["last_event_sequence"] == 1
     publish(campaign, "progress", {"percentage": 2, "message": "live"})
     publish_transient(

@@ -23,7 +23,8 @@
  *
  * Where WebSockets are blocked (a proxy that refuses the upgrade), give it `sseUrl(key, lastSequence)`
  * (the server-sent event stream of a campaign id or "account", PROTOCOL.md §10): after
- * SSE_FALLBACK_AFTER WebSocket attempts that never opened, or at once with `transport: "sse"`, each
+ * SSE_FALLBACK_AFTER WebSocket attempts that never opened (and none ever did: an outage after a
+ * WebSocket worked is not a blocking proxy), or at once with `transport: "sse"`, each
  * subscription is read from its own EventSource, with the same callbacks, resume and de-duplication
  * (EventSource reconnects by itself with Last-Event-ID). Over SSE, `snapshot()` and `cancel()` are not
  * available (use the REST API); `client.transport` says which is in use.
@@ -81,13 +82,17 @@ export class CampaignClient {
     this.sseUrl = options.sseUrl || null;
     this.transport = options.transport === "sse" && this.sseUrl ? "sse" : "websocket";
     this.neverOpened = 0; // WebSocket attempts in a row that never opened
+    this.everOpened = false; // a WebSocket opened once: an outage later is not a blocking proxy
     this.sources = new Map(); // subscription key -> EventSource (transport "sse")
+    this.sseAttempts = new Map(); // subscription key -> streams refused in a row (their backoff)
+    this.sseTimers = new Set();
   }
 
   // --- public API ------------------------------------------------------------------------------------
 
   connect() {
     this.closedByUser = false;
+    if (this.transport === "sse") return this; // each subscription has its stream
     if (!this.socket && !this.opening) this.open(); // one socket, however many subscribe at once
     return this;
   }
@@ -128,6 +133,8 @@ export class CampaignClient {
     if (this.socket) this.socket.close(1000);
     this.socket = null;
     for (const key of [...this.sources.keys()]) this.closeStream(key);
+    for (const timer of this.sseTimers) this.timers.clearTimeout(timer);
+    this.sseTimers.clear();
     this.setStatus("closed");
   }
 
@@ -146,17 +153,25 @@ export class CampaignClient {
     const source = new this.EventSource(this.sseUrl(key, subscription.lastSequence), { withCredentials: true });
     this.sources.set(key, source);
     source.onopen = () => {
-      if (this.sources.get(key) === source) this.setStatus("connected", { transport: "sse" });
+      if (this.sources.get(key) !== source) return;
+      this.sseAttempts.delete(key);
+      this.setStatus("connected", { transport: "sse" });
     };
     source.onerror = () => {
       if (this.sources.get(key) !== source || this.closedByUser) return;
       if (source.readyState === 2) {
-        // Refused (401, 404) or ended for good: EventSource will not retry; a new one resumes later.
+        // Refused (401, 404, 503) or ended for good: EventSource will not retry; a new one resumes
+        // later, backing off as the socket does.
         this.sources.delete(key);
-        this.setStatus("reconnecting", { transport: "sse" });
-        this.timers.setTimeout(() => {
+        const attempt = (this.sseAttempts.get(key) || 0) + 1;
+        this.sseAttempts.set(key, attempt);
+        const delay = backoffDelay(attempt, this.random);
+        this.setStatus("reconnecting", { transport: "sse", delay, retryAt: Date.now() + delay, attempt });
+        const timer = this.timers.setTimeout(() => {
+          this.sseTimers.delete(timer);
           if (!this.closedByUser && this.subscriptions.has(key) && !this.sources.has(key)) this.openStream(key);
-        }, backoffDelay(1, this.random));
+        }, delay);
+        this.sseTimers.add(timer);
       } else {
         this.setStatus("reconnecting", { transport: "sse" }); // EventSource retries by itself
       }
@@ -206,11 +221,13 @@ export class CampaignClient {
     } finally {
       this.opening = false;
     }
+    if (this.closedByUser || this.transport === "sse") return; // closed (or moved to SSE) meanwhile
     const socket = new this.WebSocket(url);
     this.socket = socket;
     socket.opened = false;
     socket.onopen = () => {
       socket.opened = true;
+      this.everOpened = true;
       this.onOpen(socket);
     };
     socket.onmessage = (message) => this.onMessage(message.data);
@@ -234,7 +251,7 @@ export class CampaignClient {
     this.pending.clear();
     if (this.closedByUser) return;
     this.neverOpened = socket.opened ? 0 : this.neverOpened + 1;
-    if (this.sseUrl && this.EventSource && this.neverOpened >= SSE_FALLBACK_AFTER) {
+    if (this.sseUrl && this.EventSource && !this.everOpened && this.neverOpened >= SSE_FALLBACK_AFTER) {
       this.useSse(); // the upgrade never goes through (a proxy): the same streams over plain HTTP
       return;
     }

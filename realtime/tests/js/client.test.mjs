@@ -231,3 +231,26 @@ test("falls back to server-sent events when the WebSocket never opens, with the 
   client.close();
   assert.ok(FakeEventSource.all.every((s) => s.readyState === 2));
 });
+
+test("an outage after a WebSocket worked never moves to SSE; close() during the URL opens nothing", async () => {
+  FakeEventSource.all = [];
+  const { client, timers } = await setup({ EventSource: FakeEventSource, sseUrl: () => "/s" });
+  client.subscribe("camp_a");
+  await flush();
+  FakeSocket.all[0].open();
+  for (let i = 0; i < 4; i++) {
+    FakeSocket.all.at(-1).drop();
+    timers.runNext();
+    await flush();
+  }
+  assert.equal(client.transport, "websocket");
+  assert.equal(FakeEventSource.all.length, 0);
+  let release;
+  const slow = new CampaignClient(() => new Promise((resolve) => { release = resolve; }), { WebSocket: FakeSocket, timers });
+  const before = FakeSocket.all.length;
+  slow.subscribe("camp_b");
+  slow.close();
+  release("ws://test/");
+  await flush();
+  assert.equal(FakeSocket.all.length, before, "closed while its URL was being made: no socket");
+});
