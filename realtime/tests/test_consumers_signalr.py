@@ -366,3 +366,11 @@ def test_an_answer_for_a_client_that_closed_is_dropped_without_a_traceback(start
     # The server still answers.
     sock = raw_hub_socket(server, token)
     sock.close()
+
+
+async def test_a_json_handshake_in_a_binary_frame_is_accepted_then_records_are_text(hub, users):
+    campaign = await db(CampaignFactory)(owner=users["alice"])
+    connection = await hub(users["alice"], handshake=False)
+    await connection.comm.send_input({"type": "websocket.receive", "bytes": HANDSHAKE.encode()})
+    assert await connection.next() == {}
+    assert await connection.call("JoinCampaignGroup", campaign.public_id) == {"type": 3, "invocationId": "1"}
