@@ -35,8 +35,14 @@ class NumberField(serializers.DecimalField):
     def to_internal_value(self, data: Any) -> Decimal:
         if isinstance(data, bool) or not isinstance(data, (int, float)):
             self.fail("invalid")
+        try:
+            number = Decimal(repr(data))
+        except (ArithmeticError, ValueError):
+            self.fail("invalid")
+        if self.min_value is not None and number < self.min_value:
+            self.fail("min_value", min_value=self.min_value)  # before rounding: -1e-9 must not pass as 0
         try:  # more decimals than a cent's millionth are rounded, not refused (any JSON number is one)
-            data = Decimal(repr(data)).quantize(Decimal(1).scaleb(-self.decimal_places))
+            data = number.quantize(Decimal(1).scaleb(-self.decimal_places))
         except (ArithmeticError, ValueError):
             self.fail("invalid")
         return super().to_internal_value(data)

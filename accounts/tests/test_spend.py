@@ -146,9 +146,16 @@ def test_the_account_endpoint_sets_and_shows_the_budget(db, alice, alice_api, bo
     assert alice_api.patch("/api/account/", {"monthly_budget": 0.25}, format="json").json()["monthly_budget"] == 0.25
     assert bob_api.get("/api/account/").json()["spend_this_month"] == 0.0, "bob sees his own account"
     assert alice_api.patch("/api/account/", {"monthly_budget": None}, format="json").json()["monthly_budget"] is None
+    # the largest JSON number below the schema's exclusive maximum of 1e10 is accepted as it is
+    answer = alice_api.patch("/api/account/", {"monthly_budget": 9999999999.999998}, format="json")
+    assert answer.status_code == 200 and answer.json()["monthly_budget"] == 9999999999.999998
 
 
-@pytest.mark.parametrize("budget", [-1, "abc", "5", "", 1e300, {"x": 1}, [5], True, 12345678901234])
+# -1e-109 and -0.0000001 round to zero at six places: the sign is checked before rounding (a CI run
+# found the first one accepted as 0.0); 1e10 is the schema's exclusive maximum.
+@pytest.mark.parametrize(
+    "budget", [-1, -1e-109, -0.0000001, "abc", "5", "", 1e300, 1e10, {"x": 1}, [5], True, 12345678901234]
+)
 def test_a_bad_budget_is_a_field_error_and_changes_nothing(db, alice, alice_api, budget):
     alice_api.patch("/api/account/", {"monthly_budget": 5}, format="json")
     answer = alice_api.patch("/api/account/", {"monthly_budget": budget}, format="json")
