@@ -232,6 +232,11 @@ WS_SLOW_CLIENT_SECONDS = env_int("WS_SLOW_CLIENT_SECONDS", 10, minimum=1)
 # whose layer message was lost reaches its subscribers within about two intervals (PROTOCOL.md §9).
 REALTIME_HEAD_CHECK_SECONDS = float(env_decimal("REALTIME_HEAD_CHECK_SECONDS", "1", minimum=Decimal("0.05")))
 REALTIME_KEY_CHECK_SECONDS = float(env_decimal("REALTIME_KEY_CHECK_SECONDS", "2", minimum=Decimal("0.05")))
+# SignalR stateful reconnect (docs/SIGNALR.md): how long a dropped connection may come back with its
+# token (0 turns the feature off: negotiate stops offering it), and how many sent messages a client may
+# leave unacknowledged before its session is ended (the @microsoft/signalr client acks every second).
+SIGNALR_RECONNECT_WINDOW_SECONDS = env_int("SIGNALR_RECONNECT_WINDOW_SECONDS", 120, minimum=0)
+SIGNALR_UNACKED_LIMIT = env_int("SIGNALR_UNACKED_LIMIT", 10_000, minimum=100)
 # Event-log retention: a resume from before the oldest kept event gets a snapshot instead.
 EVENT_RETENTION_DAYS = env_int("EVENT_RETENTION_DAYS", 30, minimum=1)
 

@@ -41,6 +41,7 @@ class Subscription:
         self.group = log.group  # its key in the fan-out
         self.family = family
         self.last_sent = 0
+        self.positioned = False  # last_sent says where the client is (set by RealtimeSession.follow)
         # False while the log is being read (subscribe, resume, gap): live messages wait in backlog.
         self.ready = False
         self.backlog: list[dict[str, Any]] = []

@@ -215,6 +215,11 @@ class FanOut:
         elif message.get("type") == "system.notice":
             for connection in list(self.connections):
                 await connection.push_notice(message)
+        elif message.get("type") == "signalr.release":
+            # A SignalR session resumed on another connection (realtime.signalr.stateful): its old one goes.
+            for connection in list(self.connections):
+                if getattr(connection, "session_id", None) == message["session"]:
+                    await connection.release(message["epoch"])
 
     async def _fan_out(self, message: dict[str, Any]) -> None:
         # "log" names the group; a message from a publisher of the previous release (during a rolling

@@ -302,6 +302,7 @@ class RealtimeSession(Connection, AsyncWebsocketConsumer):
                 await self.send_snapshot(subscription, snapshot, resync=True)
             else:
                 subscription.last_sent = last_sequence
+        subscription.positioned = True
         subscription.catch_up()
         return position.last_sequence
 

@@ -7,6 +7,12 @@ renders frames as client-method invocations of the family a subscription was mad
 is rendered as JSON records; a MessagePack connection gets the same messages re-encoded (once per
 event and family, for every local MessagePack subscriber), and its binary messages are parsed into
 the same dicts as JSON records, so the two protocols share every method and payload.
+
+With stateful reconnect (realtime.signalr.stateful) every write goes through the connection's
+``StatefulSession``: numbered, journaled in Redis, then sent by its writer task, in order. A
+connection that comes back with the same token, on this process or another, is *resumed*: no
+handshake, the server's Sequence and what the client has not acknowledged, then its subscriptions
+carry on from the last durable event sent on each.
 """
 
 from __future__ import annotations
@@ -21,7 +27,8 @@ from urllib.parse import parse_qs
 
 from django.conf import settings
 
-from eventlog.reads import CAMPAIGN
+from eventlog.layer import realtime_layer
+from eventlog.reads import CAMPAIGN, LogRef, events_after
 from marketing_agents.errors import DATABASE_DOWN
 from realtime.connection import CLOSE_GOING_AWAY, CLOSE_TRY_AGAIN_LATER
 from realtime.consumers.base import (
@@ -35,14 +42,18 @@ from realtime.consumers.base import (
 from realtime.delivery import Subscription
 from realtime.metrics import ERRORS
 from realtime.signalr import http as signalr_http
+from realtime.signalr import stateful
 from realtime.signalr.families import REALTIME_API, STREAM, TASK012, render_frame
 from realtime.signalr.protocol import (
+    ACK,
     CANCEL_INVOCATION,
     CLOSE,
     COMPLETION,
     INVOCATION,
     PING,
     RS,
+    SEQUENCE,
+    SEQUENCED,
     STREAM_INVOCATION,
     STREAM_ITEM,
     InvalidRecord,
@@ -62,6 +73,10 @@ CLOSE_NORMAL = 1000
 STREAM_SNAPSHOTS = {"account": "ReceiveAccountSnapshot", "ops": "ReceiveOpsSnapshot"}
 # Codes whose error ends the connection: sent as a Close message, not as a Completion.
 FATAL_CODES = {"unauthenticated", "token_expired"}
+# How long a stateful connection waits for its journal before a Close message ends it regardless.
+FLUSH_SECONDS = 2.0
+# Messages resent after a stateful reconnect, per WebSocket frame.
+RESEND_PER_FRAME = 100
 
 
 class Invocation:
@@ -85,15 +100,31 @@ class SignalRHubConsumer(RealtimeSession):
         self._closed = False  # no more hub-protocol output
         self._socket_closed = False  # the WebSocket close was sent
         self.binary = False  # MessagePack (chosen in the handshake): binary frames both ways
+        self.session_id: str | None = None  # a stateful-reconnect connection's id (its session in Redis)
+        self.session: stateful.StatefulSession | None = None
+        self._taken: stateful.Taken | None = None  # the session, taken before the handshake
+        self._pending_subs: dict[str, list[Any]] = {}  # a resumed session's, until each is followed again
         query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
         token = query.get("id", [None])[0]
         if signalr_http.shutting_down():
             await self.close()
             return
-        if token is not None and signalr_http.check_connection_token(token) is None:
+        read = None if token is None else signalr_http.read_connection_token(token)
+        if token is not None and read is None:
             logger.info("signalr %s refused: unknown or expired connection id", self.connection_id)
             await self.close()  # before accept: the handshake is refused (HTTP 403)
             return
+        if read is not None and read[1]:
+            # Refused before accept when it cannot go on: the client's stateful reconnect then fails at
+            # once and it falls back to a fresh connection (a refusal after accept would have it retry).
+            self.session_id = read[0]
+            state = await self.take_session()
+            if state is None:
+                await self.close()
+                return
+            if state == stateful.OPEN:
+                await self.resume()
+                return
         # Accepted; whether the user may stay is told after the hub handshake, which must come first.
         await self.accept()
 
@@ -107,12 +138,21 @@ class SignalRHubConsumer(RealtimeSession):
         self._closed = True
         if self._pinger is not None:
             self._pinger.cancel()
+        if self.session is not None:  # before the subscriptions go: the session keeps them
+            await self.session.detach()
         await super().websocket_disconnect(message)
 
     async def say_goodbye(self) -> None:
         """The server is shutting down (marketing_agents.serve, before any application is cancelled):
-        after the hub handshake, the hub's Close message with allowReconnect; then close 1001."""
-        if self.handshake_done and not self._closed:
+        after the hub handshake, the hub's Close message with allowReconnect; then close 1001. A
+        stateful connection gets no Close message: its session is kept and the socket closed, so the
+        client reconnects with it (to another process) and misses nothing."""
+        if self.session is not None and not self.session.ended and not self._closed:
+            await self.session.flush(FLUSH_SECONDS)
+            await self.session.detach()
+            self.closing = True
+            await self.close(CLOSE_GOING_AWAY)
+        elif self.handshake_done and not self._closed:
             await self.close_with("The server is shutting down.", allow_reconnect=True, code=CLOSE_GOING_AWAY)
         else:
             await super().say_goodbye()
@@ -126,21 +166,47 @@ class SignalRHubConsumer(RealtimeSession):
             message["error"] = error
         if allow_reconnect:
             message["allowReconnect"] = True
-        await self.write(record(message))
+        await self.write(record(message), counted=False)
+        await self.end_session()
         self._closed = True
         await self.close(code)
 
+    async def end_session(self) -> None:
+        """A Close message ends a stateful session (the client starts afresh, if it reconnects)."""
+        if self.session is not None:
+            await self.session.flush(FLUSH_SECONDS)
+            await self.session.end()
+        elif self._taken is not None and self.session_id is not None:
+            await stateful.end(self.session_id, self._taken.epoch)
+
     # --- writing --------------------------------------------------------------------------------------------
 
-    async def write(self, text: str | bytes) -> None:
+    async def write(self, text: str | bytes, *, entries: list[str] | None = None, counted: bool = True) -> None:
+        """Records to the client. On a stateful connection they are queued on its session: ``entries``
+        journal them (the default: each record as it is, when they are ``counted`` messages)."""
         if not text:  # an event this family has no client method for
             return
         if self.client_gone():  # no more hub-protocol output (Connection.write drops it)
             self._closed = True
         self.last_write = time.monotonic()
+        session = self.session
+        if session is not None:
+            if not session.ended:
+                if entries is None:
+                    entries = [stateful.raw_entry(part) for part in text.split(RS)[:-1]] if counted else []
+                session.send(text, entries)
+            return
+        await self.send_now(text)
+
+    async def send_now(self, text: str | bytes) -> None:
         if self.binary and isinstance(text, str):
             text = json_records_to_messagepack(text)
         await super().write(text)
+
+    def buffered_bytes(self) -> int:
+        """What waits in the transport, and on a stateful connection what waits for its journal."""
+        waiting = super().buffered_bytes()
+        return waiting + self.session.pending_bytes if self.session is not None else waiting
 
     async def _ping_loop(self) -> None:
         """A Ping whenever nothing else was sent for WS_PING_INTERVAL_SECONDS (the client gives up after 30 s)."""
@@ -150,23 +216,49 @@ class SignalRHubConsumer(RealtimeSession):
             if wait > 0:
                 await asyncio.sleep(wait)
                 continue
-            await self.write(record({"type": PING}))
+            await self.write(record({"type": PING}), counted=False)
 
     # --- rendering (overrides of realtime.connection) ---------------------------------------------------------
 
     def render_event(self, subscription: Subscription, message: dict[str, Any]) -> str | bytes:
         # The hub hands one message dict to every local subscriber: render once per family and protocol.
+        # (JSON for a stateful connection: its records are counted and journaled, then encoded.)
         rendered = message.setdefault("_signalr", {})
-        key = (subscription.family, self.binary)
+        key = (subscription.family, self.binary and self.session is None)
         if key not in rendered:
             text = rendered.get((subscription.family, False))
             if text is None:
                 text = rendered[(subscription.family, False)] = render_frame(
                     subscription.family, json.loads(message["frame"])
                 )
-            if self.binary:
+            if key[1]:
                 rendered[key] = json_records_to_messagepack(text) if text else b""
         return rendered[key]
+
+    async def push_event(self, subscription: Subscription, message: dict[str, Any]) -> bool:
+        if self.session is None:
+            return await super().push_event(subscription, message)
+        if not self.has_room():
+            return False
+        await self.write_durable(subscription, message["sequence"], self.render_event(subscription, message))
+        return True
+
+    async def push_replayed(self, subscription: Subscription, frame: dict[str, Any]) -> bool:
+        if self.session is None:
+            return await super().push_replayed(subscription, frame)
+        if not self.has_room():
+            return False
+        await self.write_durable(subscription, frame["sequence"], self.render_replayed(subscription, frame))
+        return True
+
+    async def write_durable(self, subscription: Subscription, sequence: int, text: str) -> None:
+        """A durable event's messages, journaled as references to the log (one per rendered record)."""
+        log = subscription.log
+        entries = [
+            stateful.durable_entry(log.kind, log.pk, log.name, sequence, subscription.family, index)
+            for index in range(text.count(RS))
+        ]
+        await self.write(text, entries=entries)
 
     def render_replayed(self, subscription: Subscription, frame: dict[str, Any]) -> str:
         return render_frame(subscription.family, frame)
@@ -214,7 +306,8 @@ class SignalRHubConsumer(RealtimeSession):
 
     async def close(self, code: int | None = None, reason: str | None = None) -> None:
         if code == 1008 and not self._closed:  # the rate limit, kept up (RealtimeSession.check_rate)
-            await self.write(record({"type": CLOSE, "error": ClientError("rate_limited").message}))
+            await self.write(record({"type": CLOSE, "error": ClientError("rate_limited").message}), counted=False)
+            await self.end_session()
         self._closed = True
         if self._socket_closed:
             return
@@ -235,6 +328,144 @@ class SignalRHubConsumer(RealtimeSession):
         elif has_result:
             message["result"] = result
         await self.write(record(message))
+
+    # --- stateful reconnect (realtime.signalr.stateful) ---------------------------------------------------------
+
+    async def take_session(self) -> str | None:
+        """Before accept, for a stateful token: take its session (first connection or reconnect) and
+        return its state then; None to refuse (no session, another user's, Redis unreachable)."""
+        user = self.user
+        if self.scope.get("auth_error") or user is None or not user.is_authenticated:
+            logger.info("signalr %s refused: a stateful reconnect without valid credentials", self.connection_id)
+            return None
+        try:
+            found = await stateful.peek(self.session_id)
+            if found is None or found[0] != str(user.pk):
+                logger.info("signalr %s refused: no such session (expired, ended or lost)", self.connection_id)
+                return None
+            owner = self.fanout.channel or ""
+            self._taken = await stateful.take(self.session_id, user.pk, owner, state=found[1])
+        except Exception as exc:
+            logger.warning("signalr %s refused: the session store is unreachable (%s)", self.connection_id, exc)
+            return None
+        if self._taken is None:
+            return None
+        if self._taken.previous_owner:  # whoever had it lets go (its writes would fail from now on anyway)
+            try:
+                await realtime_layer().send(
+                    self._taken.previous_owner,
+                    {"type": "signalr.release", "session": self.session_id, "epoch": self._taken.epoch},
+                )
+            except Exception as exc:
+                logger.info("signalr %s: the previous owner was not told (%s)", self.connection_id, exc)
+        return found[1]
+
+    def start_stateful(self, taken: stateful.Taken, fields: dict[str, Any] | None = None) -> None:
+        self.session = stateful.StatefulSession(
+            self.session_id,
+            taken,
+            deliver=self.send_now,
+            lost=self.session_lost,
+            subscriptions=self.stored_subscriptions,
+            fields=fields,
+        )
+
+    def stored_subscriptions(self) -> dict[str, list[Any]]:
+        """What a reconnect follows again: each subscription's log, family and last durable sequence sent."""
+        subs = dict(self._pending_subs)
+        for name, subscription in self.subscriptions.items():
+            if subscription.positioned:
+                log = subscription.log
+                subs[name] = [log.kind, log.pk, subscription.family, subscription.last_sent]
+        return subs
+
+    async def resume(self) -> None:
+        """The client is back with its token (after a dropped socket, on this process or another): no
+        handshake; the server's Sequence, the messages it has not acknowledged, then its subscriptions
+        from the last durable event sent on each (events published meanwhile come from the log)."""
+        taken = self._taken
+        try:
+            resent = await self.journal_records(taken.entries)
+        except Exception as exc:  # the log cannot be read (or lost an event): this session cannot go on
+            logger.warning("signalr %s: session not resumed (%s)", self.connection_id, exc)
+            await self.end_session()
+            await self.close()
+            return
+        self.handshake_done = True
+        self.binary = taken.protocol == "messagepack"
+        if not await self.start_session():
+            await self.end_session()
+            return
+        logger.info(
+            "signalr %s resumed session %s: %d message(s) sent again, %d subscription(s)",
+            self.connection_id,
+            self.session_id[:8],
+            len(resent),
+            len(taken.subs),
+        )
+        self._pending_subs = dict(taken.subs)
+        self.start_stateful(taken, {"owner": self.fanout.channel or ""})
+        self.session.send(record({"type": SEQUENCE, "sequenceId": taken.base}), [])
+        for start in range(0, len(resent), RESEND_PER_FRAME):
+            self.session.send("".join(resent[start : start + RESEND_PER_FRAME]), [])  # journaled already
+        self._pinger = asyncio.ensure_future(self._ping_loop())
+        for name, (kind, _, family, last_sent) in taken.subs.items():
+            try:
+                if kind == CAMPAIGN:
+                    await self.subscribe(name, last_sent, family=family)
+                else:
+                    await self.subscribe_stream(name, last_sent, family=family)
+            except ClientError as error:  # no longer visible: that subscription ends
+                logger.info("signalr %s: %s not followed again (%s)", self.connection_id, name, error.message)
+            except Exception:
+                logger.exception("signalr %s: %s not followed again", self.connection_id, name)
+                await self.close(CLOSE_TRY_AGAIN_LATER)  # the session keeps it: the next reconnect tries again
+                return
+            self._pending_subs.pop(name, None)
+
+    async def journal_records(self, entries: list[str]) -> list[str]:
+        """The journal's messages as records to send again: durable events rendered from the log."""
+        parsed = [stateful.parse_entry(entry) for entry in entries]
+        wanted: dict[LogRef, list[int]] = {}
+        for kind, value in parsed:
+            if kind == stateful.DURABLE:
+                log_kind, pk, name, sequence, _, _ = value
+                wanted.setdefault(LogRef(log_kind, pk, name), []).append(sequence)
+        frames: dict[tuple[LogRef, int], dict[str, Any]] = {}
+        for log, sequences in wanted.items():
+            after, last = min(sequences) - 1, max(sequences)
+            while after < last:
+                page = await events_after(log, after)
+                if not page:
+                    break
+                for sequence, frame in page:
+                    frames[(log, sequence)] = frame
+                after = page[-1][0]
+        records = []
+        for kind, value in parsed:
+            if kind == stateful.RAW:
+                records.append(value + RS)
+                continue
+            log_kind, pk, name, sequence, family, index = value
+            frame = frames.get((LogRef(log_kind, pk, name), sequence))
+            if frame is None:
+                raise LookupError(f"event {sequence} of {name} is no longer in the log")
+            records.append(render_frame(family, frame).split(RS)[index] + RS)
+        return records
+
+    async def release(self, epoch: int) -> None:
+        """Another connection resumed this one's session (the layer told this process)."""
+        if self.session is not None and self.session.epoch < epoch:
+            self.session.stop()
+            await self.session_lost()
+
+    async def session_lost(self) -> None:
+        """The session went to another connection: this socket closes, without a Close message (which
+        would end the session), and nothing more is written for it."""
+        logger.info("signalr %s: its session continues on another connection", self.connection_id)
+        self._closed = True
+        self.closing = True
+        await self.close(CLOSE_GOING_AWAY)
 
     # --- records from the client ------------------------------------------------------------------------------
 
@@ -292,16 +523,42 @@ class SignalRHubConsumer(RealtimeSession):
         """Each message of a frame in turn (each counted by the rate limit: a frame may hold many)."""
         if not self.user or not self.user.is_authenticated:
             return
-        for message in messages:
-            if self._closed:
-                return
-            if not await self.check_rate():
-                if message["type"] in (INVOCATION, STREAM_INVOCATION) and message.get("invocationId") is not None:
-                    self.invocation = Invocation(message["invocationId"])
-                    await self.complete(error=ClientError("rate_limited").message)
-                    self.invocation = None
-                continue
-            await self.handle(message)
+        session = self.session
+        received = session.received if session is not None else 0
+        try:
+            for message in messages:
+                if self._closed:
+                    return
+                await self.handle_one(message, session)
+        finally:
+            if session is not None and not session.ended and session.received != received:
+                # After the answers, and journaled with them: what the client may stop keeping.
+                await self.write(record({"type": ACK, "sequenceId": session.received}), counted=False)
+                session.changed()
+
+    async def handle_one(self, message: dict[str, Any], session: stateful.StatefulSession | None) -> None:
+        allowed = await self.check_rate()
+        if session is not None and not await self.stateful_message(session, message):
+            return
+        if not allowed:
+            if message["type"] in (INVOCATION, STREAM_INVOCATION) and message.get("invocationId") is not None:
+                self.invocation = Invocation(message["invocationId"])
+                await self.complete(error=ClientError("rate_limited").message)
+                self.invocation = None
+            return
+        await self.handle(message)
+
+    async def stateful_message(self, session: stateful.StatefulSession, message: dict[str, Any]) -> bool:
+        """Ack, Sequence and the ids of the client's messages; True for a message to handle."""
+        kind = message["type"]
+        if kind == ACK:
+            session.ack(message["sequenceId"])
+            return False
+        if kind == SEQUENCE:
+            if not session.client_sequence(message["sequenceId"]):
+                await self.close_with("Sequence ID greater than amount of messages we've received.")
+            return False
+        return kind not in SEQUENCED or session.client_message()  # False: handled before the reconnect
 
     async def handshake(self, text: str, *, rest: bytes = b"") -> None:
         first, separator, text_rest = text.partition(RS)
@@ -315,14 +572,23 @@ class SignalRHubConsumer(RealtimeSession):
         if error is not None:
             logger.info("signalr %s: handshake refused (%s)", self.connection_id, error)
             await self.write(record({"error": error}))
+            await self.end_session()
             self._closed = True
             await self.close(CLOSE_NORMAL)
             return
         self.handshake_done = True
         await self.write(record({}))  # JSON for every protocol
         self.binary = protocol == "messagepack"
+        if self._taken is not None:
+            if request["version"] >= 2:  # the versions that speak Ack and Sequence
+                self.start_stateful(self._taken, {"protocol": protocol})
+            else:
+                await self.end_session()
         if not await self.start_session():
+            await self.end_session()
             return
+        if self.session is not None:  # where another process sends its release, should it take over
+            self.session.store(owner=self.fanout.channel or "")
         self._pinger = asyncio.ensure_future(self._ping_loop())
         if rest and self.binary:
             await self.receive(bytes_data=rest)
@@ -334,6 +600,7 @@ class SignalRHubConsumer(RealtimeSession):
     async def handle(self, message: dict[str, Any]) -> None:
         kind = message["type"]
         if kind == CLOSE:
+            await self.end_session()
             self._closed = True
             await self.close(CLOSE_NORMAL)
             return

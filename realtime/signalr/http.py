@@ -3,7 +3,8 @@
 - ``negotiate``: ``POST /hubs/campaign/negotiate`` (negotiateVersion 0 and 1).
 - ``http_transport``: the long-polling and server-sent-events requests, answered "not supported".
 - Connection tokens: signed and expiring (``TimestampSigner``), so negotiate and the WebSocket may
-  reach different server processes without sticky sessions; they carry only a random id.
+  reach different server processes without sticky sessions; they carry only a random id (and, for a
+  stateful-reconnect connection, a mark: such a token lives as long as its session in Redis).
 - The shutdown flag: once daphne is stopping, negotiations and new connections are turned away.
 """
 
@@ -22,6 +23,7 @@ from rest_framework_simplejwt.authentication import JWTAuthentication
 from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
 
 from accounts.authentication import ApiKeyAuthentication
+from realtime.signalr import stateful
 
 CONNECTION_TOKEN_MAX_AGE = 60
 _SIGNER_SALT = "realtime.signalr.connection"
@@ -54,8 +56,12 @@ def new_connection_id() -> str:
     return base64.urlsafe_b64encode(secrets.token_bytes(16)).rstrip(b"=").decode()
 
 
-def connection_token(connection_id: str) -> str:
-    return _signer().sign(connection_id)
+# Ends the signed value of a stateful-reconnect connection's token (ids are base64url: never "~").
+STATEFUL_MARK = "~"
+
+
+def connection_token(connection_id: str, *, stateful: bool = False) -> str:
+    return _signer().sign(connection_id + (STATEFUL_MARK if stateful else ""))
 
 
 def check_connection_token(token: str, max_age: float | None = None) -> str | None:
@@ -64,6 +70,20 @@ def check_connection_token(token: str, max_age: float | None = None) -> str | No
         return _signer().unsign(token, max_age=CONNECTION_TOKEN_MAX_AGE if max_age is None else max_age)
     except signing.BadSignature:  # SignatureExpired is a BadSignature
         return None
+
+
+def read_connection_token(token: str) -> tuple[str, bool] | None:
+    """(connection id, stateful) of a valid token, or None. A plain token expires after
+    CONNECTION_TOKEN_MAX_AGE; a stateful one is good as long as its session exists in Redis (the
+    consumer asks), since the client reconnects with it after any time the reconnect window allows."""
+    try:
+        value = _signer().unsign(token)
+    except signing.BadSignature:
+        return None
+    if value.endswith(STATEFUL_MARK):
+        return value[: -len(STATEFUL_MARK)], True
+    connection_id = check_connection_token(token)
+    return None if connection_id is None else (connection_id, False)
 
 
 # --- negotiate ----------------------------------------------------------------------------------------------
@@ -120,18 +140,27 @@ def negotiate(request: HttpRequest) -> JsonResponse:
             )
         version = min(version, NEGOTIATE_VERSION)
     connection_id = new_connection_id()
-    token = connection_token(connection_id)
+    # Stateful reconnect, as ASP.NET Core offers it: asked for in the query, negotiate version 1, and
+    # its session stored (in Redis: not offered while Redis cannot be reached).
+    use_stateful = (
+        version >= 1
+        and (_query_value(request, "useStatefulReconnect") or "").lower() == "true"
+        and stateful.enabled()
+        and stateful.create(connection_id, user.pk)
+    )
+    token = connection_token(connection_id, stateful=use_stateful)
     transports = [{"transport": "WebSockets", "transferFormats": ["Text", "Binary"]}]  # JSON, MessagePack
     if version == 0:
         return JsonResponse({"negotiateVersion": 0, "connectionId": token, "availableTransports": transports})
-    return JsonResponse(
-        {
-            "negotiateVersion": version,
-            "connectionId": connection_id,
-            "connectionToken": token,
-            "availableTransports": transports,
-        }
-    )
+    answer = {
+        "negotiateVersion": version,
+        "connectionId": connection_id,
+        "connectionToken": token,
+        "availableTransports": transports,
+    }
+    if use_stateful:
+        answer["useStatefulReconnect"] = True
+    return JsonResponse(answer)
 
 
 @csrf_exempt

@@ -19,6 +19,8 @@ RS = "\x1e"
 # Message types of the hub protocol.
 INVOCATION, STREAM_ITEM, COMPLETION, STREAM_INVOCATION, CANCEL_INVOCATION, PING, CLOSE = 1, 2, 3, 4, 5, 6, 7
 ACK, SEQUENCE = 8, 9
+# The messages stateful reconnect numbers, acknowledges and sends again (each side counts its own).
+SEQUENCED = frozenset((INVOCATION, STREAM_ITEM, COMPLETION, STREAM_INVOCATION, CANCEL_INVOCATION))
 
 
 class InvalidRecord(Exception):
@@ -28,14 +30,15 @@ class InvalidRecord(Exception):
 # --- handshake ----------------------------------------------------------------------------------------------
 
 # The JSON hub protocol's version, and the versions accepted in the handshake (ASP.NET Core's
-# JsonHubProtocol.IsVersionSupported: any version up to its own).
-JSON_PROTOCOL_VERSION = 1
-JSON_PROTOCOL_VERSIONS = (0, 1)
+# JsonHubProtocol.IsVersionSupported: any version up to its own). Version 2 adds Ack and Sequence:
+# @microsoft/signalr 8+ asks for it when stateful reconnect was negotiated, 1 otherwise.
+JSON_PROTOCOL_VERSION = 2
+JSON_PROTOCOL_VERSIONS = (0, 1, 2)
 # MessagePack: @microsoft/signalr-protocol-msgpack 8+ asks for 2 (which adds Ack and Sequence), older 1.
 MESSAGEPACK_PROTOCOL_VERSIONS = (1, 2)
 PROTOCOL_VERSIONS = {"json": JSON_PROTOCOL_VERSIONS, "messagepack": MESSAGEPACK_PROTOCOL_VERSIONS}
 _EXPECTED = '{"protocol":"json","version":1}'
-SUPPORTED = "'json' (versions 0 and 1) and 'messagepack' (versions 1 and 2)"
+SUPPORTED = "'json' (versions 0, 1 and 2) and 'messagepack' (versions 1 and 2)"
 
 
 def handshake_protocol(request: Any) -> tuple[str | None, str | None]:
@@ -53,7 +56,8 @@ def handshake_protocol(request: Any) -> tuple[str | None, str | None]:
     if not isinstance(version, int) or isinstance(version, bool):
         return None, f'Invalid handshake: "version" must be an integer, as in {_EXPECTED}.'
     if version not in PROTOCOL_VERSIONS[name]:
-        versions = " and ".join(str(v) for v in PROTOCOL_VERSIONS[name])
+        *others, last = (str(v) for v in PROTOCOL_VERSIONS[name])
+        versions = f"{', '.join(others)} and {last}"
         return None, (
             f"The server does not support version {str(version)[:20]} of the '{name}' protocol; "
             f"it supports versions {versions}."
@@ -117,7 +121,14 @@ def parse(text: str) -> dict[str, Any]:
             raise InvalidRecord('an invocation needs an "arguments" array.')
         if kind == STREAM_INVOCATION and invocation_id is None:
             raise InvalidRecord('a stream invocation needs an "invocationId".')
+    elif kind in (ACK, SEQUENCE):
+        _check_sequence_id(message.get("sequenceId"))
     return message
+
+
+def _check_sequence_id(value: Any) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise InvalidRecord('Ack and Sequence messages need a non-negative integer "sequenceId".')
 
 
 # --- MessagePack ------------------------------------------------------------------------------------------
@@ -270,8 +281,7 @@ def unpack(data: bytes) -> list[dict[str, Any]]:
         elif kind == CLOSE:
             message["error"] = _string_or_nil(items[1] if len(items) > 1 else None, "a Close message's error")
         elif kind in (ACK, SEQUENCE):
-            if len(items) < 2 or not isinstance(items[1], int) or isinstance(items[1], bool):
-                raise InvalidRecord("Ack and Sequence messages need an integer sequence id.")
+            _check_sequence_id(items[1] if len(items) > 1 else None)
             message["sequenceId"] = items[1]
         messages.append(message)
     return messages

@@ -23,6 +23,7 @@ from eventlog.models import CampaignEvent
 from eventlog.publisher import event_frame, publish
 from marketing_agents.asgi import application
 from realtime.fanout import get_fanout
+from realtime.signalr import stateful
 
 PATH = "/ws/campaigns/"
 ERROR_CODES = {
@@ -185,6 +186,7 @@ async def stop_hub() -> None:
     A cancel that lands while redis-py is in the middle of a command can be swallowed (see
     test_hub_tasks_stop_when_cancelled), so keep cancelling until the tasks are really done.
     """
+    await stateful.close_client()
     hub = get_fanout()
     for _ in range(200):
         pending = [task for task in hub._tasks if not task.done()]

@@ -55,16 +55,16 @@ async def test_handshake_followed_by_a_ping_in_the_same_frame(hub, users):
         ),
         (
             '{"protocol":"xml","version":1}',
-            "The protocol 'xml' is not supported; this server speaks 'json' (versions 0 and 1) and "
+            "The protocol 'xml' is not supported; this server speaks 'json' (versions 0, 1 and 2) and "
             "'messagepack' (versions 1 and 2).",
         ),
         (
-            '{"protocol":"json","version":2}',
-            "The server does not support version 2 of the 'json' protocol; it supports versions 0 and 1.",
+            '{"protocol":"json","version":3}',
+            "The server does not support version 3 of the 'json' protocol; it supports versions 0, 1 and 2.",
         ),
         (
             '{"protocol":"json","version":-1}',
-            "The server does not support version -1 of the 'json' protocol; it supports versions 0 and 1.",
+            "The server does not support version -1 of the 'json' protocol; it supports versions 0, 1 and 2.",
         ),
         (
             '{"protocol":"json","version":"1"}',

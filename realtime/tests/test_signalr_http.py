@@ -52,6 +52,48 @@ def test_negotiate_version_0_has_no_connection_token(users):
     assert check_connection_token(body["connectionId"]) is not None  # the id is what goes in ?id=
 
 
+def test_negotiate_offers_stateful_reconnect_when_asked_and_stores_the_session(users):
+    from realtime.signalr import stateful
+    from realtime.tests.test_signalr_stateful import stored
+
+    url = f"{NEGOTIATE}?negotiateVersion=1&useStatefulReconnect=true"
+    body = Client().post(url, HTTP_AUTHORIZATION=f"Bearer {token_for(users['alice'])}").json()
+    assert body["useStatefulReconnect"] is True
+    assert signalr.read_connection_token(body["connectionToken"]) == (body["connectionId"], True)
+    assert stored(body["connectionId"])["state"] == stateful.NEGOTIATED
+    assert stored(body["connectionId"])["user"] == str(users["alice"].pk)
+
+
+@pytest.mark.parametrize(
+    ("query", "window"),
+    [
+        ("negotiateVersion=1", 120),  # not asked
+        ("negotiateVersion=1&useStatefulReconnect=false", 120),
+        ("useStatefulReconnect=true", 120),  # version 0: the id is the token, and there is no stateful reconnect
+        ("negotiateVersion=1&useStatefulReconnect=true", 0),  # turned off
+    ],
+)
+def test_negotiate_does_not_offer_stateful_reconnect_otherwise(users, settings, query, window):
+    settings.SIGNALR_RECONNECT_WINDOW_SECONDS = window
+    body = Client().post(f"{NEGOTIATE}?{query}", HTTP_AUTHORIZATION=f"Bearer {token_for(users['alice'])}").json()
+    assert "useStatefulReconnect" not in body
+    token = body.get("connectionToken", body["connectionId"])
+    assert signalr.read_connection_token(token)[1] is False
+
+
+def test_a_plain_token_expires_and_a_stateful_one_lives_with_its_session(monkeypatch):
+    import time
+
+    plain, kept = connection_token("abc"), connection_token("abc", stateful=True)
+    assert signalr.read_connection_token(plain) == ("abc", False)
+    assert signalr.read_connection_token(kept) == ("abc", True)
+    later = time.time() + signalr.CONNECTION_TOKEN_MAX_AGE + 1
+    monkeypatch.setattr(time, "time", lambda: later)
+    assert signalr.read_connection_token(plain) is None
+    assert signalr.read_connection_token(kept) == ("abc", True)  # the consumer then asks for its session
+    assert signalr.read_connection_token(kept[:-1] + ("A" if kept[-1] != "A" else "B")) is None
+
+
 @pytest.mark.parametrize(
     ("query", "answered"),
     [("negotiateVersion=0", 0), ("negotiateVersion=2", 1), ("NegotiateVersion=1", 1), ("negotiateVersion=99", 1)],

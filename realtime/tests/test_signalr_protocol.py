@@ -49,7 +49,8 @@ def test_a_valid_record_is_parsed_as_sent():
         ({"protocol": "messagepack", "version": 1}, None),
         ({"protocol": "messagepack", "version": 2}, None),
         ({"protocol": "messagepack", "version": 3}, "version 3 of the 'messagepack' protocol"),
-        ({"protocol": "json", "version": 2}, "version 2 of the 'json' protocol"),
+        ({"protocol": "json", "version": 2}, None),  # what @microsoft/signalr 8+ asks for with stateful reconnect
+        ({"protocol": "json", "version": 3}, "version 3 of the 'json' protocol; it supports versions 0, 1 and 2"),
         ({"protocol": "json", "version": "1"}, '"version" must be an integer'),
         ({"protocol": "xml", "version": 1}, "The protocol 'xml' is not supported"),
         ({"version": 1}, "Invalid handshake"),
@@ -162,6 +163,8 @@ def test_every_server_message_packs_as_the_specification_says():
     assert body(pack({"type": 3, "invocationId": "7", "error": "No."})) == [3, {}, "7", 1, "No."]
     assert body(pack({"type": 6})) == [6]
     assert body(pack({"type": 7, "error": "Bye.", "allowReconnect": True})) == [7, "Bye.", True]
+    assert body(pack({"type": 8, "sequenceId": 12})) == [8, 12]  # Ack
+    assert body(pack({"type": 9, "sequenceId": 1})) == [9, 1]  # Sequence
     surrogate = pack({"type": 1, "target": "T", "arguments": ["\ud800", 2**70]})
     assert msgpack.unpackb(surrogate[1:], raw=False, unicode_errors="surrogatepass")[4] == ["\ud800", str(2**70)]
     both = json_records_to_messagepack(record({"type": 6}) + record({"type": 3, "invocationId": "1"}))
@@ -189,6 +192,32 @@ def test_client_messages_unpack_into_the_json_protocols_shapes():
     ]
     assert unpack(frame([7, None])) == [{"type": 7, "error": None}]
     assert unpack(frame([8, 3])) == [{"type": 8, "sequenceId": 3}]
+    assert unpack(frame([9, 1], [8, 0])) == [{"type": 9, "sequenceId": 1}, {"type": 8, "sequenceId": 0}]
+
+
+def test_ack_and_sequence_records_in_json():
+    assert parse('{"type":8,"sequenceId":5}') == {"type": 8, "sequenceId": 5}
+    assert parse('{"type":9,"sequenceId":1}') == {"type": 9, "sequenceId": 1}
+    assert record({"type": 9, "sequenceId": 3}) == '{"type":9,"sequenceId":3}' + RS
+
+
+@pytest.mark.parametrize(
+    "text", ['{"type":8}', '{"type":8,"sequenceId":"5"}', '{"type":9,"sequenceId":-1}', '{"type":9,"sequenceId":true}']
+)
+def test_an_ack_or_sequence_without_a_proper_id_is_an_invalid_record(text):
+    with pytest.raises(InvalidRecord, match="sequenceId"):
+        parse(text)
+
+
+@pytest.mark.parametrize("items", [[8], [9, "1"], [8, -2], [9, True]])
+def test_an_ack_or_sequence_without_a_proper_id_is_invalid_messagepack(items):
+    import msgpack
+
+    from realtime.signalr.protocol import unpack, varint
+
+    data = msgpack.packb(items)
+    with pytest.raises(InvalidRecord, match="sequence"):
+        unpack(varint(len(data)) + data)
 
 
 @pytest.mark.parametrize(

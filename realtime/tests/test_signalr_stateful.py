@@ -1,0 +1,242 @@
+"""SignalR stateful reconnect (realtime/signalr/stateful.py, docs/SIGNALR.md) over the real ASGI app and
+the real Redis: what a client sees on the wire when its socket drops and it comes back with its token.
+
+The client's rules, from @microsoft/signalr's MessageBuffer: it numbers the Invocation, StreamItem,
+Completion, StreamInvocation and CancelInvocation messages it receives (1, 2, ...); after a
+reconnect it waits for the server's Sequence(N), takes the next message as number N, and drops
+every number it has already seen. So the server must send again exactly what followed the last
+Ack, in the same order, and only then anything new.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+
+from campaigns.tests.factories import CampaignFactory
+from eventlog.publisher import publish, publish_transient
+from marketing_agents import redisconf
+from realtime.signalr import stateful
+from realtime.signalr.http import connection_token, new_connection_id
+from realtime.signalr.protocol import RS
+from realtime.tests.hubs import PATH, Hub, db, invoke, rec, token_for
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+CONTROL = (6, 8)  # Ping and Ack: not numbered, not sent again
+
+
+def new_session(user) -> tuple[str, str]:
+    """What negotiate does for a client that asks for stateful reconnect: the session and its URL."""
+    session_id = new_connection_id()
+    assert stateful.create(session_id, user.pk)
+    return session_id, f"{PATH}?id={connection_token(session_id, stateful=True)}&access_token={token_for(user)}"
+
+
+def stored(session_id: str) -> dict[str, str]:
+    client = redisconf.client(redisconf.current())
+    try:
+        return {k.decode(): v.decode() for k, v in client.hgetall(stateful.KEY.format(session_id)).items()}
+    finally:
+        client.close()
+
+
+async def until_stored(session_id: str, field: str, value: str, timeout: float = 5) -> None:
+    """Bounded polling: the session's writer stores what it sent a moment after sending it."""
+    deadline = time.monotonic() + timeout
+    while (await db(stored)(session_id)).get(field) != value:
+        assert time.monotonic() < deadline, f"{field} never became {value}: {await db(stored)(session_id)}"
+        await asyncio.sleep(0.02)
+
+
+async def numbered(connection: Hub, count: int) -> list[dict[str, Any]]:
+    """The next ``count`` numbered messages (Pings and Acks skipped)."""
+    out = []
+    while len(out) < count:
+        message = await connection.next()
+        assert message.get("type") != "websocket.close", out
+        if message.get("type") not in CONTROL:
+            out.append(message)
+    return out
+
+
+async def started(hub, user, path: str, version: int = 2) -> Hub:
+    connection = await hub(user, path=path, handshake=False)
+    await connection.send(rec({"protocol": "json", "version": version}))
+    assert await connection.next() == {}
+    return connection
+
+
+async def events(campaign, first: int, last: int) -> None:
+    for number in range(first, last + 1):
+        await db(publish)(campaign, "step.completed", {"n": number})
+
+
+def sequences(messages: list[dict[str, Any]]) -> list[int]:
+    return [m["arguments"][0]["sequence"] for m in messages if m.get("target") == "ReceiveOrchestrationEvent"]
+
+
+async def test_a_dropped_connection_gets_what_it_had_not_acknowledged_then_what_it_missed(hub, users):
+    alice = users["alice"]
+    campaign = await db(CampaignFactory)(owner=alice)
+    session_id, path = await db(new_session)(alice)
+    first = await started(hub, alice, path)
+    completion = await first.call("SubscribeToCampaign", campaign.public_id)  # message 1
+    assert completion == {"type": 3, "invocationId": "1"}
+    await events(campaign, 1, 4)
+    received = await numbered(first, 4)  # messages 2-5
+    assert sequences(received) == [1, 2, 3, 4]
+    await first.send(rec({"type": 8, "sequenceId": 3}))  # the client has handled 1-3
+    await until_stored(session_id, "base", "4")
+    await first.comm.disconnect()
+    await until_stored(session_id, "owner", "")
+    await events(campaign, 5, 6)  # while nobody is connected
+
+    second = await hub(alice, path=path, handshake=False)  # no handshake: the same connection, resumed
+    assert await second.next() == {"type": 9, "sequenceId": 4}
+    again = await numbered(second, 2)  # 4 and 5 were not acknowledged: sent again, in order
+    assert sequences(again) == [3, 4] and all(m["arguments"][0]["replayed"] for m in again)
+    assert sequences(await numbered(second, 2)) == [5, 6]  # then what happened meanwhile, from the log
+    await events(campaign, 7, 7)
+    live = await numbered(second, 1)
+    assert sequences(live) == [7] and "replayed" not in live[0]["arguments"][0]
+    assert await second.quiet()
+
+
+async def test_the_clients_own_messages_are_not_handled_twice(hub, users):
+    alice = users["alice"]
+    campaign = await db(CampaignFactory)(owner=alice)
+    session_id, path = await db(new_session)(alice)
+    first = await started(hub, alice, path)
+    await first.send(invoke("SubscribeToCampaign", campaign.public_id, invocation_id="1"))
+    assert await first.next() == {"type": 3, "invocationId": "1"}
+    assert await first.next() == {"type": 8, "sequenceId": 1}  # handled, and stored as handled
+    assert (await db(stored)(session_id))["received"] == "1"
+    await first.comm.disconnect()
+
+    second = await hub(alice, path=path, handshake=False)
+    assert await second.next() == {"type": 9, "sequenceId": 1}  # the client never acknowledged the Completion
+    assert await second.next() == {"type": 3, "invocationId": "1"}
+    # The client missed the server's Ack: it sends its invocation again after its own Sequence.
+    await second.send(
+        rec({"type": 9, "sequenceId": 1}) + invoke("SubscribeToCampaign", campaign.public_id, invocation_id="1")
+    )
+    await second.send(invoke("GetCampaignSnapshot", campaign.public_id, invocation_id="2"))
+    answer = await numbered(second, 2)
+    assert answer[0]["target"] == "ReceiveCampaignSnapshot" and answer[1]["invocationId"] == "2"
+    assert await second.next() == {"type": 8, "sequenceId": 2}
+    assert await second.quiet()  # no second answer to invocation 1
+
+
+async def test_transient_chunks_not_acknowledged_are_sent_again(hub, users):
+    alice = users["alice"]
+    campaign = await db(CampaignFactory)(owner=alice)
+    session_id, path = await db(new_session)(alice)
+    first = await started(hub, alice, path)
+    await first.call("JoinCampaignGroup", campaign.public_id)
+    await db(publish)(campaign, "campaign.started", {"run_id": "run_x", "plan": []})
+    chunk = {"run_id": "run_x", "artifact_type": "Copy", "chunk": "Bottles ", "chunk_index": 0, "is_complete": False}
+    await db(publish_transient)(campaign, "artifact.chunk", chunk)
+    sent = await numbered(first, 2)
+    assert [m["target"] for m in sent] == ["OnCampaignStarted", "OnChunkReceived"]
+    await first.comm.disconnect()
+
+    second = await hub(alice, path=path, handshake=False)
+    assert await second.next() == {"type": 9, "sequenceId": 1}
+    assert await numbered(second, 3) == [{"type": 3, "invocationId": "1"}, *sent]
+
+
+async def test_a_second_socket_with_the_token_takes_the_session_and_the_first_is_closed(hub, users):
+    alice = users["alice"]
+    campaign = await db(CampaignFactory)(owner=alice)
+    session_id, path = await db(new_session)(alice)
+    first = await started(hub, alice, path)
+    await first.call("SubscribeToCampaign", campaign.public_id)
+    # The client gave up on a socket the server still thinks open (a half-open TCP connection).
+    second = await hub(alice, path=path, handshake=False)
+    assert await second.next() == {"type": 9, "sequenceId": 1}
+    assert await numbered(second, 1) == [{"type": 3, "invocationId": "1"}]
+    closed = await first.next()
+    while closed.get("type") != "websocket.close":
+        closed = await first.next()
+    assert closed["code"] == 1001  # a bare close: a Close message would end the session
+    await events(campaign, 1, 1)
+    assert sequences(await numbered(second, 1)) == [1]
+    assert (await db(stored)(session_id))["epoch"] == "2"
+
+
+async def test_a_close_message_ends_the_session(hub, users):
+    alice = users["alice"]
+    session_id, path = await db(new_session)(alice)
+    first = await started(hub, alice, path)
+    await first.send(rec({"type": 7}))
+    assert (await first.next())["type"] == "websocket.close"
+    assert await db(stored)(session_id) == {}
+
+
+@pytest.mark.parametrize("who", ["bob", "nobody"])
+async def test_a_resume_by_anyone_else_is_refused_before_the_websocket_opens(hub, users, who):
+    from channels.testing import WebsocketCommunicator
+
+    from marketing_agents.asgi import application
+
+    alice = users["alice"]
+    session_id, path = await db(new_session)(alice)
+    first = await started(hub, alice, path)
+    await first.comm.disconnect()
+    token = connection_token(session_id, stateful=True)
+    stolen = f"{PATH}?id={token}" + (f"&access_token={token_for(users['bob'])}" if who == "bob" else "")
+    connected, _ = await WebsocketCommunicator(application, stolen).connect(timeout=5)
+    assert not connected
+    assert (await db(stored)(session_id))["epoch"] == "1", "the session is untouched"
+
+
+async def test_a_session_that_is_gone_is_refused_so_the_client_starts_afresh(hub, users):
+    from channels.testing import WebsocketCommunicator
+
+    from marketing_agents.asgi import application
+
+    alice = users["alice"]
+    session_id = new_connection_id()  # a stateful token whose session expired (or was never made)
+    path = f"{PATH}?id={connection_token(session_id, stateful=True)}&access_token={token_for(alice)}"
+    connected, _ = await WebsocketCommunicator(application, path).connect(timeout=5)
+    assert not connected
+
+
+async def test_a_version_1_handshake_is_not_stateful(hub, users):
+    alice = users["alice"]
+    campaign = await db(CampaignFactory)(owner=alice)
+    session_id, path = await db(new_session)(alice)
+    first = await started(hub, alice, path, version=1)
+    assert await first.call("SubscribeToCampaign", campaign.public_id) == {"type": 3, "invocationId": "1"}
+    assert await first.quiet()  # no Ack
+    assert await db(stored)(session_id) == {}
+
+
+async def test_messagepack_sessions_resume_in_messagepack(hub, users):
+    from realtime.signalr.protocol import pack, unpack
+
+    alice = users["alice"]
+    campaign = await db(CampaignFactory)(owner=alice)
+    session_id, path = await db(new_session)(alice)
+    first = await hub(alice, path=path, handshake=False)
+    await first.comm.send_input({"type": "websocket.receive", "text": '{"protocol":"messagepack","version":2}' + RS})
+    assert (await first.comm.receive_output(5))["text"] == "{}" + RS
+    join = pack({"type": 1, "invocationId": "1", "target": "SubscribeToCampaign", "arguments": [campaign.public_id]})
+    await first.comm.send_input({"type": "websocket.receive", "bytes": join})
+    assert unpack((await first.comm.receive_output(5))["bytes"])[0] == {"type": 3, "invocationId": "1"}
+    await events(campaign, 1, 1)
+    await until_stored(session_id, "protocol", "messagepack")
+    await first.comm.disconnect()
+
+    second = await hub(alice, path=path, handshake=False)
+    seen: list[dict[str, Any]] = []
+    while len([m for m in seen if m["type"] not in CONTROL]) < 3:
+        seen += unpack((await second.comm.receive_output(5))["bytes"])
+    seen = [m for m in seen if m["type"] != 6]
+    assert seen[:2] == [{"type": 9, "sequenceId": 1}, {"type": 3, "invocationId": "1"}]
+    assert [m["target"] for m in seen[2:]] == ["ReceiveOrchestrationEvent"]
+    assert seen[2]["arguments"][0]["sequence"] == 1
