@@ -43,7 +43,12 @@ from campaigns.tests.factories import PASSWORD
 from deploy.local import services
 from deploy.tests.netns import Host, Sandbox, why_namespaces_cannot_be_made
 from marketing_agents.tests.processes import E2E_ENV, until
-from realtime.tests.test_signalr_client import NodeClient, _node_and_the_signalr_client  # noqa: F401
+from realtime.tests.test_signalr_client import (  # noqa: F401
+    NodeClient,
+    _node_and_the_signalr_client,
+    assert_resumed_statefully,
+    events_in,
+)
 
 BASE_DIR = Path(__file__).resolve().parents[2]
 PROCFILE = BASE_DIR / "deploy" / "Procfile"
@@ -418,6 +423,14 @@ def signalr_client(cluster: Cluster, campaign) -> NodeClient:
     return campaign.clients[-1]
 
 
+def stateful_client(cluster: Cluster, campaign, protocol: str = "json") -> NodeClient:
+    """``@microsoft/signalr`` with stateful reconnect (hub_client.mjs ``stateful``) through the balancer."""
+    server, user = SimpleNamespace(url=cluster.url), SimpleNamespace(username="alice")
+    client = NodeClient("stateful", server, user, SimpleNamespace(public_id=campaign.id), HUB_PROTOCOL=protocol)
+    campaign.clients.append(client)
+    return client
+
+
 def signalr_sequences(client: NodeClient) -> list[int]:
     return [line["sequence"] for line in client.seen if line["event"] == "ReceiveOrchestrationEvent"]
 
@@ -451,7 +464,10 @@ async def test_a_web_host_dies_mid_run_and_every_client_resumes_through_the_bala
                 await asyncio.wait_for(native.connected.wait(), TIMEOUT)
             hub = signalr_client(cluster, campaign)
             await in_thread(hub.expect, "subscribed")
-            assert cluster.servers()["web1"]["scur"] == "3", cluster.servers()["web1"]  # WebSocket, SSE, SignalR
+            kept = stateful_client(cluster, campaign)  # stateful reconnect: no onreconnected, no resubscribe
+            await in_thread(kept.expect, "subscribed")
+            # WebSocket, SSE, SignalR, SignalR with stateful reconnect
+            assert cluster.servers()["web1"]["scur"] == "4", cluster.servers()["web1"]
             cluster.admin("set server web/web2 state ready")
             cluster.wait_up("web2")
 
@@ -463,6 +479,7 @@ async def test_a_web_host_dies_mid_run_and_every_client_resumes_through_the_bala
             for native in natives:
                 await native.finish()
             await in_thread(hub.expect, "failover_finished", 90)
+            await in_thread(kept.finish, 90)
             log = await logged_sequences(campaign.api, campaign.id)
             back = max(native.subscribed_at[1] - powered_off for native in natives)
             print(f"\nweb1 powered off at sequence {killed_at} of {len(log)}; clients resumed in {back:.1f} s", end=" ")
@@ -473,6 +490,7 @@ async def test_a_web_host_dies_mid_run_and_every_client_resumes_through_the_bala
                 assert native.closes, "its connection to web1 was cut"
             assert signalr_sequences(hub) == log
             assert [line for line in hub.seen if line["event"] == "disconnected"], "the SignalR client was moved too"
+            assert_resumed_statefully(kept.seen, log, sockets=2)  # its session taken over from the dead web1
             assert cluster.status("web1") == "DOWN"
 
 
@@ -485,6 +503,8 @@ async def test_a_rolling_restart_of_every_web_process_loses_no_event(cluster):
                 await asyncio.wait_for(native.connected.wait(), TIMEOUT)
             hub = signalr_client(cluster, campaign)
             await in_thread(hub.expect, "subscribed")
+            kept = stateful_client(cluster, campaign, "messagepack")
+            await in_thread(kept.expect, "subscribed")
             await start_run(campaign)
             await under_way(natives)
 
@@ -502,6 +522,7 @@ async def test_a_rolling_restart_of_every_web_process_loses_no_event(cluster):
             for native in natives:
                 await native.finish()
             await in_thread(hub.expect, "failover_finished", 90)
+            await in_thread(kept.finish, 90)
             log = await logged_sequences(campaign.api, campaign.id)
             print(f"\nevery web process restarted by sequence {restarted_at} of {len(log)}", end=" ")
             assert restarted_at < len(log), "the rolling restart ended before the run did"
@@ -511,6 +532,10 @@ async def test_a_rolling_restart_of_every_web_process_loses_no_event(cluster):
                 assert 1001 in native.closes, f"told to go away (1001), not dropped: {native.closes}"
             assert signalr_sequences(hub) == log
             assert [line for line in hub.seen if line["event"] == "disconnected"], "the SignalR client was moved too"
+            # Closed with its session kept by each process that stopped: resumed on the other, twice at most.
+            sockets = len(events_in(kept.seen, "socket_opened"))
+            assert sockets >= 2
+            assert_resumed_statefully(kept.seen, log, sockets=sockets)
 
 
 async def test_reloading_the_balancer_keeps_the_sockets_it_has(cluster):

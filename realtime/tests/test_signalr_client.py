@@ -40,7 +40,7 @@ def _node_and_the_signalr_client():
 class NodeClient:
     """hub_client.mjs in a subprocess; its JSON lines are read as they come."""
 
-    def __init__(self, scenario: str, server, user, campaign, other_campaign=None) -> None:
+    def __init__(self, scenario: str, server, user, campaign, other_campaign=None, **extra_env: str) -> None:
         env = {
             **os.environ,
             "BASE_URL": server.url,
@@ -48,6 +48,7 @@ class NodeClient:
             "HUB_PASSWORD": PASSWORD,
             "CAMPAIGN_ID": campaign.public_id,
             "OTHER_CAMPAIGN_ID": other_campaign.public_id if other_campaign else "",
+            **extra_env,
         }
         self.process = subprocess.Popen(
             ["node", str(SCRIPT), scenario],
@@ -333,3 +334,54 @@ def test_messagepack_through_a_whole_run_with_both_method_families(start_web, st
     assert copy_text == next(a["content"] for a in artifacts if a["type"] == "Copy")
     assert len(events_in(seen, "OnComplianceCheckCompleted")) == 1
     assert events_in(seen, "OnCampaignCompleted")[0]["campaignId"] == campaign.public_id
+
+
+def drop_sockets(server) -> None:
+    """The server's side of every connection to it destroyed by the kernel (``ss -K``): the client
+    sees its WebSocket reset mid-stream, as when a proxy or the network cuts it; the server, a
+    connection lost."""
+    result = subprocess.run(
+        ["ss", "-K", "-t", "state", "established", "sport", "=", f":{server.port}"],
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )
+    assert result.returncode == 0, result.stderr
+    assert f":{server.port} " in result.stdout, f"no connection was cut: {result.stdout!r} {result.stderr!r}"
+
+
+@pytest.mark.parametrize("protocol", ["json", "messagepack"])
+def test_stateful_reconnect_carries_on_after_the_socket_is_cut_without_onreconnected(
+    start_web, start_worker, node_clients, protocol
+):
+    """withStatefulReconnect(): the socket is cut mid-run; the client opens a new one with the same
+    connection token by itself and the server resumes it (no handshake, no re-subscribe): no
+    onreconnecting or onreconnected, the same connection id, and every durable event exactly once."""
+    server = start_web()
+    start_worker(AGENT_CHUNK_DELAY_MS="15")
+    alice, campaign, _ = make_users_and_campaigns()
+    client = node_clients("stateful", server, alice, campaign, HUB_PROTOCOL=protocol, START_RUN="1")
+    assert client.expect("connected")["protocol"] == protocol
+    while (client.expect("ReceiveOrchestrationEvent")["sequence"] or 0) < 4:
+        pass
+    drop_sockets(server)
+    cut_after = max(line["sequence"] or 0 for line in events_in(client.seen, "ReceiveOrchestrationEvent"))
+    client.expect("stateful_finished", 120)
+    seen = client.finish()
+
+    log = log_sequences(campaign)
+    assert cut_after < len(log), "the socket was cut while the run was still going"
+    assert_resumed_statefully(seen, log, sockets=2)
+    assert "resumed session" in server.log_path.read_text()
+
+
+def assert_resumed_statefully(seen: list[dict[str, Any]], log: list[int], *, sockets: int) -> None:
+    """What the ``stateful`` scenario saw: every durable event once, in order, on one connection
+    (the same id) over ``sockets`` sockets, and never a reconnect of the HubConnection itself."""
+    connected, finished = events_in(seen, "connected")[0], events_in(seen, "stateful_finished")[0]
+    durable = [line["sequence"] for line in events_in(seen, "ReceiveOrchestrationEvent") if line["sequence"]]
+    assert durable == log, "every durable event once, in order"
+    assert finished["sockets"] == sockets == len(events_in(seen, "socket_opened")), "new sockets, one connection"
+    assert finished["connectionId"] == connected["connectionId"] and finished["state"] == "completed"
+    before_stop = seen[: seen.index(finished)]
+    assert not [line for line in before_stop if line["event"] in ("reconnecting", "reconnected", "closed")]

@@ -367,7 +367,53 @@ async function msgpack() {
   await family.stop();
 }
 
-const scenarios = { "realtime-api": realtimeApi, task012, reconnect, refusals, failover, account, msgpack };
+// Stateful reconnect (withStatefulReconnect): the test cuts the socket mid-run (on the server's side,
+// or by taking its web process away); the client opens a new socket with the same connection token
+// by itself. No onreconnecting/onreconnected (those belong to withAutomaticReconnect, configured too,
+// as the fallback it is), and every durable event arrives once. HUB_PROTOCOL=messagepack for MessagePack;
+// START_RUN=1 starts the run once subscribed (else the test does).
+async function stateful() {
+  const token = await getToken();
+  let sockets = 0;
+  class CountingWebSocket extends WebSocket {
+    constructor(...args) {
+      super(...args);
+      sockets += 1;
+      out({ event: "socket_opened", count: sockets });
+    }
+  }
+  let builder = new signalR.HubConnectionBuilder()
+    .withUrl(HUB_URL, {
+      accessTokenFactory: () => token,
+      WebSocket: CountingWebSocket,
+      transport: signalR.HttpTransportType.WebSockets,
+    })
+    .withStatefulReconnect()
+    .withAutomaticReconnect()
+    .configureLogging(logger);
+  if (process.env.HUB_PROTOCOL === "messagepack") builder = builder.withHubProtocol(new MessagePackHubProtocol());
+  const connection = builder.build();
+  let completed = false;
+  connection.onreconnecting((error) => out({ event: "reconnecting", error: String(error) }));
+  connection.onreconnected((id) => out({ event: "reconnected", connectionId: id }));
+  connection.onclose((error) => out({ event: "closed", error: String(error) }));
+  connection.on("ReceiveOrchestrationEvent", (evt) => {
+    out({ event: "ReceiveOrchestrationEvent", sequence: evt.sequence ?? null, name: evt.event });
+    if (evt.event === "campaign.completed") completed = true;
+  });
+  await connection.start();
+  out({ event: "connected", connectionId: connection.connectionId, protocol: connection._protocol.name });
+  await connection.invoke("SubscribeToCampaign", CAMPAIGN_ID);
+  out({ event: "subscribed" });
+  if (process.env.START_RUN === "1") out({ event: "run_started", runId: await startRun(token) });
+  await waitFor(() => completed, "campaign.completed", 120000);
+  // The same connection still answers (its invocation ids and acks carried on across the socket change).
+  const snapshot = await connection.invoke("GetCampaignSnapshot", CAMPAIGN_ID);
+  out({ event: "stateful_finished", connectionId: connection.connectionId, sockets, state: snapshot.currentState });
+  await connection.stop();
+}
+
+const scenarios = { "realtime-api": realtimeApi, task012, reconnect, refusals, failover, account, msgpack, stateful };
 const scenario = scenarios[process.argv[2]];
 if (!scenario) {
   console.error(`unknown scenario ${process.argv[2]}; one of ${Object.keys(scenarios).join(", ")}`);
