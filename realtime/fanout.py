@@ -49,6 +49,9 @@ class FanOut:
         self.process_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.subscriptions: dict[str, set[Subscription]] = defaultdict(set)
         self.connections: set[Connection] = set()
+        # The local connections of each SignalR stateful session (the one that holds it, and one
+        # it was taken from until that closes), by session id.
+        self.sessions: dict[str, set[Connection]] = defaultdict(set)
         self.congested: set[Connection] = set()
         self.channel: str | None = None
         self._tasks: list[asyncio.Task] = []
@@ -217,9 +220,8 @@ class FanOut:
                 await connection.push_notice(message)
         elif message.get("type") == "signalr.release":
             # A SignalR session resumed on another connection (realtime.signalr.stateful): its old one goes.
-            for connection in list(self.connections):
-                if getattr(connection, "session_id", None) == message["session"]:
-                    await connection.release(message["epoch"])
+            for connection in list(self.sessions.get(message["session"], ())):
+                await connection.release(message["epoch"])
 
     async def _fan_out(self, message: dict[str, Any]) -> None:
         # "log" names the group; a message from a publisher of the previous release (during a rolling

@@ -17,6 +17,7 @@ from campaigns.tests.factories import CampaignFactory, UserFactory
 from eventlog.models import CampaignEvent
 from marketing_agents.tests.processes import RedisServer
 from orchestration.models import Artifact, OrchestrationRun
+from realtime.tests.test_signalr_client import node_clients  # noqa: F401 (a fixture)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -208,4 +209,40 @@ async def test_a_socket_opened_while_redis_is_down_is_served_from_the_log(start_
         await ws.close()
     finally:
         channel_layers.backends.clear()
+    assert "Traceback" not in server.log(), server.log()[-3000:]
+
+
+@pytest.mark.parametrize("persistent", [False, True], ids=["restarted-empty", "restarted-with-its-data"])
+def test_a_stateful_signalr_client_rides_out_a_redis_restart_then_a_cut_socket(
+    start_web,
+    start_worker,
+    redis_server,
+    node_clients,  # noqa: F811 (the fixture imported above)
+    persistent,
+):
+    """@microsoft/signalr with withStatefulReconnect(): its session lives in Redis. Redis restarts
+    mid-run (empty: the web process writes the session again from what it holds), then the socket is
+    cut; the client carries on with no onreconnected and every durable event once."""
+    from realtime.tests.test_signalr_client import assert_resumed_statefully, drop_sockets, log_sequences
+
+    redis = redis_server(persistent=persistent)
+    server = start_web(REDIS_URL=redis.url)
+    start_worker(REDIS_URL=redis.url, AGENT_CHUNK_DELAY_MS="30")
+    alice = UserFactory(username="alice")
+    campaign = CampaignFactory(owner=alice)
+    client = node_clients("stateful", server, alice, campaign, START_RUN="1")
+    while (client.expect("ReceiveOrchestrationEvent")["sequence"] or 0) < 4:
+        pass
+    redis.restart_after(down_for=1.0)
+    back = max(line["sequence"] or 0 for line in client.seen if line["event"] == "ReceiveOrchestrationEvent")
+    while (client.expect("ReceiveOrchestrationEvent", 60)["sequence"] or 0) < back + 2:
+        pass  # events flow again (through the session, written again if Redis came back empty)
+    drop_sockets(server)
+    logged_at_cut = len(log_sequences(campaign))
+    client.expect("stateful_finished", 120)
+    seen = client.finish()
+    log = log_sequences(campaign)
+    assert logged_at_cut < len(log), "the socket was cut while the run was still going"
+    assert_resumed_statefully(seen, log, sockets=2)
+    assert ("gone from Redis; written again" in server.log()) is not persistent
     assert "Traceback" not in server.log(), server.log()[-3000:]

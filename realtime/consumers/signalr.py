@@ -139,6 +139,10 @@ class SignalRHubConsumer(RealtimeSession):
         if self._pinger is not None:
             self._pinger.cancel()
         if self.session is not None:  # before the subscriptions go: the session keeps them
+            held = self.fanout.sessions.get(self.session_id, set())
+            held.discard(self)
+            if not held:
+                self.fanout.sessions.pop(self.session_id, None)
             await self.session.detach()
         await super().websocket_disconnect(message)
 
@@ -148,8 +152,8 @@ class SignalRHubConsumer(RealtimeSession):
         stateful connection gets no Close message: its session is kept and the socket closed, so the
         client reconnects with it (to another process) and misses nothing."""
         if self.session is not None and not self.session.ended and not self._closed:
-            await self.session.flush(FLUSH_SECONDS)
-            await self.session.detach()
+            # Everything the client got is journaled already (messages still queued are not, and are
+            # not needed: durable events come again from the log): no Redis trip per socket here.
             self.closing = True
             await self.close(CLOSE_GOING_AWAY)
         elif self.handshake_done and not self._closed:
@@ -177,7 +181,10 @@ class SignalRHubConsumer(RealtimeSession):
             await self.session.flush(FLUSH_SECONDS)
             await self.session.end()
         elif self._taken is not None and self.session_id is not None:
-            await stateful.end(self.session_id, self._taken.epoch)
+            try:
+                await stateful.end(self.session_id, self._taken.epoch)
+            except Exception as exc:  # it expires on its own
+                logger.info("signalr %s: session not ended in Redis (%s)", self.connection_id, type(exc).__name__)
 
     # --- writing --------------------------------------------------------------------------------------------
 
@@ -204,9 +211,16 @@ class SignalRHubConsumer(RealtimeSession):
         await super().write(text)
 
     def buffered_bytes(self) -> int:
-        """What waits in the transport, and on a stateful connection what waits for its journal."""
+        """What waits in the transport, and on a stateful connection what waits for its journal; a
+        stateful client with more than SIGNALR_UNACKED_LIMIT messages unacknowledged counts as a full
+        buffer: it is behind (realtime.connection's slow-client policy), and its journal stays bounded."""
         waiting = super().buffered_bytes()
-        return waiting + self.session.pending_bytes if self.session is not None else waiting
+        session = self.session
+        if session is None:
+            return waiting
+        if session.unacknowledged() > settings.SIGNALR_UNACKED_LIMIT:
+            waiting += settings.WS_OUTBOUND_BUFFER_BYTES + 1
+        return waiting + session.pending_bytes
 
     async def _ping_loop(self) -> None:
         """A Ping whenever nothing else was sent for WS_PING_INTERVAL_SECONDS (the client gives up after 30 s)."""
@@ -216,7 +230,10 @@ class SignalRHubConsumer(RealtimeSession):
             if wait > 0:
                 await asyncio.sleep(wait)
                 continue
-            await self.write(record({"type": PING}), counted=False)
+            # Straight to the socket even on a stateful connection: a ping is never journaled, and must
+            # not wait behind a journal that Redis cannot take (the client gives up after 30 s of silence).
+            self.last_write = time.monotonic()
+            await self.send_now(record({"type": PING}))
 
     # --- rendering (overrides of realtime.connection) ---------------------------------------------------------
 
@@ -361,9 +378,11 @@ class SignalRHubConsumer(RealtimeSession):
         return found[1]
 
     def start_stateful(self, taken: stateful.Taken, fields: dict[str, Any] | None = None) -> None:
+        self.fanout.sessions[self.session_id].add(self)
         self.session = stateful.StatefulSession(
             self.session_id,
             taken,
+            user_id=self.user.pk,
             deliver=self.send_now,
             lost=self.session_lost,
             subscriptions=self.stored_subscriptions,
@@ -391,11 +410,10 @@ class SignalRHubConsumer(RealtimeSession):
             await self.end_session()
             await self.close()
             return
-        self.handshake_done = True
         self.binary = taken.protocol == "messagepack"
-        if not await self.start_session():
-            await self.end_session()
+        if not await self.start_session():  # the process is stopping: the next one resumes the session
             return
+        self.handshake_done = True
         logger.info(
             "signalr %s resumed session %s: %d message(s) sent again, %d subscription(s)",
             self.connection_id,
@@ -524,41 +542,60 @@ class SignalRHubConsumer(RealtimeSession):
         if not self.user or not self.user.is_authenticated:
             return
         session = self.session
-        received = session.received if session is not None else 0
+        numbered = False
         try:
             for message in messages:
                 if self._closed:
                     return
-                await self.handle_one(message, session)
+                numbered = await self.handle_one(message, session) or numbered
         finally:
-            if session is not None and not session.ended and session.received != received:
-                # After the answers, and journaled with them: what the client may stop keeping.
-                await self.write(record({"type": ACK, "sequenceId": session.received}), counted=False)
+            if numbered and session is not None and not session.ended:
+                # After the answers, and journaled with them: what the client may stop keeping
+                # (also for a frame of messages seen before a reconnect, which it still keeps).
+                await self.write(record({"type": ACK, "sequenceId": session.handled}), counted=False)
                 session.changed()
 
-    async def handle_one(self, message: dict[str, Any], session: stateful.StatefulSession | None) -> None:
+    async def handle_one(self, message: dict[str, Any], session: stateful.StatefulSession | None) -> bool:
+        """Handle one message; True if it was one of the client's numbered ones (stateful reconnect)."""
         allowed = await self.check_rate()
-        if session is not None and not await self.stateful_message(session, message):
-            return
-        if not allowed:
-            if message["type"] in (INVOCATION, STREAM_INVOCATION) and message.get("invocationId") is not None:
-                self.invocation = Invocation(message["invocationId"])
-                await self.complete(error=ClientError("rate_limited").message)
-                self.invocation = None
-            return
-        await self.handle(message)
+        kind, number = message["type"], None
+        if session is not None:
+            if kind == ACK:
+                await self.client_ack(session, message["sequenceId"])
+                return False
+            if kind == SEQUENCE:
+                if not session.client_sequence(message["sequenceId"]):
+                    await self.close_with("Sequence ID greater than amount of messages we've received.")
+                return False
+            if kind in SEQUENCED:
+                number = session.client_message()
+                if number is None:
+                    return True  # handled before the reconnect: not again
+        try:
+            if not allowed:
+                if kind in (INVOCATION, STREAM_INVOCATION) and message.get("invocationId") is not None:
+                    self.invocation = Invocation(message["invocationId"])
+                    await self.complete(error=ClientError("rate_limited").message)
+                    self.invocation = None
+                return number is not None
+            await self.handle(message)
+        finally:
+            if number is not None:
+                session.handled_through(number)
+        return number is not None
 
-    async def stateful_message(self, session: stateful.StatefulSession, message: dict[str, Any]) -> bool:
-        """Ack, Sequence and the ids of the client's messages; True for a message to handle."""
-        kind = message["type"]
-        if kind == ACK:
-            session.ack(message["sequenceId"])
-            return False
-        if kind == SEQUENCE:
-            if not session.client_sequence(message["sequenceId"]):
-                await self.close_with("Sequence ID greater than amount of messages we've received.")
-            return False
-        return kind not in SEQUENCED or session.client_message()  # False: handled before the reconnect
+    async def client_ack(self, session: stateful.StatefulSession, sequence_id: int) -> None:
+        """The client acknowledges through ``sequence_id``. Past what this server sent, the session
+        has lost messages it sent (a Redis failover that lost recent writes): ids would be reused
+        and the client would drop new messages as seen, so the session ends; the client starts
+        afresh (and resumes from its last sequence in onreconnected)."""
+        if sequence_id > session.next_id - 1:
+            logger.warning(
+                "signalr %s: acknowledged %d of %d sent", self.connection_id, sequence_id, session.next_id - 1
+            )
+            await self.close_with("The connection's state was lost on the server; reconnect.", allow_reconnect=True)
+            return
+        session.ack(sequence_id)
 
     async def handshake(self, text: str, *, rest: bytes = b"") -> None:
         first, separator, text_rest = text.partition(RS)

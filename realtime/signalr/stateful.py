@@ -76,10 +76,13 @@ return result
 """
 
 # Commit a batch: KEYS meta, log; ARGV epoch, ttl, acked, first id, n, n entries, field/value pairs.
-# 1: done; -1: the session was taken over (or ended); -2: the journal is not where the batch expects.
+# 1: done; -1: the session was taken over (or ended); -2: the journal is not where the batch expects;
+# -3: the session is gone (Redis restarted empty): its owner writes it again (_RESTORE).
 # A batch whose entries are already there (a retry after a reply was lost) is not appended twice.
 _COMMIT = """
-if redis.call('hget', KEYS[1], 'epoch') ~= ARGV[1] then return -1 end
+local epoch = redis.call('hget', KEYS[1], 'epoch')
+if not epoch then return -3 end
+if epoch ~= ARGV[1] then return -1 end
 local base = tonumber(redis.call('hget', KEYS[1], 'base'))
 local first, n = tonumber(ARGV[4]), tonumber(ARGV[5])
 local nxt = base + redis.call('llen', KEYS[2])
@@ -101,6 +104,21 @@ redis.call('expire', KEYS[2], ARGV[2])
 return 1
 """
 
+# Write a lost session again from its owner's memory: KEYS meta, log; ARGV user, epoch, owner, protocol,
+# base, received, subs, ttl, then the entries not acknowledged. 0 if it exists (someone else made it).
+_RESTORE = """
+if redis.call('exists', KEYS[1]) == 1 then return 0 end
+redis.call('hset', KEYS[1], 'user', ARGV[1], 'state', 'open', 'epoch', ARGV[2], 'owner', ARGV[3],
+           'protocol', ARGV[4], 'base', ARGV[5], 'received', ARGV[6], 'subs', ARGV[7])
+redis.call('del', KEYS[2])
+for i = 9, #ARGV, 1000 do
+  redis.call('rpush', KEYS[2], unpack(ARGV, i, math.min(i + 999, #ARGV)))
+end
+redis.call('expire', KEYS[1], ARGV[8])
+redis.call('expire', KEYS[2], ARGV[8])
+return 1
+"""
+
 _END = """
 if redis.call('hget', KEYS[1], 'epoch') == ARGV[1] then redis.call('del', KEYS[1], KEYS[2]) return 1 end
 return 0
@@ -109,6 +127,10 @@ return 0
 
 class SessionLost(Exception):
     """The session was taken over by another connection, ended, or its journal is not as expected."""
+
+
+class SessionMissing(Exception):
+    """The session is not in Redis any more (Redis restarted without its data)."""
 
 
 # --- the store ------------------------------------------------------------------------------------------------
@@ -211,8 +233,29 @@ async def commit(
     pairs = [item for key, value in fields.items() for item in (key, value)]
     encoded = [entry.encode("utf-8", "surrogatepass") for entry in entries]
     result = await _client().eval(_COMMIT, 2, *keys, epoch, ttl, acked, first_id, len(entries), *encoded, *pairs)
+    if result == -3:
+        raise SessionMissing()
     if result != 1:
         raise SessionLost("taken over" if result == -1 else "journal out of step")
+
+
+async def restore(
+    session_id: str,
+    *,
+    user: str,
+    epoch: int,
+    owner: str,
+    protocol: str,
+    base: int,
+    received: int,
+    subs: str,
+    entries: list[str],
+) -> bool:
+    """Write a session that Redis lost from what its owner holds; False if one exists meanwhile."""
+    keys = [KEY.format(session_id), LOG_KEY.format(session_id)]
+    encoded = [entry.encode("utf-8", "surrogatepass") for entry in entries]
+    args = [user, epoch, owner, protocol, base, received, subs, attached_ttl(), *encoded]
+    return await _client().eval(_RESTORE, 2, *keys, *args) == 1
 
 
 async def end(session_id: str, epoch: int) -> None:
@@ -255,6 +298,7 @@ class StatefulSession:
         session_id: str,
         taken: Taken,
         *,
+        user_id: int,
         deliver: Callable[[str | bytes], Awaitable[None]],
         lost: Callable[[], Awaitable[None]],
         subscriptions: Callable[[], dict[str, list[Any]]],
@@ -266,11 +310,17 @@ class StatefulSession:
         self.committed_id = taken.next_id - 1  # the last id in the journal
         self.acked = taken.base - 1  # the last id the client acknowledged
         self._acked_written = self.acked
-        self.received = taken.received  # the last client message handled
+        self.received = taken.received  # the last client message taken in (duplicates are below it)
+        self.handled = taken.received  # the last one handled: what is stored, and acknowledged
         self._received_written = taken.received
         self.next_receiving = taken.received + 1  # the id the client's next sequenced message has
         self._subs_written = json.dumps(taken.subs, sort_keys=True)
         self._extra = dict(fields or {})  # other fields for the next commit (the protocol, at first)
+        # What Redis holds, to write it again should Redis lose it: the journal not yet acknowledged
+        # (bounded by SIGNALR_UNACKED_LIMIT, trimmed by Acks) and the other fields.
+        self._user_id = user_id
+        self._journal: list[str] = list(taken.entries)
+        self._stored = {"protocol": taken.protocol, "owner": ""}
         self._deliver, self._lost, self._subscriptions = deliver, lost, subscriptions
         self.queue: list[tuple[str | bytes | None, list[str]]] = []
         self.pending_bytes = 0
@@ -296,6 +346,9 @@ class StatefulSession:
         self._idle.clear()
         self._wakeup.set()
 
+    def unacknowledged(self) -> int:
+        return self.next_id - 1 - self.acked
+
     def ack(self, sequence_id: int) -> None:
         """The client's Ack: the journal up to it can go (never past what was journaled)."""
         sequence_id = min(sequence_id, self.committed_id)
@@ -312,14 +365,19 @@ class StatefulSession:
         self.next_receiving = sequence_id
         return True
 
-    def client_message(self) -> bool:
-        """A sequenced message from the client: True to handle it, False for one already handled."""
+    def client_message(self) -> int | None:
+        """A sequenced message from the client: its id, to handle it; None for one seen before."""
         current = self.next_receiving
         self.next_receiving += 1
         if current <= self.received:
-            return False
+            return None
         self.received = current
-        return True
+        return current
+
+    def handled_through(self, number: int) -> None:
+        """The client's message ``number`` was handled (its answer queued): it may be stored as such.
+        Stored earlier, a process that died while handling it would leave it unanswered for good."""
+        self.handled = max(self.handled, number)
 
     def store(self, **fields: Any) -> None:
         """Fields to write with the next commit."""
@@ -377,8 +435,8 @@ class StatefulSession:
 
     def _fields(self) -> dict[str, Any]:
         fields: dict[str, Any] = dict(self._extra)
-        if self.received != self._received_written:
-            fields["received"] = self.received
+        if self.handled != self._received_written:
+            fields["received"] = self.handled
         subs = json.dumps(self._subscriptions(), sort_keys=True)
         if subs != self._subs_written:
             fields["subs"] = subs
@@ -386,7 +444,24 @@ class StatefulSession:
 
     async def _commit(self, entries: list[str], fields: dict[str, Any], *, ttl: int, first_id: int) -> None:
         acked = self.acked
-        await commit(self.id, self.epoch, ttl=ttl, acked=acked, first_id=first_id, entries=entries, fields=fields)
+        try:
+            await commit(self.id, self.epoch, ttl=ttl, acked=acked, first_id=first_id, entries=entries, fields=fields)
+        except SessionMissing:
+            logger.warning("signalr session %s: gone from Redis; written again", self.id[:8])
+            await restore(
+                self.id,
+                user=str(self._user_id),
+                epoch=self.epoch,
+                owner=self._stored["owner"],
+                protocol=self._stored["protocol"],
+                base=self._acked_written + 1,
+                received=self._received_written,
+                subs=self._subs_written,
+                entries=self._journal,
+            )
+            await commit(self.id, self.epoch, ttl=ttl, acked=acked, first_id=first_id, entries=entries, fields=fields)
+        self._journal.extend(entries)
+        del self._journal[: max(0, acked - self._acked_written)]
         self._last_commit = time.monotonic()
         self._acked_written = acked
         self.committed_id = first_id + len(entries) - 1
@@ -396,6 +471,8 @@ class StatefulSession:
             self._subs_written = fields["subs"]
         for key in fields:
             self._extra.pop(key, None)
+            if key in self._stored:
+                self._stored[key] = fields[key]
 
     async def _run(self) -> None:
         try:
@@ -413,6 +490,11 @@ class StatefulSession:
         except asyncio.CancelledError:
             self._idle.set()
             raise
+        except Exception:  # a bug: the connection ends (its client resumes, or starts afresh)
+            logger.exception("signalr session %s: the writer failed", self.id[:8])
+            self.ended = True
+            self._idle.set()
+            await self._lost()
 
     async def _drain(self) -> None:
         while self.queue or self.acked != self._acked_written or self._stale():

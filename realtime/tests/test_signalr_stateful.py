@@ -11,6 +11,7 @@ Ack, in the same order, and only then anything new.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from typing import Any
 
@@ -229,7 +230,10 @@ async def test_messagepack_sessions_resume_in_messagepack(hub, users):
     await first.comm.send_input({"type": "websocket.receive", "bytes": join})
     assert unpack((await first.comm.receive_output(5))["bytes"])[0] == {"type": 3, "invocationId": "1"}
     await events(campaign, 1, 1)
-    await until_stored(session_id, "protocol", "messagepack")
+    got: list[dict[str, Any]] = []
+    while not [m for m in got if m["type"] == 1]:  # the event reached the client: it is resent from the journal
+        got += unpack((await first.comm.receive_output(5))["bytes"])
+    assert (await db(stored)(session_id))["protocol"] == "messagepack"
     await first.comm.disconnect()
 
     second = await hub(alice, path=path, handshake=False)
@@ -240,3 +244,172 @@ async def test_messagepack_sessions_resume_in_messagepack(hub, users):
     assert seen[:2] == [{"type": 9, "sequenceId": 1}, {"type": 3, "invocationId": "1"}]
     assert [m["target"] for m in seen[2:]] == ["ReceiveOrchestrationEvent"]
     assert seen[2]["arguments"][0]["sequence"] == 1
+
+
+async def test_a_client_behind_on_its_acks_is_held_back_like_a_slow_one(hub, users, settings):
+    """Past SIGNALR_UNACKED_LIMIT unacknowledged messages the connection counts as congested: durable
+    events wait (in the log, not in the journal) until the client acks, then come in order."""
+    settings.SIGNALR_UNACKED_LIMIT = 3
+    alice = users["alice"]
+    campaign = await db(CampaignFactory)(owner=alice)
+    session_id, path = await db(new_session)(alice)
+    first = await started(hub, alice, path)
+    await first.call("SubscribeToCampaign", campaign.public_id)  # message 1
+    await events(campaign, 1, 5)
+    assert sequences(await numbered(first, 3)) == [1, 2, 3]  # messages 2-4: 4 unacknowledged, over the limit
+    assert await first.quiet()
+    await first.send(rec({"type": 8, "sequenceId": 4}))
+    assert sequences(await numbered(first, 2)) == [4, 5]
+    await until_stored(session_id, "base", "5")
+    assert len(await db(entries_in)(session_id)) == 2  # the journal: what is not acknowledged, no more
+
+
+async def test_a_session_redis_lost_is_written_again_by_its_owner(hub, users):
+    """As after Redis restarted without its data (test_fault_redis restarts the real one): the
+    connection's process still knows the session, and writes it again with its next batch."""
+    alice = users["alice"]
+    campaign = await db(CampaignFactory)(owner=alice)
+    session_id, path = await db(new_session)(alice)
+    first = await started(hub, alice, path)
+    await first.call("SubscribeToCampaign", campaign.public_id)  # message 1
+    await events(campaign, 1, 2)  # messages 2 and 3
+    assert sequences(await numbered(first, 2)) == [1, 2]
+    await first.send(rec({"type": 8, "sequenceId": 2}))
+    await until_stored(session_id, "base", "3")
+    client = redisconf.client(redisconf.current())
+    client.delete(stateful.KEY.format(session_id), stateful.LOG_KEY.format(session_id))
+    client.close()
+    await events(campaign, 3, 3)  # message 4: its commit finds the session gone
+    assert sequences(await numbered(first, 1)) == [3]
+    await until_stored(session_id, "base", "3")
+    await first.comm.disconnect()
+
+    second = await hub(alice, path=path, handshake=False)
+    assert await second.next() == {"type": 9, "sequenceId": 3}
+    assert sequences(await numbered(second, 2)) == [2, 3]  # 3 and 4 again: nothing was forgotten
+
+
+async def test_an_event_rendered_as_two_calls_is_resent_from_the_one_not_acknowledged(hub, users):
+    """A task-012 artifact event is two client calls (ReceiveOrchestrationEvent, ReceiveArtifactUpdate):
+    each is numbered; acknowledged between them, only the second is sent again."""
+    alice = users["alice"]
+    campaign = await db(CampaignFactory)(owner=alice)
+    session_id, path = await db(new_session)(alice)
+    first = await started(hub, alice, path)
+    await first.call("SubscribeToCampaign", campaign.public_id)  # message 1
+    artifact = {"id": "art_x", "type": "Copy", "content": "Bottles for commuters."}
+    await db(publish)(campaign, "artifact.generated", {"artifact": artifact})
+    sent = await numbered(first, 2)  # messages 2 and 3
+    assert [m["target"] for m in sent] == ["ReceiveOrchestrationEvent", "ReceiveArtifactUpdate"]
+    await first.send(rec({"type": 8, "sequenceId": 2}))
+    await until_stored(session_id, "base", "3")
+    await first.comm.disconnect()
+
+    second = await hub(alice, path=path, handshake=False)
+    assert await second.next() == {"type": 9, "sequenceId": 3}
+    again = await numbered(second, 1)
+    assert again[0]["target"] == "ReceiveArtifactUpdate"
+    assert again[0]["arguments"][0]["artifact"] == artifact and again[0]["arguments"][0]["sequence"] == 1
+
+
+async def test_a_client_sequence_past_what_was_handled_ends_the_session(hub, users):
+    alice = users["alice"]
+    session_id, path = await db(new_session)(alice)
+    first = await started(hub, alice, path)
+    await first.comm.disconnect()
+    second = await hub(alice, path=path, handshake=False)
+    assert await second.next() == {"type": 9, "sequenceId": 1}
+    await second.send(rec({"type": 9, "sequenceId": 5}))  # messages 1-4 of the client's were never seen
+    assert await second.next() == {"type": 7, "error": "Sequence ID greater than amount of messages we've received."}
+    assert await db(stored)(session_id) == {}
+
+
+async def test_an_ack_past_what_was_sent_ends_the_session_so_the_client_starts_afresh(hub, users):
+    """The client has seen more than the session knows of (Redis lost recent writes in a failover):
+    new messages would reuse ids the client drops as seen, so the session ends instead."""
+    alice = users["alice"]
+    campaign = await db(CampaignFactory)(owner=alice)
+    session_id, path = await db(new_session)(alice)
+    first = await started(hub, alice, path)
+    await first.call("SubscribeToCampaign", campaign.public_id)  # message 1
+    await first.send(rec({"type": 8, "sequenceId": 2}))
+    close = await first.next()
+    while close.get("type") != 7:
+        close = await first.next()
+    assert close == {
+        "type": 7,
+        "error": "The connection's state was lost on the server; reconnect.",
+        "allowReconnect": True,
+    }
+    assert await db(stored)(session_id) == {}
+
+
+async def test_a_stopping_process_closes_a_stateful_socket_and_keeps_its_session(hub, users):
+    """No Close message (it would end the session): a bare 1001, and the client resumes elsewhere."""
+    from realtime.fanout import get_fanout
+
+    alice = users["alice"]
+    campaign = await db(CampaignFactory)(owner=alice)
+    session_id, path = await db(new_session)(alice)
+    first = await started(hub, alice, path)
+    await first.call("SubscribeToCampaign", campaign.public_id)
+    await get_fanout().close_all(timeout=1.0)
+    closed = await first.next()
+    while closed.get("type") == 8:  # the Ack of the subscription
+        closed = await first.next()
+    assert closed["type"] == "websocket.close" and closed["code"] == 1001, closed
+    kept = await db(stored)(session_id)  # for whichever process the client reaches next
+    assert kept["state"] == "open" and json.loads(kept["subs"])[campaign.public_id][3] == 0
+
+
+# --- the session store itself (the Lua scripts, on the real Redis) ---------------------------------------------
+
+
+@pytest.fixture
+async def store():
+    yield stateful
+    await stateful.close_client()
+
+
+def entries_in(session_id: str) -> list[str]:
+    client = redisconf.client(redisconf.current())
+    try:
+        return [entry.decode() for entry in client.lrange(stateful.LOG_KEY.format(session_id), 0, -1)]
+    finally:
+        client.close()
+
+
+async def test_a_commit_appends_once_trims_what_was_acked_and_refuses_a_stale_owner(store):
+    session_id = new_connection_id()
+    assert store.create(session_id, 7)
+    assert await store.take(session_id, 8, "x", state=store.NEGOTIATED) is None, "another user's"
+    assert await store.take(session_id, 7, "x", state=store.OPEN) is None, "not resumable before it opened"
+    taken = await store.take(session_id, 7, "hub.a", state=store.NEGOTIATED, protocol="json")
+    assert (taken.epoch, taken.base, taken.next_id, taken.entries) == (1, 1, 1, [])
+
+    commit = store.commit
+    await commit(session_id, 1, ttl=60, acked=0, first_id=1, entries=["r\x1fa", "r\x1fb"], fields={"received": 3})
+    # A retry of the same batch (its reply was lost) is not appended twice.
+    await commit(session_id, 1, ttl=60, acked=0, first_id=1, entries=["r\x1fa", "r\x1fb"], fields={})
+    await commit(session_id, 1, ttl=60, acked=1, first_id=3, entries=["r\x1fc"], fields={})
+    assert entries_in(session_id) == ["r\x1fb", "r\x1fc"]
+    assert (stored(session_id)["base"], stored(session_id)["received"]) == ("2", "3")
+    with pytest.raises(stateful.SessionLost, match="out of step"):  # a batch that skips ids
+        await commit(session_id, 1, ttl=60, acked=1, first_id=9, entries=["r\x1fz"], fields={})
+
+    resumed = await store.take(session_id, 7, "hub.b", state=store.OPEN)
+    assert (resumed.epoch, resumed.previous_owner, resumed.base, resumed.next_id) == (2, "hub.a", 2, 4)
+    assert resumed.entries == ["r\x1fb", "r\x1fc"] and resumed.received == 3
+    with pytest.raises(stateful.SessionLost, match="taken over"):  # the first owner can write no more
+        await commit(session_id, 1, ttl=60, acked=3, first_id=4, entries=["r\x1fd"], fields={})
+    await store.end(session_id, 1)  # nor end it
+    assert stored(session_id)["epoch"] == "2"
+    await store.end(session_id, 2)
+    assert stored(session_id) == {} and entries_in(session_id) == []
+
+
+def test_journal_entries_round_trip():
+    durable = stateful.durable_entry("campaign", 4, "camp_x", 12, "signalr-task012", 1)
+    assert stateful.parse_entry(durable) == ("d", ("campaign", 4, "camp_x", 12, "signalr-task012", 1))
+    record_text = '{"type":3,"invocationId":"1","result":"a\\u001fb"}'
+    assert stateful.parse_entry(stateful.raw_entry(record_text)) == ("r", record_text)
