@@ -1,5 +1,6 @@
-"""Load client for the campaign WebSocket (or, with --transport sse, the server-sent event stream):
-one asyncio process holding N connections.
+"""Load client for the campaign WebSocket (or, with --transport sse, the server-sent event stream;
+signalr, the SignalR hub's JSON protocol; signalr-stateful, the same with stateful reconnect, acking
+once a second as @microsoft/signalr does): one asyncio process holding N connections.
 
 Connection i subscribes to campaign i % M. Control over stdin/stdout (driven by bench/run.py):
   prints READY {json}         when all N are subscribed
@@ -43,7 +44,8 @@ class Stats:
 
 
 SEQUENCE = '"sequence":'
-TRANSPORT = ["ws"]  # --transport: "ws" or "sse"
+TRANSPORT = ["ws"]  # --transport: "ws", "sse", "signalr" or "signalr-stateful"
+RS = "\x1e"
 
 
 class SseStream:
@@ -89,6 +91,67 @@ class SseStream:
         self.writer.close()
 
 
+class HubStream:
+    """A SignalR hub connection (JSON protocol) subscribed with SubscribeToCampaign: iterating gives
+    each record's text; events are ReceiveOrchestrationEvent calls, whose ``sequence`` is found the
+    same way. Stateful, it counts the numbered messages it gets and acks them once a second."""
+
+    def __init__(self, ws, stateful: bool) -> None:
+        self.ws, self.stateful = ws, stateful
+        self.records: list[str] = []
+        self.numbered, self.acked, self.acked_at = 0, 0, time.monotonic()
+
+    @classmethod
+    async def open(cls, url: str, campaign: str, last_sequence: int | None, stateful: bool) -> HubStream:
+        parts = urlsplit(url)
+        token = parse_qs(parts.query)["access_token"][0]
+        reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+        query = "negotiateVersion=1" + ("&useStatefulReconnect=true" if stateful else "")
+        writer.write(
+            f"POST /hubs/campaign/negotiate?{query} HTTP/1.1\r\nHost: {parts.hostname}\r\n"
+            f"Authorization: Bearer {token}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".encode()
+        )
+        answer = json.loads((await reader.read()).split(b"\r\n\r\n", 1)[1])
+        writer.close()
+        assert answer.get("useStatefulReconnect", False) is stateful, answer
+        hub_url = (
+            f"ws://{parts.hostname}:{parts.port}/hubs/campaign?id={answer['connectionToken']}&access_token={token}"
+        )
+        ws = await connect(hub_url, max_size=None, compression=None, open_timeout=60, ping_interval=None)
+        await ws.send(json.dumps({"protocol": "json", "version": 2 if stateful else 1}) + RS)
+        assert await ws.recv() == "{}" + RS
+        stream = cls(ws, stateful)
+        arguments = [campaign] if last_sequence is None else [campaign, last_sequence]
+        await ws.send(
+            json.dumps({"type": 1, "invocationId": "1", "target": "SubscribeToCampaign", "arguments": arguments}) + RS
+        )
+        async for record in stream:
+            if record.startswith('{"type":3'):
+                assert "error" not in record, record
+                return stream
+        raise ConnectionClosed(None, None)
+
+    def __aiter__(self) -> HubStream:
+        return self
+
+    async def __anext__(self) -> str:
+        while not self.records:
+            self.records = (await self.ws.recv()).split(RS)[:-1]
+        record = self.records.pop(0)
+        if self.stateful and (record.startswith('{"type":1,') or record.startswith('{"type":3,')):
+            self.numbered += 1
+            if time.monotonic() - self.acked_at >= 1.0:
+                self.acked_at = time.monotonic()
+                await self.ws.send(json.dumps({"type": 8, "sequenceId": self.numbered}) + RS)
+        return record
+
+    async def recv(self) -> str:
+        return await self.__anext__()
+
+    async def close(self) -> None:
+        await self.ws.close()
+
+
 EVENT_PREFIX = ['{"type":"event"']  # '{"event"' over SSE (the frame without "type")
 SAMPLE_EVERY = 10  # latency is parsed from one frame in ten: the client must not be the bottleneck
 
@@ -112,7 +175,7 @@ async def reader(i: int, ws, stats: Stats, record: list[bool]) -> None:
                     stats.received_at.append(now)
                     count += 1
                     if count % SAMPLE_EVERY == 0:
-                        stats.latency.append(now - emitted(text))
+                        stats.latency.append(now - emitted(text.replace('"emittedAt":', '"emitted_at":', 1)))
             else:
                 stats.dups += 1
     except ConnectionClosed:
@@ -131,6 +194,8 @@ async def open_one(url: str, campaign: str, sem: asyncio.Semaphore, last_sequenc
                     if last_sequence is None:
                         await stream.recv()  # the snapshot comes first
                     return stream
+                if TRANSPORT[0].startswith("signalr"):
+                    return await HubStream.open(url, campaign, last_sequence, TRANSPORT[0] == "signalr-stateful")
                 ws = await connect(url, max_size=None, compression=None, open_timeout=60, ping_interval=None)
                 await ws.send(json.dumps(subscribe))
                 answer = json.loads(await ws.recv())
@@ -160,11 +225,13 @@ async def main() -> None:
     parser.add_argument("--campaigns", required=True, help="comma-separated campaign ids")
     parser.add_argument("--clients", type=int, default=1000)
     parser.add_argument("--drain-timeout", type=float, default=30)
-    parser.add_argument("--transport", choices=["ws", "sse"], default="ws")
+    parser.add_argument("--transport", choices=["ws", "sse", "signalr", "signalr-stateful"], default="ws")
     args = parser.parse_args()
     TRANSPORT[0] = args.transport
     if args.transport == "sse":
         EVENT_PREFIX[0] = '{"event"'
+    elif args.transport.startswith("signalr"):
+        EVENT_PREFIX[0] = '{"type":1,"target":"ReceiveOrchestrationEvent"'
     campaigns = args.campaigns.split(",")
     stats, record = Stats(args.clients), [False]
     sem = asyncio.Semaphore(100)

@@ -10,6 +10,7 @@
     .venv/bin/python bench/run.py storm --web 2 --kill --clients 5000   # ... after kill -9 of their process
     .venv/bin/python bench/run.py idle --clients 5000 --profile .run/idle.txt   # where daphne's time goes
     .venv/bin/python bench/run.py fanout --transport sse   # the same, with server-sent event clients
+    .venv/bin/python bench/run.py fanout --transport signalr-stateful   # SignalR clients, stateful reconnect
 
 --profile samples the web process with py-spy for the whole scenario, writes the collapsed stacks
 to the file and adds the functions that took the most of its CPU (inclusive and self) to the JSON.
@@ -482,7 +483,10 @@ def main() -> None:
     parser.add_argument("--web", type=int, default=1, help="web processes (connections spread over them)")
     parser.add_argument("--profile", metavar="FILE", help="sample the web process with py-spy into FILE")
     parser.add_argument(
-        "--transport", choices=["ws", "sse"], default="ws", help="clients on WebSockets or server-sent events"
+        "--transport",
+        choices=["ws", "sse", "signalr", "signalr-stateful"],
+        default="ws",
+        help="clients on WebSockets, server-sent events, the SignalR hub, or the hub with stateful reconnect",
     )
     args = parser.parse_args()
     TRANSPORT[0] = args.transport

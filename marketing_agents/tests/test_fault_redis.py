@@ -223,7 +223,7 @@ def test_a_stateful_signalr_client_rides_out_a_redis_restart_then_a_cut_socket(
     """@microsoft/signalr with withStatefulReconnect(): its session lives in Redis. Redis restarts
     mid-run (empty: the web process writes the session again from what it holds), then the socket is
     cut; the client carries on with no onreconnected and every durable event once."""
-    from realtime.tests.test_signalr_client import assert_resumed_statefully, drop_sockets, log_sequences
+    from realtime.tests.test_signalr_client import cut_mid_run_then_finished
 
     redis = redis_server(persistent=persistent)
     server = start_web(REDIS_URL=redis.url)
@@ -237,12 +237,6 @@ def test_a_stateful_signalr_client_rides_out_a_redis_restart_then_a_cut_socket(
     back = max(line["sequence"] or 0 for line in client.seen if line["event"] == "ReceiveOrchestrationEvent")
     while (client.expect("ReceiveOrchestrationEvent", 60)["sequence"] or 0) < back + 2:
         pass  # events flow again (through the session, written again if Redis came back empty)
-    drop_sockets(server)
-    logged_at_cut = len(log_sequences(campaign))
-    client.expect("stateful_finished", 120)
-    seen = client.finish()
-    log = log_sequences(campaign)
-    assert logged_at_cut < len(log), "the socket was cut while the run was still going"
-    assert_resumed_statefully(seen, log, sockets=2)
+    cut_mid_run_then_finished(client, server, campaign)
     assert ("gone from Redis; written again" in server.log()) is not persistent
     assert "Traceback" not in server.log(), server.log()[-3000:]

@@ -75,21 +75,24 @@ for i = 1, #entries do result[#result + 1] = entries[i] end
 return result
 """
 
-# Commit a batch: KEYS meta, log; ARGV epoch, ttl, acked, first id, n, n entries, field/value pairs.
+# Commit a batch: KEYS meta, log; ARGV epoch, ttl (0: leave it; a new journal list gets the session's),
+# acked, first id, n, n entries, field/value pairs.
 # 1: done; -1: the session was taken over (or ended); -2: the journal is not where the batch expects;
 # -3: the session is gone (Redis restarted empty): its owner writes it again (_RESTORE).
 # A batch whose entries are already there (a retry after a reply was lost) is not appended twice.
 _COMMIT = """
-local epoch = redis.call('hget', KEYS[1], 'epoch')
-if not epoch then return -3 end
-if epoch ~= ARGV[1] then return -1 end
-local base = tonumber(redis.call('hget', KEYS[1], 'base'))
+local meta = redis.call('hmget', KEYS[1], 'epoch', 'base')
+if not meta[1] then return -3 end
+if meta[1] ~= ARGV[1] then return -1 end
+local base = tonumber(meta[2])
 local first, n = tonumber(ARGV[4]), tonumber(ARGV[5])
-local nxt = base + redis.call('llen', KEYS[2])
+local length = redis.call('llen', KEYS[2])
+local nxt = base + length
 if nxt == first then
   for i = 6, 5 + n, 1000 do
     redis.call('rpush', KEYS[2], unpack(ARGV, i, math.min(i + 999, 5 + n)))
   end
+  if length == 0 and n > 0 then redis.call('pexpire', KEYS[2], redis.call('pttl', KEYS[1])) end
 elseif nxt ~= first + n then
   return -2
 end
@@ -99,8 +102,10 @@ if acked >= base then
   redis.call('hset', KEYS[1], 'base', acked + 1)
 end
 if #ARGV > 5 + n then redis.call('hset', KEYS[1], unpack(ARGV, 6 + n, #ARGV)) end
-redis.call('expire', KEYS[1], ARGV[2])
-redis.call('expire', KEYS[2], ARGV[2])
+if ARGV[2] ~= '0' then
+  redis.call('expire', KEYS[1], ARGV[2])
+  redis.call('expire', KEYS[2], ARGV[2])
+end
 return 1
 """
 
@@ -155,6 +160,58 @@ async def close_client() -> None:
     client = _clients.pop(asyncio.get_running_loop(), None)
     if client is not None:
         await client.aclose()
+
+
+class _Batcher:
+    """The commits of every session of the process, sent to Redis together: one pipeline of EVALSHAs
+    per turn of the event loop (an event fanned out to a thousand stateful sockets is one round trip,
+    not a thousand), the next one gathering while it is in flight."""
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        self.script = client.register_script(_COMMIT)
+        self.client = client
+        self.pending: list[tuple[list[str], list[Any], asyncio.Future]] = []
+        self.flushing = False
+
+    async def run(self, keys: list[str], args: list[Any]) -> Any:
+        future = asyncio.get_running_loop().create_future()
+        self.pending.append((keys, args, future))
+        if not self.flushing:
+            self.flushing = True
+            asyncio.ensure_future(self._flush())
+        return await future
+
+    async def _flush(self) -> None:
+        try:
+            while self.pending:
+                batch, self.pending = self.pending, []
+                try:
+                    pipe = self.client.pipeline(transaction=False)
+                    for keys, args, _ in batch:
+                        await self.script(keys=keys, args=args, client=pipe)
+                    results = await pipe.execute(raise_on_error=False)
+                except Exception as exc:  # Redis unreachable: each session tries again on its own
+                    results = [exc] * len(batch)
+                for (_, _, future), result in zip(batch, results, strict=True):
+                    if future.done():  # its writer was cancelled meanwhile
+                        continue
+                    if isinstance(result, Exception):
+                        future.set_exception(result)
+                    else:
+                        future.set_result(result)
+        finally:
+            self.flushing = False
+
+
+_batchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Batcher] = weakref.WeakKeyDictionary()
+
+
+def _batcher() -> _Batcher:
+    loop = asyncio.get_running_loop()
+    batcher = _batchers.get(loop)
+    if batcher is None or batcher.client is not _client():
+        batcher = _batchers[loop] = _Batcher(_client())
+    return batcher
 
 
 def enabled() -> bool:
@@ -232,7 +289,7 @@ async def commit(
     keys = [KEY.format(session_id), LOG_KEY.format(session_id)]
     pairs = [item for key, value in fields.items() for item in (key, value)]
     encoded = [entry.encode("utf-8", "surrogatepass") for entry in entries]
-    result = await _client().eval(_COMMIT, 2, *keys, epoch, ttl, acked, first_id, len(entries), *encoded, *pairs)
+    result = await _batcher().run(keys, [epoch, ttl, acked, first_id, len(entries), *encoded, *pairs])
     if result == -3:
         raise SessionMissing()
     if result != 1:
@@ -326,7 +383,7 @@ class StatefulSession:
         self.pending_bytes = 0
         self.ended = False  # taken over, ended or detached: nothing more is written to Redis
         self.closing = False  # the socket is gone: batches are journaled, not sent
-        self._last_commit = time.monotonic()
+        self._last_commit = self._ttl_at = time.monotonic()  # (the take set the keys' TTL)
         self._wakeup = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -522,7 +579,11 @@ class StatefulSession:
         attempt = 0
         while True:
             try:
-                await self._commit(entries, fields, ttl=attached_ttl(), first_id=first_id)
+                # The keys' TTL is refreshed every REFRESH_SECONDS, not with each commit.
+                refresh = time.monotonic() - self._ttl_at > REFRESH_SECONDS
+                await self._commit(entries, fields, ttl=attached_ttl() if refresh else 0, first_id=first_id)
+                if refresh:
+                    self._ttl_at = time.monotonic()
                 if attempt:
                     logger.info("signalr session %s: journal written again", self.id[:8])
                 return

@@ -364,15 +364,19 @@ def test_stateful_reconnect_carries_on_after_the_socket_is_cut_without_onreconne
     assert client.expect("connected")["protocol"] == protocol
     while (client.expect("ReceiveOrchestrationEvent")["sequence"] or 0) < 4:
         pass
+    cut_mid_run_then_finished(client, server, campaign)
+    assert "resumed session" in server.log_path.read_text()
+
+
+def cut_mid_run_then_finished(client: NodeClient, server, campaign) -> None:
+    """Cut the ``stateful`` scenario's socket while the run goes on; it must carry on statefully."""
     drop_sockets(server)
     logged_at_cut = len(log_sequences(campaign))
     client.expect("stateful_finished", 120)
     seen = client.finish()
-
     log = log_sequences(campaign)
     assert logged_at_cut < len(log), "the socket was cut while the run was still going"
     assert_resumed_statefully(seen, log, sockets=2)
-    assert "resumed session" in server.log_path.read_text()
 
 
 def assert_resumed_statefully(seen: list[dict[str, Any]], log: list[int], *, sockets: int) -> None:

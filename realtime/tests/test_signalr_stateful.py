@@ -397,11 +397,18 @@ async def test_a_commit_appends_once_trims_what_was_acked_and_refuses_a_stale_ow
     with pytest.raises(stateful.SessionLost, match="out of step"):  # a batch that skips ids
         await commit(session_id, 1, ttl=60, acked=1, first_id=9, entries=["r\x1fz"], fields={})
 
+    # All acknowledged (the list goes), then a batch that leaves the TTL alone: the new list gets the session's.
+    await commit(session_id, 1, ttl=60, acked=3, first_id=4, entries=[], fields={})
+    await commit(session_id, 1, ttl=0, acked=3, first_id=4, entries=["r\x1fd"], fields={})
+    client = redisconf.client(redisconf.current())
+    assert 0 < client.ttl(stateful.LOG_KEY.format(session_id)) <= 60
+    client.close()
+
     resumed = await store.take(session_id, 7, "hub.b", state=store.OPEN)
-    assert (resumed.epoch, resumed.previous_owner, resumed.base, resumed.next_id) == (2, "hub.a", 2, 4)
-    assert resumed.entries == ["r\x1fb", "r\x1fc"] and resumed.received == 3
+    assert (resumed.epoch, resumed.previous_owner, resumed.base, resumed.next_id) == (2, "hub.a", 4, 5)
+    assert resumed.entries == ["r\x1fd"] and resumed.received == 3
     with pytest.raises(stateful.SessionLost, match="taken over"):  # the first owner can write no more
-        await commit(session_id, 1, ttl=60, acked=3, first_id=4, entries=["r\x1fd"], fields={})
+        await commit(session_id, 1, ttl=60, acked=4, first_id=5, entries=["r\x1fe"], fields={})
     await store.end(session_id, 1)  # nor end it
     assert stored(session_id)["epoch"] == "2"
     await store.end(session_id, 2)
