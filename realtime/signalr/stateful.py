@@ -372,6 +372,7 @@ class StatefulSession:
         self._received_written = taken.received
         self.next_receiving = taken.received + 1  # the id the client's next sequenced message has
         self._subs_written = json.dumps(taken.subs, sort_keys=True)
+        self._subs_seen = taken.subs  # compared as a dict, serialized only when it changed
         self._extra = dict(fields or {})  # other fields for the next commit (the protocol, at first)
         # What Redis holds, to write it again should Redis lose it: the journal not yet acknowledged
         # (bounded by SIGNALR_UNACKED_LIMIT, trimmed by Acks) and the other fields.
@@ -494,9 +495,13 @@ class StatefulSession:
         fields: dict[str, Any] = dict(self._extra)
         if self.handled != self._received_written:
             fields["received"] = self.handled
-        subs = json.dumps(self._subscriptions(), sort_keys=True)
-        if subs != self._subs_written:
-            fields["subs"] = subs
+        subs = self._subscriptions()
+        if subs != self._subs_seen:
+            text = json.dumps(subs, sort_keys=True)
+            if text != self._subs_written:
+                fields["subs"] = text
+            else:
+                self._subs_seen = subs
         return fields
 
     async def _commit(self, entries: list[str], fields: dict[str, Any], *, ttl: int, first_id: int) -> None:
@@ -526,6 +531,7 @@ class StatefulSession:
             self._received_written = fields["received"]
         if "subs" in fields:
             self._subs_written = fields["subs"]
+            self._subs_seen = json.loads(fields["subs"])
         for key in fields:
             self._extra.pop(key, None)
             if key in self._stored:
@@ -554,20 +560,20 @@ class StatefulSession:
             await self._lost()
 
     async def _drain(self) -> None:
-        while self.queue or self.acked != self._acked_written or self._stale():
+        while True:
             batch, self.queue = self.queue, []
             entries = [entry for _, batch_entries in batch for entry in batch_entries]
             fields = self._fields()
             if entries or fields or self.acked != self._acked_written or self._stale():
                 await self._commit_retrying(entries, fields)
+            elif not batch:
+                return
             for data, _ in batch:
                 if data is None:
                     continue
                 self.pending_bytes -= len(data)
                 if not self.closing:
                     await self._deliver(data)
-        if self._fields():  # received or the subscriptions changed with nothing to send
-            await self._commit_retrying([], self._fields())
 
     def _stale(self) -> bool:
         return time.monotonic() - self._last_commit > REFRESH_SECONDS
