@@ -75,6 +75,7 @@ STREAM_SNAPSHOTS = {"account": "ReceiveAccountSnapshot", "ops": "ReceiveOpsSnaps
 FATAL_CODES = {"unauthenticated", "token_expired"}
 # How long a stateful connection waits for its journal before a Close message ends it regardless.
 FLUSH_SECONDS = 2.0
+STATE_LOST = "The connection's state was lost on the server; reconnect."
 # Messages resent after a stateful reconnect, per WebSocket frame.
 RESEND_PER_FRAME = 100
 
@@ -195,7 +196,6 @@ class SignalRHubConsumer(RealtimeSession):
             return
         if self.client_gone():  # no more hub-protocol output (Connection.write drops it)
             self._closed = True
-        self.last_write = time.monotonic()
         session = self.session
         if session is not None:
             if not session.ended:
@@ -206,6 +206,7 @@ class SignalRHubConsumer(RealtimeSession):
         await self.send_now(text)
 
     async def send_now(self, text: str | bytes) -> None:
+        self.last_write = time.monotonic()  # what the ping loop goes by: what reached the socket
         if self.binary and isinstance(text, str):
             text = json_records_to_messagepack(text)
         await super().write(text)
@@ -232,7 +233,6 @@ class SignalRHubConsumer(RealtimeSession):
                 continue
             # Straight to the socket even on a stateful connection: a ping is never journaled, and must
             # not wait behind a journal that Redis cannot take (the client gives up after 30 s of silence).
-            self.last_write = time.monotonic()
             await self.send_now(record({"type": PING}))
 
     # --- rendering (overrides of realtime.connection) ---------------------------------------------------------
@@ -477,12 +477,22 @@ class SignalRHubConsumer(RealtimeSession):
             self.session.stop()
             await self.session_lost()
 
-    async def session_lost(self) -> None:
+    async def session_lost(self, out_of_step: bool = False) -> None:
         """The session went to another connection: this socket closes, without a Close message (which
-        would end the session), and nothing more is written for it."""
-        logger.info("signalr %s: its session continues on another connection", self.connection_id)
+        would end the session), and nothing more is written for it. Or its journal in Redis is not
+        what this connection wrote (a Redis failover lost recent writes): resumed, it would reuse ids
+        the client has seen, so the session ends, and the Close message says to start afresh."""
         self._closed = True
         self.closing = True
+        if out_of_step:
+            logger.warning("signalr %s: its session's journal was lost in Redis; ended", self.connection_id)
+            await self.send_now(record({"type": CLOSE, "error": STATE_LOST, "allowReconnect": True}))
+            try:
+                await stateful.end(self.session_id, self.session.epoch)
+            except Exception as exc:  # it expires on its own
+                logger.info("signalr %s: session not ended in Redis (%s)", self.connection_id, type(exc).__name__)
+        else:
+            logger.info("signalr %s: its session continues on another connection", self.connection_id)
         await self.close(CLOSE_GOING_AWAY)
 
     # --- records from the client ------------------------------------------------------------------------------
@@ -571,17 +581,15 @@ class SignalRHubConsumer(RealtimeSession):
                 number = session.client_message()
                 if number is None:
                     return True  # handled before the reconnect: not again
-        try:
-            if not allowed:
-                if kind in (INVOCATION, STREAM_INVOCATION) and message.get("invocationId") is not None:
-                    self.invocation = Invocation(message["invocationId"])
-                    await self.complete(error=ClientError("rate_limited").message)
-                    self.invocation = None
-                return number is not None
-            await self.handle(message)
-        finally:
-            if number is not None:
-                session.handled_through(number)
+        if not allowed:
+            if kind in (INVOCATION, STREAM_INVOCATION) and message.get("invocationId") is not None:
+                self.invocation = Invocation(message["invocationId"])
+                await self.complete(error=ClientError("rate_limited").message)
+                self.invocation = None
+        else:
+            await self.handle(message)  # answers errors itself: only a cancellation goes through
+        if number is not None:
+            session.handled_through(number)
         return number is not None
 
     async def client_ack(self, session: stateful.StatefulSession, sequence_id: int) -> None:
@@ -593,7 +601,7 @@ class SignalRHubConsumer(RealtimeSession):
             logger.warning(
                 "signalr %s: acknowledged %d of %d sent", self.connection_id, sequence_id, session.next_id - 1
             )
-            await self.close_with("The connection's state was lost on the server; reconnect.", allow_reconnect=True)
+            await self.close_with(STATE_LOST, allow_reconnect=True)
             return
         session.ack(sequence_id)
 
@@ -621,8 +629,7 @@ class SignalRHubConsumer(RealtimeSession):
                 self.start_stateful(self._taken, {"protocol": protocol})
             else:
                 await self.end_session()
-        if not await self.start_session():
-            await self.end_session()
+        if not await self.start_session():  # refused, and told why (a stopping process keeps the session)
             return
         if self.session is not None:  # where another process sends its release, should it take over
             self.session.store(owner=self.fanout.channel or "")

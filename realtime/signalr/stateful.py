@@ -31,6 +31,7 @@ been recorded as handled.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import time
@@ -41,6 +42,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from django.conf import settings
+from redis.exceptions import NoScriptError
 
 from marketing_agents import redisconf
 
@@ -134,6 +136,11 @@ class SessionLost(Exception):
     """The session was taken over by another connection, ended, or its journal is not as expected."""
 
 
+class JournalOutOfStep(SessionLost):
+    """The journal in Redis is not where this connection left it (a failover lost recent writes):
+    ids would be reused, so the session must end rather than be resumed."""
+
+
 class SessionMissing(Exception):
     """The session is not in Redis any more (Redis restarted without its data)."""
 
@@ -168,39 +175,48 @@ class _Batcher:
     not a thousand), the next one gathering while it is in flight."""
 
     def __init__(self, client: aioredis.Redis) -> None:
-        self.script = client.register_script(_COMMIT)
+        self.sha = hashlib.sha1(_COMMIT.encode()).hexdigest()
         self.client = client
         self.pending: list[tuple[list[str], list[Any], asyncio.Future]] = []
-        self.flushing = False
+        self.task: asyncio.Task | None = None
 
     async def run(self, keys: list[str], args: list[Any]) -> Any:
         future = asyncio.get_running_loop().create_future()
         self.pending.append((keys, args, future))
-        if not self.flushing:
-            self.flushing = True
-            asyncio.ensure_future(self._flush())
+        if self.task is None or self.task.done():
+            self.task = asyncio.ensure_future(self._flush())
         return await future
 
+    async def _execute(self, batch: list[tuple[list[str], list[Any], asyncio.Future]]) -> list[Any]:
+        """EVALSHA in a plain pipeline (redis-py's script pipelines ask SCRIPT EXISTS first, a second
+        round trip each time); the script is loaded when Redis says it does not know it (after a
+        restart) and those commits run again, which they may: a commit is idempotent."""
+        pipe = self.client.pipeline(transaction=False)
+        for keys, args, _ in batch:
+            pipe.evalsha(self.sha, len(keys), *keys, *args)
+        results = await pipe.execute(raise_on_error=False)
+        unknown = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
+        if unknown:
+            await self.client.script_load(_COMMIT)
+            again = await self._execute([batch[i] for i in unknown])
+            for i, result in zip(unknown, again, strict=True):
+                results[i] = result
+        return results
+
     async def _flush(self) -> None:
-        try:
-            while self.pending:
-                batch, self.pending = self.pending, []
-                try:
-                    pipe = self.client.pipeline(transaction=False)
-                    for keys, args, _ in batch:
-                        await self.script(keys=keys, args=args, client=pipe)
-                    results = await pipe.execute(raise_on_error=False)
-                except Exception as exc:  # Redis unreachable: each session tries again on its own
-                    results = [exc] * len(batch)
-                for (_, _, future), result in zip(batch, results, strict=True):
-                    if future.done():  # its writer was cancelled meanwhile
-                        continue
-                    if isinstance(result, Exception):
-                        future.set_exception(result)
-                    else:
-                        future.set_result(result)
-        finally:
-            self.flushing = False
+        while self.pending:
+            batch, self.pending = self.pending, []
+            try:
+                results = await self._execute(batch)
+            except Exception as exc:  # Redis unreachable: each session tries again on its own
+                results = [exc] * len(batch)
+            for (_, _, future), result in zip(batch, results, strict=True):
+                if future.done():  # its writer was cancelled meanwhile
+                    continue
+                if isinstance(result, Exception):
+                    future.set_exception(result)
+                else:
+                    future.set_result(result)
 
 
 _batchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Batcher] = weakref.WeakKeyDictionary()
@@ -292,8 +308,10 @@ async def commit(
     result = await _batcher().run(keys, [epoch, ttl, acked, first_id, len(entries), *encoded, *pairs])
     if result == -3:
         raise SessionMissing()
+    if result == -2:
+        raise JournalOutOfStep("journal out of step")
     if result != 1:
-        raise SessionLost("taken over" if result == -1 else "journal out of step")
+        raise SessionLost("taken over")
 
 
 async def restore(
@@ -347,8 +365,9 @@ class StatefulSession:
     socket), the client's Acks, and the ids of the client's messages (duplicates after a reconnect
     are dropped). One writer task sends, in order; ``send`` only queues.
 
-    ``deliver(data)`` writes to the socket; ``lost()`` is called once if another connection takes the
-    session over; ``subscriptions()`` gives what to store as ``subs``."""
+    ``deliver(data)`` writes to the socket; ``lost(out_of_step)`` is called once if another connection
+    takes the session over (False) or its journal in Redis is not what was written (True: the session
+    must end); ``subscriptions()`` gives what to store as ``subs``."""
 
     def __init__(
         self,
@@ -357,7 +376,7 @@ class StatefulSession:
         *,
         user_id: int,
         deliver: Callable[[str | bytes], Awaitable[None]],
-        lost: Callable[[], Awaitable[None]],
+        lost: Callable[[bool], Awaitable[None]],
         subscriptions: Callable[[], dict[str, list[Any]]],
         fields: dict[str, Any] | None = None,
     ) -> None:
@@ -389,8 +408,16 @@ class StatefulSession:
         self._idle = asyncio.Event()
         self._idle.set()
         self._task = asyncio.ensure_future(self._run())
+        # Wakes the writer now and then, so an idle session's keys are refreshed (see _stale).
+        self._timer = asyncio.get_running_loop().call_later(REFRESH_SECONDS, self._refresh)
+        self._committing = False  # a commit is in flight (never two for one session)
         if self._extra:
             self.changed()
+
+    def _refresh(self) -> None:
+        if not self.ended:
+            self._wakeup.set()
+            self._timer = asyncio.get_running_loop().call_later(REFRESH_SECONDS, self._refresh)
 
     # --- what the connection calls ------------------------------------------------------------------------
 
@@ -463,9 +490,9 @@ class StatefulSession:
         self.closing = True
         self._wakeup.set()
         await self.flush(timeout)
-        self.ended = True
-        self._task.cancel()
-        if not self.queue:
+        in_flight = self._committing
+        self._shut()
+        if not self.queue and not in_flight:
             try:
                 await self._commit(
                     [], {"owner": ""}, ttl=settings.SIGNALR_RECONNECT_WINDOW_SECONDS, first_id=self.committed_id + 1
@@ -477,8 +504,7 @@ class StatefulSession:
         """The session is over (a Close message was sent): forget it."""
         if self.ended:
             return
-        self.ended = True
-        self._task.cancel()
+        self._shut()
         try:
             await end(self.id, self.epoch)
         except Exception as exc:  # it expires on its own
@@ -486,8 +512,12 @@ class StatefulSession:
 
     def stop(self) -> None:
         """Another connection has the session: stop without touching Redis."""
+        self._shut()
+
+    def _shut(self) -> None:
         self.ended = True
         self._task.cancel()
+        self._timer.cancel()
 
     # --- the writer ----------------------------------------------------------------------------------------
 
@@ -548,16 +578,18 @@ class StatefulSession:
         except SessionLost as exc:
             logger.info("signalr session %s lost (%s)", self.id[:8], exc)
             self.ended = True
+            self._timer.cancel()
             self._idle.set()
-            await self._lost()
+            await self._lost(isinstance(exc, JournalOutOfStep))
         except asyncio.CancelledError:
             self._idle.set()
             raise
         except Exception:  # a bug: the connection ends (its client resumes, or starts afresh)
             logger.exception("signalr session %s: the writer failed", self.id[:8])
             self.ended = True
+            self._timer.cancel()
             self._idle.set()
-            await self._lost()
+            await self._lost(False)
 
     async def _drain(self) -> None:
         while True:
@@ -582,6 +614,13 @@ class StatefulSession:
         """Commit, trying again while Redis is away (the batch waits meanwhile: the connection's
         outbound buffer counts it, so the slow-client policy applies); SessionLost is final."""
         first_id = self.committed_id + 1
+        self._committing = True
+        try:
+            await self._commit_until_done(entries, fields, first_id)
+        finally:
+            self._committing = False
+
+    async def _commit_until_done(self, entries: list[str], fields: dict[str, Any], first_id: int) -> None:
         attempt = 0
         while True:
             try:

@@ -362,6 +362,49 @@ async def test_a_stopping_process_closes_a_stateful_socket_and_keeps_its_session
     assert kept["state"] == "open" and json.loads(kept["subs"])[campaign.public_id][3] == 0
 
 
+async def test_a_journal_redis_rolled_back_ends_the_session_rather_than_reuse_ids(hub, users):
+    """As after a failover to a replica that had not got the last writes: the client has seen
+    messages the journal no longer holds, so numbering on from it would have the client drop new
+    messages as seen. The connection ends its session and says to start afresh."""
+    alice = users["alice"]
+    campaign = await db(CampaignFactory)(owner=alice)
+    session_id, path = await db(new_session)(alice)
+    first = await started(hub, alice, path)
+    await first.call("SubscribeToCampaign", campaign.public_id)  # message 1
+    await events(campaign, 1, 2)
+    assert sequences(await numbered(first, 2)) == [1, 2]
+    client = redisconf.client(redisconf.current())
+    client.rpop(stateful.LOG_KEY.format(session_id))  # message 3 was lost
+    client.close()
+    await events(campaign, 3, 3)
+    close = await first.next()
+    while close.get("type") != 7:
+        close = await first.next()
+    assert close == {
+        "type": 7,
+        "error": "The connection's state was lost on the server; reconnect.",
+        "allowReconnect": True,
+    }
+    assert await db(stored)(session_id) == {}
+
+
+async def test_an_idle_session_keeps_its_keys_alive(hub, users, monkeypatch):
+    monkeypatch.setattr(stateful, "REFRESH_SECONDS", 0.1)
+    alice = users["alice"]
+    session_id, path = await db(new_session)(alice)
+    await started(hub, alice, path)
+    client = redisconf.client(redisconf.current())
+    try:
+        client.expire(stateful.KEY.format(session_id), 5)
+        deadline = time.monotonic() + 5
+        while client.ttl(stateful.KEY.format(session_id)) <= 5:  # bounded polling: the writer's timer
+            assert time.monotonic() < deadline, "the session's TTL was never refreshed"
+            await asyncio.sleep(0.05)
+        assert client.ttl(stateful.KEY.format(session_id)) > 60
+    finally:
+        client.close()
+
+
 # --- the session store itself (the Lua scripts, on the real Redis) ---------------------------------------------
 
 
