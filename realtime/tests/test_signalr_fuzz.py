@@ -65,7 +65,7 @@ def readable(error: Any) -> bool:
 
 
 def accepted_handshake(text: str) -> str | None:
-    """The contract's handshake rule: ``json`` (any case) version 0 or 1, or ``messagepack`` version 1
+    """The contract's handshake rule: ``json`` (any case) version 0, 1 or 2, or ``messagepack`` version 1
     or 2, then the separator; returns the protocol accepted, or None."""
     first, separator, _ = text.partition(RS)
     try:
@@ -77,7 +77,7 @@ def accepted_handshake(text: str) -> str | None:
     protocol, version = request.get("protocol"), request.get("version")
     if not isinstance(protocol, str) or not isinstance(version, int) or isinstance(version, bool):
         return None
-    versions = {"json": (0, 1), "messagepack": (1, 2)}.get(protocol.lower(), ())
+    versions = {"json": (0, 1, 2), "messagepack": (1, 2)}.get(protocol.lower(), ())
     return protocol.lower() if version in versions else None
 
 
@@ -107,6 +107,10 @@ def expected(frame: str, limit: int) -> tuple[list[str], str | None]:
                 return ids, "close-message"
             if invocation_id is not None:
                 ids.append(invocation_id)
+        elif kind in (8, 9):  # Ack and Sequence need a non-negative integer sequenceId (as ASP.NET Core's parser)
+            sequence_id = message.get("sequenceId")
+            if not isinstance(sequence_id, int) or isinstance(sequence_id, bool) or sequence_id < 0:
+                return ids, "close-message"
         if kind == CLOSE:
             return ids, "closed"
     return ids, None
@@ -145,6 +149,7 @@ def test_fuzzed_handshakes_and_records_get_the_contracts_answers(settings, caplo
             "arguments": arguments | json_values,
             "streamIds": st.lists(st.text(max_size=4), max_size=2),
             "result": json_values,
+            "sequenceId": st.integers(min_value=-2, max_value=10**20) | json_values,  # Ack, Sequence
         },
     ).map(json.dumps)
     records = st.one_of(
