@@ -79,13 +79,17 @@ return result
 
 # Commit a batch: KEYS meta, log; ARGV epoch, ttl (0: leave it; a new journal list gets the session's),
 # acked, first id, n, n entries, field/value pairs.
-# 1: done; -1: the session was taken over (or ended); -2: the journal is not where the batch expects;
+# 1: done; -1: the session was taken over (or ended); -2: the journal is not where the batch expects, or
+# an older owner wrote the session again after a Redis restart (its epoch is below this one's);
 # -3: the session is gone (Redis restarted empty): its owner writes it again (_RESTORE).
 # A batch whose entries are already there (a retry after a reply was lost) is not appended twice.
 _COMMIT = """
 local meta = redis.call('hmget', KEYS[1], 'epoch', 'base')
 if not meta[1] then return -3 end
-if meta[1] ~= ARGV[1] then return -1 end
+if meta[1] ~= ARGV[1] then
+  if tonumber(meta[1]) < tonumber(ARGV[1]) then return -2 end
+  return -1
+end
 local base = tonumber(meta[2])
 local first, n = tonumber(ARGV[4]), tonumber(ARGV[5])
 local length = redis.call('llen', KEYS[2])
