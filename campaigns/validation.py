@@ -11,6 +11,10 @@ from django.core.exceptions import ValidationError
 from campaigns.steps import STEP_NAMES
 
 SETTINGS_MAX_BYTES = 16 * 1024
+# How a run's generation steps are scheduled: "parallel" (the default: a step starts as soon as the
+# steps it needs are done: ShortCopy and Visual together after the Copy) or "sequential" (one at a time,
+# in the plan's order).
+STRATEGIES = ("parallel", "sequential")
 SIMULATION_STEPS = STEP_NAMES
 SIMULATION_KEYS = {"fail_times": (0, 20), "delay_ms": (0, 600_000)}
 SIMULATION_DISABLED = (
@@ -58,10 +62,14 @@ def _check_key(key: str, value: Any) -> list[str]:
         return [] if _is_int(value) and value > 0 else ["max_tokens must be a positive integer."]
     if key == "max_cost":
         return [] if _is_number(value) and value >= 0 else ["max_cost must be a number of at least 0."]
+    if key == "strategy":
+        return (
+            [] if isinstance(value, str) and value in STRATEGIES else ['strategy must be "parallel" or "sequential".']
+        )
     if key == "simulate":
         # Failures and delays on demand tie up workers: only where the operator turned them on.
         return _check_simulate(value) if django_settings.ORCHESTRATION_SIMULATION else [SIMULATION_DISABLED]
-    return [f"unknown setting {key!r}; allowed: require_approval, max_tokens, max_cost, simulate."]
+    return [f"unknown setting {key!r}; allowed: require_approval, max_tokens, max_cost, strategy, simulate."]
 
 
 def validate_settings(value: Any) -> None:

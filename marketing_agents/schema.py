@@ -146,6 +146,12 @@ def settings_schema(*, request: bool) -> dict[str, Any]:
         "require_approval": {"type": "boolean", "description": "Wait for a person after generation."},
         "max_tokens": {"type": "integer", "minimum": 1, "description": "The run's token budget."},
         "max_cost": {"type": "number", "minimum": 0, "description": "The run's cost budget."},
+        "strategy": {
+            "type": "string",
+            "enum": ["parallel", "sequential"],
+            "description": "How the generation steps are scheduled: parallel (the default: ShortCopy and Visual "
+            "together once the Copy is done) or sequential (one at a time, in the plan's order).",
+        },
     }
     if not request or _accepted({"simulate": {}}):
         properties["simulate"] = {

@@ -70,6 +70,13 @@ def _needs_approval(run: OrchestrationRun, generation: list[RunStep]) -> bool:
 
 
 def _ready_generation_steps(run: OrchestrationRun, steps: list[RunStep]) -> list[RunStep]:
+    """The generation steps that may start now: each whose steps it needs are done (the "parallel"
+    strategy, the default), or with the "sequential" one, the next in the plan once none is active."""
+    if run.settings.get("strategy") == "sequential":
+        generation = [step for step in steps if step.name != plan_.AUDIT]
+        if any(step.status in ACTIVE_STEP_STATES for step in generation):
+            return []
+        return [step for step in generation if step.status == StepStatus.PENDING][:1]
     done = {step.name for step in steps if step.status == StepStatus.COMPLETED}
     return [
         step

@@ -37,6 +37,21 @@ def test_a_full_run_publishes_a_contiguous_log_ending_in_campaign_completed(work
     print(f"events per run: {len(events)}; names: {names(events)}")
 
 
+def test_a_sequential_run_makes_one_artifact_at_a_time_in_the_plans_order(worker):
+    """The "sequential" strategy: ShortCopy waits for the Copy, and Visual for the ShortCopy (by
+    default they run side by side once the Copy exists)."""
+    campaign = CampaignFactory(owner=UserFactory(username="alice"))
+    run = wait_for_run(start(campaign, strategy="sequential"))
+    assert run.state == RunState.COMPLETED, worker.log()[-3000:]
+    steps = list(RunStep.objects.filter(run=run).exclude(name="audit").order_by("started_at"))
+    assert [step.name for step in steps] == ["Copy", "ShortCopy", "Visual"]
+    for earlier, later in zip(steps, steps[1:], strict=False):
+        assert earlier.finished_at <= later.started_at, (earlier.name, later.name)
+    events = events_of(campaign)
+    generated = [e.data["artifact"]["type"] for e in events if e.event == "artifact.generated"]
+    assert generated == ["Copy", "ShortCopy", "Visual"]
+
+
 def step_events(campaign, event, step):
     return [e for e in events_of(campaign) if e.event == event and e.data.get("step") == step]
 
