@@ -363,7 +363,9 @@ class SignalRHubConsumer(RealtimeSession):
             owner = self.fanout.channel or ""
             self._taken = await stateful.take(self.session_id, user.pk, owner, state=found[1])
         except Exception as exc:
-            logger.warning("signalr %s refused: the session store is unreachable (%s)", self.connection_id, exc)
+            logger.warning(
+                "signalr %s refused: the session store is unreachable (%s)", self.connection_id, type(exc).__name__
+            )
             return None
         if self._taken is None:
             return None
@@ -374,7 +376,7 @@ class SignalRHubConsumer(RealtimeSession):
                     {"type": "signalr.release", "session": self.session_id, "epoch": self._taken.epoch},
                 )
             except Exception as exc:
-                logger.info("signalr %s: the previous owner was not told (%s)", self.connection_id, exc)
+                logger.info("signalr %s: the previous owner was not told (%s)", self.connection_id, type(exc).__name__)
         return found[1]
 
     def start_stateful(self, taken: stateful.Taken, fields: dict[str, Any] | None = None) -> None:
@@ -405,9 +407,13 @@ class SignalRHubConsumer(RealtimeSession):
         taken = self._taken
         try:
             resent = await self.journal_records(taken.entries)
-        except Exception as exc:  # the log cannot be read (or lost an event): this session cannot go on
+        except LookupError as exc:  # an event it holds is no longer in the log: this session cannot go on
             logger.warning("signalr %s: session not resumed (%s)", self.connection_id, exc)
             await self.end_session()
+            await self.close()
+            return
+        except Exception as exc:  # the database is away: refused, the session kept for a later attempt
+            logger.warning("signalr %s: session not resumed (%s)", self.connection_id, type(exc).__name__)
             await self.close()
             return
         self.binary = taken.protocol == "messagepack"
