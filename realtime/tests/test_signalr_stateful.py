@@ -405,6 +405,28 @@ async def test_an_idle_session_keeps_its_keys_alive(hub, users, monkeypatch):
         client.close()
 
 
+async def test_a_journal_that_holds_a_pruned_event_cannot_be_resumed(hub, users):
+    """Retention pruned an event the client never acknowledged: the session cannot be played again,
+    so the reconnect is refused before the socket opens (the client starts afresh) and it ends."""
+    from channels.testing import WebsocketCommunicator
+
+    from eventlog.models import CampaignEvent
+    from marketing_agents.asgi import application
+
+    alice = users["alice"]
+    campaign = await db(CampaignFactory)(owner=alice)
+    session_id, path = await db(new_session)(alice)
+    first = await started(hub, alice, path)
+    await first.call("SubscribeToCampaign", campaign.public_id)
+    await events(campaign, 1, 1)
+    assert sequences(await numbered(first, 1)) == [1]
+    await first.comm.disconnect()
+    await db(CampaignEvent.objects.filter(campaign=campaign).delete)()
+    connected, _ = await WebsocketCommunicator(application, path).connect(timeout=5)
+    assert not connected
+    assert await db(stored)(session_id) == {}
+
+
 # --- the session store itself (the Lua scripts, on the real Redis) ---------------------------------------------
 
 
