@@ -23,3 +23,7 @@ def artifact_id() -> str:
 
 def approval_id() -> str:
     return new_id("apr")
+
+
+def plan_id() -> str:
+    return new_id("plan")

@@ -49,6 +49,9 @@ CONFLICTS = {
     "runs_cancel_create": "The run has already finished.",
     "runs_retry_create": "The run neither failed nor was cancelled, or another run of the campaign is active.",
     "runs_approvals_create": "The approval has already been decided, or its run no longer waits for it.",
+    "campaigns_messages_create": "A run of the campaign is active: its agents are busy.",
+    "campaigns_tools_create": "A run of the campaign is active: its agents are busy.",
+    "plans_execute_create": "The plan was executed already, or a run of its campaign is active.",
 }
 
 # Operations outside the project (djangorestframework-simplejwt) that answer 401 on bad credentials.
@@ -67,6 +70,10 @@ LINK_SOURCES = {
     ("runs_retrieve", "200"): {"campaign_id": "/campaign_id", "run_id": "/id", "approval_id": "/approvals/0/id"},
     ("runs_cancel_create", "202"): {"run_id": "/run_id"},
     ("runs_retry_create", "202"): {"run_id": "/id"},
+    ("campaigns_plans_create", "201"): {"campaign_id": "/session_id", "plan_id": "/id"},
+    ("plans_execute_create", "202"): {"run_id": "/id"},
+    ("campaigns_messages_create", "202"): {"run_id": "/id"},
+    ("campaigns_tools_create", "202"): {"run_id": "/id", "approval_id": "/approvals/0/id"},
 }
 
 

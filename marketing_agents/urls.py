@@ -9,14 +9,19 @@ from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 from accounts.api import AccountDetail, ApiKeyDetail, ApiKeyList
 from marketing_agents import errors, health
 from orchestration.api import (
+    AgentMessage,
     ApprovalDecide,
     ArtifactRevision,
     CampaignArtifactList,
+    CampaignPlanList,
     CampaignRunList,
     CampaignViewSet,
+    PlanDetail,
+    PlanExecute,
     RunCancel,
     RunDetail,
     RunRetry,
+    ToolCall,
 )
 from realtime import pages as realtime_pages
 from realtime.api import ActiveRuns, CampaignEventList, CampaignSnapshot, NoticeCreate, RealtimePresence
@@ -56,6 +61,11 @@ api_patterns = [
         ArtifactRevision.as_view(),
         name="artifact-revisions",
     ),
+    path("campaigns/<str:campaign_id>/plans/", CampaignPlanList.as_view(), name="campaign-plans"),
+    path("campaigns/<str:campaign_id>/messages/", AgentMessage.as_view(), name="campaign-messages"),
+    path("campaigns/<str:campaign_id>/tools/", ToolCall.as_view(), name="campaign-tools"),
+    path("plans/<str:plan_id>/", PlanDetail.as_view(), name="plan-detail"),
+    path("plans/<str:plan_id>/execute/", PlanExecute.as_view(), name="plan-execute"),
     path("runs/<str:run_id>/", RunDetail.as_view(), name="run-detail"),
     path("runs/<str:run_id>/cancel/", RunCancel.as_view(), name="run-cancel"),
     path("runs/<str:run_id>/retry/", RunRetry.as_view(), name="run-retry"),
@@ -86,6 +96,11 @@ urlpatterns = [
     path("api/", include(api_patterns)),
     path("hubs/campaign/negotiate", signalr.negotiate, name="signalr-negotiate"),
     path("hubs/campaign", signalr.http_transport, name="signalr-http-transports"),  # not served: says so
+    # The track-4 hubs (docs/SIGNALR.md): the same negotiate and transports.
+    path("hubs/orchestrator/negotiate", signalr.negotiate, name="signalr-orchestrator-negotiate"),
+    path("hubs/orchestrator", signalr.http_transport, name="signalr-orchestrator-http-transports"),
+    path("hubs/agent/negotiate", signalr.negotiate, name="signalr-agent-negotiate"),
+    path("hubs/agent", signalr.http_transport, name="signalr-agent-http-transports"),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
     path("metrics", metrics_view, name="metrics"),

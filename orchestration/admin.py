@@ -16,7 +16,15 @@ from campaigns.models import Campaign
 from eventlog.admin import CampaignEventAdmin
 from eventlog.models import CampaignEvent
 from orchestration import services
-from orchestration.models import FINISHED_STATES, Approval, Artifact, ComplianceAudit, OrchestrationRun, RunStep
+from orchestration.models import (
+    FINISHED_STATES,
+    Approval,
+    Artifact,
+    ComplianceAudit,
+    OrchestrationPlan,
+    OrchestrationRun,
+    RunStep,
+)
 
 
 def _each(modeladmin: admin.ModelAdmin, request: HttpRequest, objects: QuerySet, verb: str, call) -> None:
@@ -227,12 +235,51 @@ class ApprovalAdmin(admin.ModelAdmin):
         "run",
         "step",
         "reason",
+        "tool",
         "state",
         "decided_by",
         "comment",
         "created_at",
         "decided_at",
     ]
+    actions = ["approve", "reject"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
+
+    def _decide(self, request: HttpRequest, queryset: QuerySet[Approval], decision: str, verb: str) -> None:
+        def decide(approval: Approval) -> None:
+            services.approval_decide(
+                run=approval.run, approval_public_id=approval.public_id, decision=decision, decided_by=request.user
+            )
+
+        _each(self, request, queryset.select_related("run"), verb, decide)
+
+    @admin.action(description="Approve the selected approvals")
+    def approve(self, request: HttpRequest, queryset: QuerySet[Approval]) -> None:
+        self._decide(request, queryset, "approve", "Approved")
+
+    @admin.action(
+        description="Reject the selected approvals (a tool is cancelled; a review needs feedback: use the page)"
+    )
+    def reject(self, request: HttpRequest, queryset: QuerySet[Approval]) -> None:
+        self._decide(request, queryset, "reject", "Rejected")
+
+
+@admin.register(OrchestrationPlan)
+class OrchestrationPlanAdmin(admin.ModelAdmin):
+    list_display = ["public_id", "campaign", "strategy", "goal", "run", "created_by", "created_at"]
+    list_filter = ["strategy", "created_at"]
+    search_fields = ["public_id", "campaign__public_id", "campaign__name", "goal"]
+    list_select_related = ["campaign", "run", "created_by"]
+    readonly_fields = ["public_id", "campaign", "goal", "strategy", "steps", "run", "created_by", "created_at"]
+    actions = ["execute"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    @admin.action(description="Execute the selected plans")
+    def execute(self, request: HttpRequest, queryset: QuerySet[OrchestrationPlan]) -> None:
+        _each(
+            self, request, queryset, "Started", lambda plan: services.plan_execute(plan=plan, created_by=request.user)
+        )

@@ -16,17 +16,21 @@ from campaigns.models import Campaign
 from campaigns.selectors import campaign_get_visible
 from orchestration import plan as plan_
 from orchestration import selectors, services
-from orchestration.models import ARTIFACT_ORDER, Approval, Artifact, OrchestrationRun
-from orchestration.payloads import approval_payload, run_payload
+from orchestration.models import ARTIFACT_ORDER, Approval, Artifact, OrchestrationPlan, OrchestrationRun
+from orchestration.payloads import approval_payload, plan_payload, run_payload
 from orchestration.selectors import run_get_visible
 from orchestration.serializers import (
+    AgentMessageSerializer,
     ApprovalDecisionSerializer,
     ApprovalSerializer,
     ArtifactSerializer,
     CampaignSerializer,
+    PlanCreateSerializer,
+    PlanSerializer,
     RevisionSerializer,
     RunSerializer,
     RunStartSerializer,
+    ToolCallSerializer,
 )
 
 
@@ -154,5 +158,83 @@ class ArtifactRevision(APIView):
             artifact_type=artifact_type,
             instructions=body.validated_data["instructions"],
             created_by=request.user,
+        )
+        return Response(run_payload(run), status=status.HTTP_202_ACCEPTED)
+
+
+class CampaignPlanList(generics.ListAPIView):
+    """A session's plans (track-4: a session is a campaign), newest first; POST makes one."""
+
+    serializer_class = PlanSerializer
+
+    def get_queryset(self) -> QuerySet[OrchestrationPlan]:
+        campaign = campaign_get_visible(self.request.user, self.kwargs["campaign_id"])
+        return campaign.plans.select_related("campaign", "run")
+
+    def list(self, request: Request, *args: object, **kwargs: object) -> Response:
+        page = self.paginate_queryset(self.get_queryset())
+        return self.get_paginated_response([plan_payload(plan) for plan in page])
+
+    @extend_schema(request=PlanCreateSerializer, responses={201: PlanSerializer})
+    def post(self, request: Request, campaign_id: str) -> Response:
+        campaign = campaign_get_visible(request.user, campaign_id)
+        body = PlanCreateSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        data = body.validated_data
+        plan = services.plan_create(
+            campaign=campaign,
+            goal=data["goal"],
+            strategy=data["strategy"],
+            agents=data.get("agents"),
+            created_by=request.user,
+        )
+        return Response(plan_payload(plan), status=status.HTTP_201_CREATED)
+
+
+class PlanDetail(APIView):
+    @extend_schema(responses=PlanSerializer)
+    def get(self, request: Request, plan_id: str) -> Response:
+        return Response(plan_payload(selectors.plan_get_visible(request.user, plan_id)))
+
+
+class PlanExecute(APIView):
+    @extend_schema(request=None, responses={202: RunSerializer})
+    def post(self, request: Request, plan_id: str) -> Response:
+        plan = selectors.plan_get_visible(request.user, plan_id)
+        run = services.plan_execute(plan=plan, created_by=request.user)
+        return Response(run_payload(run), status=status.HTTP_202_ACCEPTED)
+
+
+class AgentMessage(APIView):
+    """A message to one of the campaign's agents: instructions for its next version (re-audited)."""
+
+    @extend_schema(request=AgentMessageSerializer, responses={202: RunSerializer})
+    def post(self, request: Request, campaign_id: str) -> Response:
+        campaign = campaign_get_visible(request.user, campaign_id)
+        body = AgentMessageSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        data = body.validated_data
+        run = services.agent_message(
+            campaign=campaign, agent=data["agent"], content=data["content"], sent_by=request.user
+        )
+        return Response(run_payload(run), status=status.HTTP_202_ACCEPTED)
+
+
+class ToolCall(APIView):
+    """One agent's tool run on its own; with require_approval it waits for a decision on its approval."""
+
+    @extend_schema(request=ToolCallSerializer, responses={202: RunSerializer})
+    def post(self, request: Request, campaign_id: str) -> Response:
+        campaign = campaign_get_visible(request.user, campaign_id)
+        body = ToolCallSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        data = body.validated_data
+        run = services.tool_execute(
+            campaign=campaign,
+            agent=plan_.STEP_AGENTS[plan_.TOOLS[data["tool_name"]]],
+            tool_name=data["tool_name"],
+            parameters=data["parameters"],
+            require_approval=data["require_approval"],
+            requested_by=request.user,
         )
         return Response(run_payload(run), status=status.HTTP_202_ACCEPTED)

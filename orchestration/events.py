@@ -10,8 +10,18 @@ from typing import Any
 from accounts.services import account_publish
 from campaigns.payloads import isoformat
 from eventlog.publisher import publish, publish_transient
-from orchestration.models import Approval, Artifact, ComplianceAudit, OrchestrationRun, RunState, RunStep
-from orchestration.payloads import artifact_payload, audit_payload
+from orchestration import plan as plan_
+from orchestration.models import (
+    Approval,
+    Artifact,
+    ComplianceAudit,
+    OrchestrationPlan,
+    OrchestrationRun,
+    RunKind,
+    RunState,
+    RunStep,
+)
+from orchestration.payloads import artifact_payload, audit_payload, audit_summary, plan_payload
 
 
 def _run_event(run: OrchestrationRun, event: str, data: dict[str, Any]) -> None:
@@ -43,8 +53,17 @@ def campaign_started(run: OrchestrationRun) -> None:
     _account_event(run, "run.started")
 
 
-def progress(run: OrchestrationRun, percentage: int, message: str) -> None:
-    _run_event(run, "progress", {"percentage": percentage, "message": message})
+def _plan_id(run: OrchestrationRun) -> str | None:
+    plan = getattr(run, "orchestration_plan", None)  # a run executed from a plan (track-4 ExecutePlan)
+    return plan.public_id if plan is not None else None
+
+
+def progress(run: OrchestrationRun, percentage: int, message: str, step: str | None = None) -> None:
+    data: dict[str, Any] = {"percentage": percentage, "message": message, "step": step}
+    plan_id = _plan_id(run)
+    if plan_id is not None:
+        data["plan_id"] = plan_id
+    _run_event(run, "progress", data)
 
 
 def agent_thought(run: OrchestrationRun, agent: str, text: str) -> None:
@@ -102,8 +121,61 @@ def run_cancelled(run: OrchestrationRun) -> None:
 
 def approval_required(run: OrchestrationRun, approval: Approval) -> None:
     data = {"approval_id": approval.public_id, "step": approval.step, "reason": approval.reason}
+    if approval.tool:  # a tool run's: which tool, whose, with what
+        data["tool"] = approval.tool
     _run_event(run, "approval.required", data)
 
 
 def approval_resolved(run: OrchestrationRun, approval: Approval, decision: str, by: str) -> None:
     _run_event(run, "approval.resolved", {"approval_id": approval.public_id, "decision": decision, "by": by})
+
+
+def plan_created(plan: OrchestrationPlan) -> None:
+    publish(plan.campaign, "plan.created", {"plan": plan_payload(plan)})
+
+
+def agent_message(run: OrchestrationRun, agent: str, content: str, sent_by: str) -> None:
+    """What a person asked an agent for (a message or a revision's instructions): the conversation."""
+    _run_event(run, "agent.message", {"agent": agent, "content": content, "sent_by": sent_by, "run_id": run.public_id})
+
+
+def run_outcome(run: OrchestrationRun) -> None:
+    """A finished run's outcome for what it was started as: a plan (``plan.completed``) or a tool
+    (``tool.completed``). After the run's own last event."""
+    artifacts = list(run.artifacts.order_by("type", "version"))
+    success = run.state == RunState.COMPLETED
+    error = run.error or None if not success else None
+    plan_id = _plan_id(run)
+    if plan_id is not None:
+        data = {
+            "plan_id": plan_id,
+            "run_id": run.public_id,
+            "success": success,
+            "artifacts": [artifact_payload(artifact) for artifact in artifacts],
+            "error": error or (None if success else f"The run was {run.state}."),
+        }
+        _run_event(run, "plan.completed", data)
+    if run.kind == RunKind.TOOL:
+        step = run.steps.first()
+        if success:
+            output = artifacts[-1].content if artifacts else _audit_output(run)
+        else:
+            output = error or f"The run was {run.state}."
+        durations = [step.duration_ms] if step is not None and step.duration_ms is not None else []
+        data = {
+            "run_id": run.public_id,
+            "tool_name": plan_.STEP_TOOLS[run.plan[0]],
+            "agent": plan_.STEP_AGENTS[run.plan[0]],
+            "success": success,
+            "output": output,
+            "artifact_id": artifacts[-1].public_id if success and artifacts else None,
+            "execution_time_ms": sum(durations) if durations else None,
+        }
+        _run_event(run, "tool.completed", data)
+
+
+def _audit_output(run: OrchestrationRun) -> str:
+    audit = ComplianceAudit.objects.filter(run=run).first()
+    if audit is None:
+        return ""
+    return audit_summary(audit.score, audit.is_compliant, audit.feedback)

@@ -30,13 +30,13 @@ from orchestration import plan as plan_
 from orchestration.agents import WRITERS, AgentContext, Draft
 from orchestration.agents.auditor import AuditResult, audit
 from orchestration.lifecycle import (
+    complete,
     computed_progress,
     dispatch,
     fail,
     locked_run,
     queue_step,
     set_progress,
-    set_state,
     thought,
 )
 from orchestration.models import (
@@ -45,7 +45,6 @@ from orchestration.models import (
     ComplianceAudit,
     OrchestrationRun,
     RunKind,
-    RunState,
     RunStep,
     StepStatus,
 )
@@ -353,7 +352,7 @@ def _finish_completed(claim: Claim, outcome: tuple[Draft, Usage] | AuditResult) 
     )
     events.artifact_generated(run, artifact)
     _complete_step(run, step)
-    set_progress(run, computed_progress(run), f"{step.name} ready")
+    set_progress(run, computed_progress(run), f"{step.name} ready", step.name)
     dispatch(run)
 
 
@@ -371,9 +370,7 @@ def _store_audit(run: OrchestrationRun, step: RunStep, result: AuditResult) -> N
     )
     events.compliance_completed(run, audit_row)
     _complete_step(run, step)
-    set_state(run, RunState.COMPLETED)
-    set_progress(run, 100, "Campaign ready")
-    events.campaign_completed(run)
+    complete(run)
 
 
 def backoff_seconds(attempt: int) -> float:

@@ -41,13 +41,21 @@ def set_state(run: OrchestrationRun, state: str) -> None:
     events.state_changed(run, state, previous)
 
 
-def set_progress(run: OrchestrationRun, percentage: int, message: str) -> None:
+def set_progress(run: OrchestrationRun, percentage: int, message: str, step: str | None = None) -> None:
     """Progress only moves forward, whatever order parallel steps finish in."""
     if percentage <= run.progress:
         return
     run.progress = percentage
     run.save(update_fields=["progress", "updated_at"])
-    events.progress(run, percentage, message)
+    events.progress(run, percentage, message, step)
+
+
+def complete(run: OrchestrationRun) -> None:
+    """Every step is done: the run is completed."""
+    set_state(run, RunState.COMPLETED)
+    set_progress(run, 100, "Campaign ready")
+    events.campaign_completed(run)
+    events.run_outcome(run)
 
 
 def computed_progress(run: OrchestrationRun) -> int:
@@ -105,6 +113,9 @@ def dispatch(run: OrchestrationRun) -> None:
         if _needs_approval(run, generation):
             request_approval(run)
             return
+        if plan_.AUDIT not in run.plan:  # a plan or a tool without the auditor
+            complete(run)
+            return
         set_state(run, RunState.AUDITING)
     if run.state == RunState.AUDITING:
         for step in steps:
@@ -133,3 +144,4 @@ def fail(run: OrchestrationRun, step: RunStep | None, message: str) -> None:
     run.save(update_fields=["error", "updated_at"])
     set_state(run, RunState.FAILED)
     events.generation_failed(run, step, message)
+    events.run_outcome(run)

@@ -41,7 +41,8 @@ WORKING_STATES = (RunState.GENERATING, RunState.AUDITING)  # a worker may be exe
 
 class RunKind(models.TextChoices):
     GENERATION = "generation"
-    REVISION = "revision"
+    REVISION = "revision"  # an agent's next version, as a person asked (a message or a revision), re-audited
+    TOOL = "tool"  # one agent's tool, run on its own (ExecuteTool), perhaps behind an approval
 
 
 class OrchestrationRun(models.Model):
@@ -195,6 +196,8 @@ class Approval(models.Model):
         django_settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
     comment = models.TextField(blank=True)
+    # A tool run's approval: {"tool_name", "agent", "parameters"} (what the approver is asked to allow).
+    tool = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     decided_at = models.DateTimeField(null=True, blank=True)
 
@@ -207,6 +210,39 @@ class Approval(models.Model):
 
     def __str__(self) -> str:
         return f"{self.public_id} ({self.state})"
+
+
+class Strategy(models.TextChoices):
+    SEQUENTIAL = "sequential", "Sequential: one step at a time"
+    PARALLEL = "parallel", "Parallel where the steps allow"
+
+
+GOAL_MAX_LENGTH = 5_000
+
+
+class OrchestrationPlan(models.Model):
+    """A plan made from a goal and a strategy (the track-4 hubs' CreateOrchestrationPlan), kept with
+    the run it became when it was executed (once)."""
+
+    public_id = models.CharField(max_length=32, unique=True, default=ids.plan_id, editable=False)
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="plans")
+    goal = models.TextField(max_length=GOAL_MAX_LENGTH)
+    strategy = models.CharField(max_length=16, choices=Strategy.choices, default=Strategy.PARALLEL)
+    # [{"id": "Copy", "agent_id": "copywriter", "task": "...", "depends_on": []}, ...] in plan order
+    steps = models.JSONField(default=list)
+    run = models.OneToOneField(
+        OrchestrationRun, on_delete=models.SET_NULL, null=True, blank=True, related_name="orchestration_plan"
+    )
+    created_by = models.ForeignKey(
+        django_settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.public_id} ({self.strategy})"
 
 
 class ProviderStatus(models.TextChoices):

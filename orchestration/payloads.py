@@ -7,7 +7,7 @@ from operator import attrgetter
 from typing import Any
 
 from campaigns.payloads import isoformat
-from orchestration.models import Approval, Artifact, ComplianceAudit, OrchestrationRun, RunStep
+from orchestration.models import Approval, Artifact, ComplianceAudit, OrchestrationPlan, OrchestrationRun, RunStep
 
 
 def artifact_payload(artifact: Artifact) -> dict[str, Any]:
@@ -35,6 +35,12 @@ def audit_payload(audit: ComplianceAudit) -> dict[str, Any]:
     }
 
 
+def audit_summary(score: int, is_compliant: bool, feedback: str) -> str:
+    """An audit in a sentence: the auditor's answer in a conversation, a check_compliance tool's output."""
+    verdict = "compliant" if is_compliant else "not compliant"
+    return f"Score {score}/100, {verdict}. {feedback}".strip()
+
+
 def step_payload(step: RunStep) -> dict[str, Any]:
     return {
         "step": step.name,
@@ -60,6 +66,20 @@ def approval_payload(approval: Approval) -> dict[str, Any]:
         "decided_by": approval.decided_by.get_username() if approval.decided_by else None,
         "created_at": isoformat(approval.created_at),
         "decided_at": isoformat(approval.decided_at),
+        "tool": approval.tool or None,
+    }
+
+
+def plan_payload(plan: OrchestrationPlan) -> dict[str, Any]:
+    run = plan.run
+    return {
+        "id": plan.public_id,
+        "session_id": plan.campaign.public_id,
+        "goal": plan.goal,
+        "strategy": plan.strategy,
+        "steps": plan.steps,
+        "run_id": run.public_id if run is not None else None,
+        "created_at": isoformat(plan.created_at),
     }
 
 

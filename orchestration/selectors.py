@@ -9,7 +9,7 @@ from django.db.models.functions import Coalesce
 from campaigns.errors import NotFound
 from campaigns.models import Campaign
 from campaigns.selectors import campaign_get_visible, campaigns_visible_to, is_public_id
-from orchestration.models import ARTIFACT_ORDER, FINISHED_STATES, Artifact, OrchestrationRun
+from orchestration.models import ARTIFACT_ORDER, FINISHED_STATES, Artifact, OrchestrationPlan, OrchestrationRun
 
 
 def campaigns_with_latest_run(user: AbstractBaseUser | AnonymousUser) -> QuerySet[Campaign]:
@@ -35,6 +35,17 @@ def run_get_visible(user: AbstractBaseUser | AnonymousUser, public_id: str) -> O
     if run is None:
         raise NotFound("Run not found.")
     return run
+
+
+def plan_get_visible(user: AbstractBaseUser | AnonymousUser, public_id: str) -> OrchestrationPlan:
+    plan = None
+    if is_public_id(public_id):
+        visible = campaigns_visible_to(user).values("pk")
+        plans = OrchestrationPlan.objects.select_related("campaign", "run")
+        plan = plans.filter(public_id=public_id, campaign__in=visible).first()
+    if plan is None:
+        raise NotFound("Plan not found.")
+    return plan
 
 
 def runs_active(limit: int = 200) -> QuerySet[OrchestrationRun]:

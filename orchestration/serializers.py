@@ -3,18 +3,21 @@ from __future__ import annotations
 from typing import Any
 
 from django.db import models
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from campaigns.api.fields import SettingsField, StrictCharField
+from campaigns.api.fields import FlatListField, SettingsField, StrictBooleanField, StrictCharField
 from campaigns.models import Campaign
 from orchestration import plan as plan_
 from orchestration.models import (
+    GOAL_MAX_LENGTH,
     ApprovalState,
     Artifact,
     OrchestrationRun,
     RunKind,
     RunState,
     StepStatus,
+    Strategy,
 )
 from orchestration.payloads import artifact_payload, run_payload
 
@@ -148,6 +151,64 @@ class ApprovalDecisionSerializer(serializers.Serializer):
     decision = serializers.ChoiceField(["approve", "reject"])
     comment = StrictCharField(required=False, allow_blank=True, max_length=5000, default="")
     artifact_type = serializers.ChoiceField(list(plan_.GENERATION_STEPS), required=False, allow_null=True)
+
+
+class PlanStepSerializer(serializers.Serializer):
+    id = serializers.ChoiceField(list(plan_.FULL_PLAN), help_text="The run step it becomes.")
+    agent_id = serializers.ChoiceField(list(plan_.AGENTS))
+    task = serializers.CharField()
+    depends_on = serializers.ListField(child=serializers.ChoiceField(list(plan_.FULL_PLAN)))
+
+
+class PlanSerializer(serializers.Serializer):
+    """Read-only; documents a plan's shape for the schema."""
+
+    id = serializers.CharField()
+    session_id = serializers.CharField(help_text="The campaign's id.")
+    goal = serializers.CharField()
+    strategy = serializers.ChoiceField(Strategy.choices)
+    steps = PlanStepSerializer(many=True)
+    run_id = serializers.CharField(allow_null=True, help_text="The run it became; null until executed.")
+    created_at = serializers.DateTimeField()
+
+
+class PlanCreateSerializer(serializers.Serializer):
+    goal = StrictCharField(max_length=GOAL_MAX_LENGTH)
+    strategy = serializers.ChoiceField(Strategy.choices, default=Strategy.PARALLEL)
+    agents = FlatListField(
+        child=serializers.ChoiceField(list(plan_.AGENTS)),
+        required=False,
+        min_length=1,
+        help_text="The agents the plan may use (default: all).",
+    )
+
+
+class AgentMessageSerializer(serializers.Serializer):
+    agent = serializers.ChoiceField(list(plan_.AGENTS))
+    content = StrictCharField(max_length=5000)
+
+
+@extend_schema_field(
+    {
+        "type": "object",
+        "description": "What the tool is asked: only `instructions` (a string).",
+        "properties": {"instructions": {"type": "string", "maxLength": 5000}},
+        "additionalProperties": False,
+    }
+)
+class ToolParametersField(serializers.JSONField):
+    """Checked by the service (orchestration.services.tool_execute), which every door shares."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        if not isinstance(data, dict):
+            raise serializers.ValidationError("Must be an object.")
+        return data
+
+
+class ToolCallSerializer(serializers.Serializer):
+    tool_name = serializers.ChoiceField(list(plan_.TOOLS), help_text="Each agent has one tool; it names the agent.")
+    parameters = ToolParametersField(required=False, default=dict)
+    require_approval = StrictBooleanField(required=False, default=False)
 
 
 class RevisionSerializer(serializers.Serializer):

@@ -18,9 +18,10 @@ from django.db.models import Q
 from django.utils import timezone
 
 from accounts.selectors import budget_refusal
+from campaigns import services as campaign_services
 from campaigns.errors import Conflict, NotFound, ServiceError
 from campaigns.models import Campaign
-from campaigns.selectors import is_public_id
+from campaigns.selectors import campaigns_visible_to, is_public_id
 from campaigns.validation import validate_settings
 from orchestration import events, queue
 from orchestration import plan as plan_
@@ -36,20 +37,35 @@ from orchestration.lifecycle import (
 )
 from orchestration.models import (
     FINISHED_STATES,
+    GOAL_MAX_LENGTH,
     WORKING_STATES,
     Approval,
     ApprovalState,
     Artifact,
+    OrchestrationPlan,
     OrchestrationRun,
     RunKind,
     RunState,
     RunStep,
     StepStatus,
+    Strategy,
 )
 
 logger = logging.getLogger(__name__)
 
+TOOL_INSTRUCTIONS_MAX_LENGTH = 5_000
+
 ACTIVE_RUN_CONFLICT = "This campaign already has an active run; wait for it to finish or cancel it."
+
+
+class Busy(Conflict):
+    """The campaign's agents are at work on another run (one active run per campaign)."""
+
+
+class UnknownAgent(NotFound):
+    def __init__(self, agent: object) -> None:
+        shown = agent[:40] if isinstance(agent, str) else agent
+        super().__init__(f"Agent {shown!r} not found; the agents are {', '.join(plan_.AGENTS)}.")
 
 
 def _username(user: AbstractBaseUser | None) -> str:
@@ -64,6 +80,7 @@ def _create_run(
     run_settings: dict[str, Any],
     created_by: AbstractBaseUser | None,
     instructions: str = "",
+    begin: bool = True,
 ) -> OrchestrationRun:
     try:
         validate_settings(run_settings)
@@ -83,7 +100,7 @@ def _create_run(
         with transaction.atomic():
             run.save()
     except IntegrityError:
-        raise Conflict(ACTIVE_RUN_CONFLICT) from None
+        raise Busy(ACTIVE_RUN_CONFLICT) from None
     RunStep.objects.bulk_create(
         RunStep(
             run=run,
@@ -95,7 +112,8 @@ def _create_run(
         for position, name in enumerate(steps)
     )
     events.state_changed(run, RunState.PENDING, None)
-    queue.begin_run(run.pk)
+    if begin:
+        queue.begin_run(run.pk)
     return run
 
 
@@ -122,25 +140,170 @@ def revision_start(
     queue.require_broker()
     if artifact_type not in plan_.GENERATION_STEPS:
         raise NotFound(f"Unknown artifact type; use one of {', '.join(plan_.GENERATION_STEPS)}.")
-    instructions = instructions.strip()
-    if not instructions:
+    if not instructions.strip():
         raise ServiceError("instructions must not be blank.")
     if not Artifact.objects.filter(campaign=campaign, type=artifact_type).exists():
         raise Conflict(f"There is no {artifact_type} to revise yet; run the campaign first.")
-    return _create_run(
+    return agent_message(
+        campaign=campaign, agent=plan_.STEP_AGENTS[artifact_type], content=instructions, sent_by=created_by
+    )
+
+
+@transaction.atomic
+def agent_message(
+    *, campaign: Campaign, agent: str, content: str, sent_by: AbstractBaseUser | None
+) -> OrchestrationRun:
+    """A person's message to an agent: instructions for its next version (the auditor: a new audit),
+    written in a run of that step and the audit (the copy changed, so it is audited again). The
+    message is the ``agent.message`` event; the answer streams as the artifact's chunks."""
+    queue.require_broker()
+    step = plan_.AGENT_STEPS.get(agent) if isinstance(agent, str) else None
+    if step is None:
+        raise UnknownAgent(agent)
+    content = content.strip()
+    if not content:
+        raise ServiceError("The message must not be blank.")
+    run = _create_run(
         campaign=campaign,
-        steps=(artifact_type, plan_.AUDIT),
+        steps=(step,) if step == plan_.AUDIT else (step, plan_.AUDIT),
         kind=RunKind.REVISION,
         run_settings={},
-        created_by=created_by,
-        instructions=instructions,
+        created_by=sent_by,
+        instructions=content,
     )
+    events.agent_message(run, agent, content, _username(sent_by))
+    return run
+
+
+@transaction.atomic
+def session_create(
+    *, owner: AbstractBaseUser, name: str, agents: list[str], brief: str = "", audience: str = "", tone: str = ""
+) -> Campaign:
+    """A track-4 session: a campaign (its brief defaults to its name) with the agents named, which
+    must be known ones (an empty list means all four: a session always has every agent at hand)."""
+    for agent in agents:
+        if agent not in plan_.AGENT_STEPS:
+            raise UnknownAgent(agent)
+    return campaign_services.campaign_create(owner=owner, name=name, brief=brief or name, audience=audience, tone=tone)
+
+
+@transaction.atomic
+def plan_create(
+    *,
+    campaign: Campaign,
+    goal: str,
+    strategy: str,
+    agents: list[str] | None,
+    created_by: AbstractBaseUser | None,
+) -> OrchestrationPlan:
+    """A plan for ``goal`` with the given agents (all of them when None), stored and announced
+    (``plan.created``); ``plan_execute`` makes it a run."""
+    goal = goal.strip()
+    if not goal:
+        raise ServiceError("The goal must not be blank.")
+    if len(goal) > GOAL_MAX_LENGTH:
+        raise ServiceError(f"The goal must be at most {GOAL_MAX_LENGTH} characters.")
+    if strategy not in Strategy.values:
+        raise ServiceError(f"strategy must be one of {', '.join(Strategy.values)}.")
+    if agents is None:
+        agents = list(plan_.AGENTS)
+    for agent in agents:
+        if agent not in plan_.AGENT_STEPS:
+            raise UnknownAgent(agent)
+    plan = OrchestrationPlan.objects.create(
+        campaign=campaign,
+        goal=goal,
+        strategy=strategy,
+        steps=plan_.plan_steps(goal, strategy, agents),
+        created_by=created_by,
+    )
+    events.plan_created(plan)
+    return plan
+
+
+@transaction.atomic
+def plan_execute(*, plan: OrchestrationPlan, created_by: AbstractBaseUser | None) -> OrchestrationRun:
+    """The plan's run: its steps, its strategy, the goal as every writer's instructions. Once."""
+    queue.require_broker()
+    plan = OrchestrationPlan.objects.select_for_update(of=("self",)).select_related("campaign", "run").get(pk=plan.pk)
+    if plan.run is not None:
+        raise Conflict(f"This plan was executed already (run {plan.run.public_id}); create another plan.")
+    run = _create_run(
+        campaign=plan.campaign,
+        steps=tuple(step["id"] for step in plan.steps),
+        kind=RunKind.GENERATION,
+        run_settings={"strategy": plan.strategy},
+        created_by=created_by,
+        instructions=plan.goal,
+        begin=False,
+    )
+    plan.run = run
+    plan.save(update_fields=["run"])
+    queue.begin_run(run.pk)
+    return run
+
+
+def _tool_parameters(parameters: Any) -> dict[str, Any]:
+    if parameters is None:
+        return {}
+    if not isinstance(parameters, dict):
+        raise ServiceError("parameters must be an object (or null).")
+    unknown = sorted(str(key)[:40] for key in parameters if key != "instructions")
+    if unknown:
+        raise ServiceError(f"Unknown parameter {unknown[0]!r}; the tools take 'instructions' only.")
+    instructions = parameters.get("instructions", "")
+    if instructions is None:
+        return {}
+    if not isinstance(instructions, str) or len(instructions) > TOOL_INSTRUCTIONS_MAX_LENGTH:
+        raise ServiceError(f"instructions must be a string of at most {TOOL_INSTRUCTIONS_MAX_LENGTH} characters.")
+    return {"instructions": instructions} if instructions.strip() else {}
+
+
+@transaction.atomic
+def tool_execute(
+    *,
+    campaign: Campaign,
+    agent: str,
+    tool_name: str,
+    parameters: Any,
+    require_approval: bool,
+    requested_by: AbstractBaseUser | None,
+) -> OrchestrationRun:
+    """Run one agent's tool on its own: a run of that step alone. With ``require_approval`` nothing
+    runs until the approval (kept in the database) is decided; a rejection cancels the run."""
+    queue.require_broker()
+    step = plan_.AGENT_STEPS.get(agent) if isinstance(agent, str) else None
+    if step is None:
+        raise UnknownAgent(agent)
+    if plan_.TOOLS.get(tool_name) != step:
+        shown = tool_name[:40] if isinstance(tool_name, str) else tool_name
+        raise ServiceError(f"The {agent} has no tool {shown!r}; its tool is {plan_.STEP_TOOLS[step]}.")
+    parameters = _tool_parameters(parameters)
+    run = _create_run(
+        campaign=campaign,
+        steps=(step,),
+        kind=RunKind.TOOL,
+        run_settings={},
+        created_by=requested_by,
+        instructions=parameters.get("instructions", ""),
+        begin=not require_approval,
+    )
+    if require_approval:
+        tool = {"tool_name": tool_name, "agent": agent, "parameters": parameters}
+        approval = run.approvals.create(step=step, reason=f"The {agent} asks to run {tool_name}.", tool=tool)
+        set_state(run, RunState.AWAITING_APPROVAL)
+        events.approval_required(run, approval)
+    return run
 
 
 def _plan_thought(run: OrchestrationRun) -> str:
     done = list(run.steps.filter(status=StepStatus.COMPLETED).values_list("name", flat=True))
     if run.kind == RunKind.REVISION:
+        if run.plan == [plan_.AUDIT]:
+            return "Auditing the current set again, as asked."
         return f"Revising {run.plan[0]} as instructed, then auditing the new set."
+    if run.kind == RunKind.TOOL:
+        return f"Running {plan_.STEP_TOOLS[run.plan[0]]} on its own, as asked."
     if done:
         return f"Resuming after the last checkpoint ({', '.join(done)} done)."
     return "Plan: long copy first, then short copy and visual in parallel from it, then the compliance audit."
@@ -176,6 +339,7 @@ def run_cancel(*, run: OrchestrationRun, requested_by: AbstractBaseUser | None) 
     run.approvals.filter(state=ApprovalState.PENDING).update(state=ApprovalState.CANCELLED, decided_at=timezone.now())
     set_state(run, RunState.CANCELLED)
     events.run_cancelled(run)
+    events.run_outcome(run)
     return run
 
 
@@ -228,6 +392,8 @@ def approval_decide(
         raise NotFound("Approval not found.")
     if approval.state != ApprovalState.PENDING or run.state != RunState.AWAITING_APPROVAL:
         raise Conflict("This approval has already been decided.")
+    if run.kind == RunKind.TOOL:
+        return _tool_decide(run, approval, decision, comment, decided_by)
     if decision == "reject" and not comment.strip():
         raise ServiceError("A rejection needs a comment: it is the feedback the agent rewrites with.")
     rejected = _rejected_steps(artifact_type) if decision == "reject" else ()
@@ -244,6 +410,43 @@ def approval_decide(
         thought(run, "orchestrator", f"Rewriting {', '.join(rejected)} with the reviewer's feedback.")
         set_state(run, RunState.GENERATING)
     dispatch(run)
+    return approval
+
+
+def _tool_decide(
+    run: OrchestrationRun, approval: Approval, decision: str, comment: str, decided_by: AbstractBaseUser | None
+) -> Approval:
+    """A tool's approval: approved, the run begins; rejected (a reason optional), it is cancelled."""
+    approval.state = ApprovalState.APPROVED if decision == "approve" else ApprovalState.REJECTED
+    approval.comment, approval.decided_by, approval.decided_at = comment.strip(), decided_by, timezone.now()
+    approval.save()
+    by = _username(decided_by)
+    events.approval_resolved(run, approval, decision, by)
+    if decision == "approve":
+        set_state(run, RunState.PENDING)
+        queue.begin_run(run.pk)
+        return approval
+    run.error = f"Rejected by {by}" + (f": {approval.comment}" if approval.comment else ".")
+    run.cancel_requested_by = by
+    run.save(update_fields=["error", "cancel_requested_by", "updated_at"])
+    set_state(run, RunState.CANCELLED)
+    events.run_cancelled(run)
+    events.run_outcome(run)
+    return approval
+
+
+def approval_get_visible(user: AbstractBaseUser, approval_public_id: Any) -> Approval:
+    """An approval by its id alone (the hubs' ApproveTool), if the user may see its campaign."""
+    visible = campaigns_visible_to(user)
+    approval = None
+    if is_public_id(approval_public_id):
+        approval = (
+            Approval.objects.select_related("run__campaign")
+            .filter(public_id=approval_public_id, run__campaign__in=visible)
+            .first()
+        )
+    if approval is None:
+        raise NotFound("Approval not found.")
     return approval
 
 

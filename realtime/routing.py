@@ -11,6 +11,7 @@ from django.urls import path, re_path
 from eventlog.publisher import dumps
 from realtime.consumers.base import frame_limit_message
 from realtime.consumers.campaign import CampaignConsumer
+from realtime.consumers.sessions import AgentHubConsumer, OrchestratorHubConsumer
 from realtime.consumers.signalr import SignalRHubConsumer
 from realtime.consumers.sse import AccountStreamConsumer, EventStreamConsumer
 from realtime.metrics import ERRORS
@@ -20,6 +21,8 @@ from realtime.signalr import protocol as signalr
 websocket_urlpatterns = [
     path("ws/campaigns/", CampaignConsumer.as_asgi()),
     path("hubs/campaign", SignalRHubConsumer.as_asgi()),  # SignalR-compatible (docs/SIGNALR.md)
+    path("hubs/orchestrator", OrchestratorHubConsumer.as_asgi()),  # the track-4 hubs
+    path("hubs/agent", AgentHubConsumer.as_asgi()),
 ]
 
 websocket_application = HandshakeMiddleware(URLRouter(websocket_urlpatterns))

@@ -29,7 +29,9 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     if detail is not None:
         return Response({"detail": detail}, status=503, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
     if isinstance(exc, ServiceError):
-        code = _SERVICE_STATUS.get(type(exc), status.HTTP_400_BAD_REQUEST)
+        # By the nearest class that has a status (a service's own subclass, e.g. Busy, is its parent's).
+        found = (_SERVICE_STATUS.get(cls) for cls in type(exc).__mro__)
+        code = next((code for code in found if code is not None), status.HTTP_400_BAD_REQUEST)
         headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if isinstance(exc, Unavailable) else None
         return Response({"detail": str(exc)}, status=code, headers=headers)
     if isinstance(exc, RequestDataTooBig):

@@ -39,3 +39,20 @@ class StrictBooleanField(serializers.BooleanField):
 @extend_schema_field(OpenApiTypes.OBJECT, component_name="CampaignSettings")
 class SettingsField(serializers.JSONField):
     """Campaign or run settings: a JSON object (the schema lists its keys: marketing_agents/schema.py)."""
+
+
+class FlatListField(serializers.ListField):
+    """A ListField whose item errors are a flat list of messages (``["Item 1: …"]``), the one error
+    shape of the API (DRF's own is an object keyed by index)."""
+
+    def run_child_validation(self, data: list[Any]) -> list[Any]:
+        try:
+            return super().run_child_validation(data)
+        except serializers.ValidationError as exc:
+            detail = exc.detail if isinstance(exc.detail, dict) else {0: exc.detail}
+            raise serializers.ValidationError(
+                [
+                    f"Item {index}: {' '.join(str(message) for message in messages)}"
+                    for index, messages in detail.items()
+                ]
+            ) from None

@@ -263,3 +263,71 @@ def test_a_non_staff_user_cannot_run_actions(client, alice, campaign):
 
     assert response.status_code == 302 and "/admin/login/" in response["Location"]
     assert not runs_of(campaign)
+
+
+# --- track-4: tools' approvals and plans ------------------------------------------------------------
+
+APPROVALS = "/admin/orchestration/approval/"
+PLANS = "/admin/orchestration/orchestrationplan/"
+
+
+def test_approving_a_tools_approval_in_the_admin_starts_the_tool(operator_client, operator, campaign):
+    from orchestration import services
+
+    run = services.tool_execute(
+        campaign=campaign,
+        agent="copywriter",
+        tool_name="generate_copy",
+        parameters={},
+        require_approval=True,
+        requested_by=operator,
+    )
+    approval = run.approvals.get()
+
+    response = act(operator_client, APPROVALS, "approve", approval)
+
+    assert shown(response) == [(constants.SUCCESS, "Approved 1 of 1.")]
+    approval.refresh_from_db()
+    run.refresh_from_db()
+    assert approval.state == "approved" and approval.decided_by == operator
+    assert run.state == RunState.PENDING  # queued for a worker to begin
+
+
+def test_rejecting_in_the_admin_cancels_a_tool_but_a_review_needs_its_page(operator_client, campaign):
+    from orchestration import services
+
+    tool_run = services.tool_execute(
+        campaign=campaign,
+        agent="copywriter",
+        tool_name="generate_copy",
+        parameters={},
+        require_approval=True,
+        requested_by=None,
+    )
+    review = RunFactory(campaign=CampaignFactory(), state=RunState.AWAITING_APPROVAL, steps="completed")
+    review_approval = review.approvals.create(step="generation", reason="Review")
+
+    response = act(operator_client, APPROVALS, "reject", tool_run.approvals.get(), review_approval)
+
+    levels = dict((level, text) for level, text in shown(response))
+    assert "A rejection needs a comment" in levels[constants.WARNING]
+    assert levels[constants.SUCCESS] == "Rejected 1 of 2."
+    tool_run.refresh_from_db()
+    review.refresh_from_db()
+    assert tool_run.state == RunState.CANCELLED and review.state == RunState.AWAITING_APPROVAL
+
+
+def test_executing_plans_in_the_admin_starts_each_once(operator_client, operator, campaign):
+    from orchestration import services
+
+    plan = services.plan_create(campaign=campaign, goal="Spring", strategy="parallel", agents=None, created_by=operator)
+
+    first = act(operator_client, PLANS, "execute", plan)
+    second = act(operator_client, PLANS, "execute", plan)
+
+    assert shown(first) == [(constants.SUCCESS, "Started 1 of 1.")]
+    assert shown(second)[0][0] == constants.WARNING and "executed already" in shown(second)[0][1]
+    plan.refresh_from_db()
+    assert plan.run is not None and runs_of(campaign) == [plan.run]
+    page = operator_client.get(f"{PLANS}{plan.pk}/change/")
+    assert page.status_code == 200 and plan.public_id in page.content.decode()

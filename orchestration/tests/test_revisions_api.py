@@ -54,7 +54,15 @@ def test_a_revision_starts_a_run_of_that_artifact_and_the_audit(alice_api, campa
     assert stored.steps.get(name=kind).instructions == "Mention the free refills."
     assert stored.steps.get(name="audit").instructions == ""
     log = events(alice_api, campaign)
-    assert log[-1]["event"] == "orchestration.state_changed" and log[-1]["run_id"] == run["id"]
+    assert log[-2]["event"] == "orchestration.state_changed" and log[-2]["run_id"] == run["id"]
+    # The instructions are the conversation's message to the agent (the hubs' ReceiveAgentMessage).
+    assert log[-1]["event"] == "agent.message" and log[-1]["run_id"] == run["id"]
+    assert log[-1]["data"] == {
+        "agent": agent,
+        "content": "Mention the free refills.",
+        "sent_by": "alice",
+        "run_id": run["id"],
+    }
 
 
 def test_revising_an_artifact_that_does_not_exist_yet_is_409(alice_api, campaign):

@@ -22,7 +22,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 from urllib.parse import parse_qs
 
 from django.conf import settings
@@ -86,10 +86,16 @@ class Invocation:
     def __init__(self, invocation_id: str | None) -> None:
         self.invocation_id = invocation_id
         self.completed = False
+        # What its Completion returns when something else completes it (a subscription made on the way).
+        self.result: Any = None
+        self.has_result = False
 
 
 class SignalRHubConsumer(RealtimeSession):
+    """``/hubs/campaign``; the other hubs (realtime.consumers.sessions) are subclasses with their own methods."""
+
     protocol_name = "signalr"
+    methods: ClassVar[dict[str, HubMethod]]  # lower-cased name -> the method (below)
 
     # --- lifecycle ------------------------------------------------------------------------------------------
 
@@ -344,6 +350,8 @@ class SignalRHubConsumer(RealtimeSession):
             message["error"] = error
         elif has_result:
             message["result"] = result
+        elif current.has_result:
+            message["result"] = current.result
         await self.write(record(message))
 
     # --- stateful reconnect (realtime.signalr.stateful) ---------------------------------------------------------
@@ -681,7 +689,7 @@ class SignalRHubConsumer(RealtimeSession):
             self.invocation = None
 
     async def invoke(self, target: str, arguments: list[Any]) -> None:
-        method = HUB_METHODS.get(target.lower())
+        method = self.methods.get(target.lower())
         if method is None:
             raise ClientError("unknown_type", f"Unknown hub method {target[:40]!r}.")
         required, optional = len(method.parameters), len(method.optional)
@@ -692,7 +700,10 @@ class SignalRHubConsumer(RealtimeSession):
                 counts = f"{required} argument{'' if required == 1 else 's'}"
             raise ClientError("bad_request", f"{method.name} takes {counts}; got {len(arguments)}.")
         for parameter, argument in zip(method.parameters, arguments, strict=False):
-            if not isinstance(argument, str):
+            if parameter in method.objects:
+                if not isinstance(argument, dict):
+                    raise ClientError("bad_request", f"The {parameter} argument of {method.name} must be an object.")
+            elif not isinstance(argument, str):
                 raise ClientError("bad_request", f"The {parameter} argument of {method.name} must be a string.")
         await method.function(self, *arguments)
 
@@ -766,27 +777,29 @@ def resume_from(method: str, last_sequence: Any) -> int | None:
 class HubMethod(NamedTuple):
     name: str
     function: Callable[..., Awaitable[None]]
-    parameters: tuple[str, ...]  # required, all strings
+    parameters: tuple[str, ...]  # required: strings, but for those named in ``objects``
     optional: tuple[str, ...] = ()  # checked by the method itself
+    objects: tuple[str, ...] = ()  # the parameters that are objects (a request), checked by the method
+
+
+def method_table(*methods: HubMethod) -> dict[str, HubMethod]:
+    """A hub's methods by lower-cased name (hub method names are case-insensitive)."""
+    return {method.name.lower(): method for method in methods}
 
 
 _CAMPAIGN = ("campaignId",)
 _RESUMABLE = ("lastSequence",)
-# lower-cased name -> the method
-HUB_METHODS: dict[str, HubMethod] = {
-    method.name.lower(): method
-    for method in (
-        HubMethod("SubscribeToCampaign", SignalRHubConsumer.subscribe_to_campaign, _CAMPAIGN, _RESUMABLE),
-        HubMethod("UnsubscribeFromCampaign", SignalRHubConsumer.leave, _CAMPAIGN),
-        HubMethod("GetCampaignSnapshot", SignalRHubConsumer.get_campaign_snapshot, _CAMPAIGN),
-        HubMethod("CancelRun", SignalRHubConsumer.cancel, ("runId",)),
-        HubMethod("JoinCampaignGroup", SignalRHubConsumer.join_campaign_group, _CAMPAIGN, _RESUMABLE),
-        HubMethod("LeaveCampaignGroup", SignalRHubConsumer.leave, _CAMPAIGN),
-        HubMethod("RequestCampaignStatus", SignalRHubConsumer.request_campaign_status, _CAMPAIGN),
-        HubMethod("SubscribeToAccount", SignalRHubConsumer.subscribe_to_account, (), _RESUMABLE),
-        HubMethod("UnsubscribeFromAccount", SignalRHubConsumer.unsubscribe_from_account, ()),
-        HubMethod("GetAccountSnapshot", SignalRHubConsumer.get_account_snapshot, ()),
-        HubMethod("SubscribeToOps", SignalRHubConsumer.subscribe_to_ops, (), _RESUMABLE),
-        HubMethod("UnsubscribeFromOps", SignalRHubConsumer.unsubscribe_from_ops, ()),
-    )
-}
+HUB_METHODS = SignalRHubConsumer.methods = method_table(
+    HubMethod("SubscribeToCampaign", SignalRHubConsumer.subscribe_to_campaign, _CAMPAIGN, _RESUMABLE),
+    HubMethod("UnsubscribeFromCampaign", SignalRHubConsumer.leave, _CAMPAIGN),
+    HubMethod("GetCampaignSnapshot", SignalRHubConsumer.get_campaign_snapshot, _CAMPAIGN),
+    HubMethod("CancelRun", SignalRHubConsumer.cancel, ("runId",)),
+    HubMethod("JoinCampaignGroup", SignalRHubConsumer.join_campaign_group, _CAMPAIGN, _RESUMABLE),
+    HubMethod("LeaveCampaignGroup", SignalRHubConsumer.leave, _CAMPAIGN),
+    HubMethod("RequestCampaignStatus", SignalRHubConsumer.request_campaign_status, _CAMPAIGN),
+    HubMethod("SubscribeToAccount", SignalRHubConsumer.subscribe_to_account, (), _RESUMABLE),
+    HubMethod("UnsubscribeFromAccount", SignalRHubConsumer.unsubscribe_from_account, ()),
+    HubMethod("GetAccountSnapshot", SignalRHubConsumer.get_account_snapshot, ()),
+    HubMethod("SubscribeToOps", SignalRHubConsumer.subscribe_to_ops, (), _RESUMABLE),
+    HubMethod("UnsubscribeFromOps", SignalRHubConsumer.unsubscribe_from_ops, ()),
+)

@@ -40,7 +40,9 @@ def _node_and_the_signalr_client():
 class NodeClient:
     """hub_client.mjs in a subprocess; its JSON lines are read as they come."""
 
-    def __init__(self, scenario: str, server, user, campaign, other_campaign=None, **extra_env: str) -> None:
+    def __init__(
+        self, scenario: str, server, user, campaign, other_campaign=None, *, script: Path = SCRIPT, **extra_env: str
+    ) -> None:
         env = {
             **os.environ,
             "BASE_URL": server.url,
@@ -51,7 +53,7 @@ class NodeClient:
             **extra_env,
         }
         self.process = subprocess.Popen(
-            ["node", str(SCRIPT), scenario],
+            ["node", str(script), scenario],
             cwd=JS_DIR,
             env=env,
             stdout=subprocess.PIPE,
