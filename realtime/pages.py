@@ -59,6 +59,32 @@ def recent_events(campaign: Campaign, up_to: int, limit: int = 60) -> list[dict[
     return [rest_event(row, campaign.public_id) for row in reversed(rows)]
 
 
+# What the conversation panel shows of a run started by a message: the message, then its answer.
+CONVERSATION_EVENTS = (
+    "agent.message",
+    "artifact.generated",
+    "compliance.completed",
+    "generation.failed",
+    "run.cancelled",
+)
+CONVERSATION_MESSAGES = 30
+
+
+def conversation(campaign: Campaign, up_to: int) -> list[dict[str, Any]]:
+    """The last messages to the campaign's agents with the events that answered them, in order (the
+    live page's conversation panel replays them, then follows the socket)."""
+    events = CampaignEvent.objects.filter(campaign=campaign, sequence__lte=up_to)
+    messages = list(events.filter(event="agent.message").order_by("-sequence")[:CONVERSATION_MESSAGES])
+    if not messages:
+        return []
+    runs = {row.run_public_id for row in messages}
+    first = min(row.sequence for row in messages)
+    rows = events.filter(event__in=CONVERSATION_EVENTS, run_public_id__in=runs, sequence__gte=first).order_by(
+        "sequence"
+    )
+    return [rest_event(row, campaign.public_id) for row in rows]
+
+
 @login_required
 def campaign_page(request: HttpRequest, campaign_id: str) -> HttpResponse:
     try:
@@ -71,6 +97,7 @@ def campaign_page(request: HttpRequest, campaign_id: str) -> HttpResponse:
         "snapshot": snapshot,
         "run": run_payload(run) if run else None,
         "events": recent_events(campaign, snapshot["last_event_sequence"]),
+        "conversation": conversation(campaign, snapshot["last_event_sequence"]),
         # The viewer's own account: this month's spend against the budget, kept live by its stream.
         "account": stream_snapshot(account_stream(request.user.pk).pk),
     }

@@ -54,6 +54,10 @@ CAMPAIGN_EVENTS = (
     "campaign.completed",
     "generation.failed",
     "run.cancelled",
+    "plan.created",
+    "plan.completed",
+    "agent.message",
+    "tool.completed",
 )
 ACCOUNT_EVENTS = ("run.started", "run.completed", "run.failed", "spend.updated", "budget.alert")
 EVENTS = CAMPAIGN_EVENTS + tuple(e for e in ACCOUNT_EVENTS if e not in CAMPAIGN_EVENTS)

@@ -230,3 +230,80 @@ def test_the_console_shows_provider_health_and_the_ops_stream_live(page, start_w
     )
     events = page.inner_text("#ops-events")
     assert "openai is down" in events and "openai is degraded" in events and "rate limiting" in events
+
+
+def test_the_conversation_panel_sends_a_message_streams_the_answer_and_decides_tools(page, start_web, start_worker):
+    from orchestration import services
+    from orchestration.models import Artifact
+
+    server = start_web()
+    start_worker(AGENT_CHUNK_DELAY_MS="15")
+    alice = UserFactory(username="alice")
+    campaign = CampaignFactory(owner=alice)
+    log_in(page, server, "alice")
+    page.goto(f"{server.url}/campaigns/{campaign.public_id}/")
+    page.wait_for_selector("#connection.connection-connected")
+
+    # A message: shown at once, its answer streams, then the whole new version.
+    page.select_option("#message-agent", "copywriter")
+    page.fill("#message-content", "Make it punchier")
+    page.click("#send-message")
+    page.wait_for_selector("#conversation .said")
+    assert page.inner_text("#conversation .said") == "alice → copywriter: Make it punchier"
+    page.wait_for_selector("#conversation .answer.streaming")
+    page.wait_for_selector("#conversation .answer[data-artifact-id]")
+    answer_id = page.get_attribute("#conversation .answer", "data-artifact-id")
+    artifact = Artifact.objects.get(public_id=answer_id)
+    assert artifact.type == "Copy" and artifact.version == 1
+    assert page.inner_text("#conversation .answer .what") == artifact.content
+    assert page.input_value("#message-content") == ""
+    wait_for_run(artifact.run)
+
+    # A message while a run is active: refused, and said why.
+    services.run_start(campaign=campaign, created_by=alice, settings={})
+    page.wait_for_function("document.querySelector('#state').textContent !== 'completed'")
+    page.fill("#message-content", "And shorter")
+    page.click("#send-message")
+    page.wait_for_function("document.querySelector('#message').textContent.includes('active run')")
+    assert page.locator("#conversation .said").count() == 1
+    wait_for_run(campaign.runs.order_by("-created_at").first())
+
+    # A tool asked for elsewhere (the hub, the API) waits on the page: approved, it runs.
+    tool_run = services.tool_execute(
+        campaign=campaign,
+        agent="short_copywriter",
+        tool_name="generate_short_copy",
+        parameters={"instructions": "Three posts"},
+        require_approval=True,
+        requested_by=alice,
+    )
+    page.wait_for_selector("#approval:not([hidden])")
+    assert page.inner_text("#approval-tool") == (
+        "The short_copywriter asks to run generate_short_copy with the instructions: “Three posts”."
+    )
+    assert page.is_hidden("#approval-type-field")
+    page.click("#approve")
+    page.wait_for_function("document.querySelector('#state').textContent === 'completed'")
+    assert wait_for_run(tool_run).state == RunState.COMPLETED
+
+    # Another, rejected with a reason: cancelled.
+    rejected = services.tool_execute(
+        campaign=campaign,
+        agent="visual_designer",
+        tool_name="generate_visual",
+        parameters={},
+        require_approval=True,
+        requested_by=alice,
+    )
+    page.wait_for_selector("#approval:not([hidden])")
+    page.fill("#approval-comment", "Not this week")
+    page.click("#reject")
+    page.wait_for_function("document.querySelector('#state').textContent === 'cancelled'")
+    rejected.refresh_from_db()
+    assert rejected.state == RunState.CANCELLED and rejected.error == "Rejected by alice: Not this week"
+
+    # The conversation is there again after a reload, from the log.
+    page.reload()
+    page.wait_for_selector("#connection.connection-connected")
+    assert page.inner_text("#conversation .said") == "alice → copywriter: Make it punchier"
+    assert page.inner_text("#conversation .answer .what") == artifact.content

@@ -102,9 +102,72 @@ function showCompliance(result) {
   }));
 }
 
-function setApproval(approvalId) {
+/** The pending approval: a run's review of its artifacts, or (with ``tool``) a tool an agent asks to run. */
+function setApproval(approvalId, runId = null, tool = null) {
   state.approvalId = approvalId;
+  state.approvalRun = runId || (state.run && state.run.id);
   $("approval").hidden = !approvalId;
+  const forTool = Boolean(approvalId && tool);
+  $("approval-review").hidden = forTool;
+  $("approval-type-field").hidden = forTool;
+  $("approval-tool").hidden = !forTool;
+  $("approval-comment-label").textContent = forTool ? "Reason (optional)" : "Feedback";
+  $("reject").textContent = forTool ? "Reject" : "Reject with feedback";
+  if (forTool) {
+    const instructions = tool.parameters && tool.parameters.instructions;
+    $("approval-tool").textContent = `The ${tool.agent} asks to run ${tool.tool_name}`
+      + (instructions ? ` with the instructions: “${instructions}”.` : ".");
+  }
+}
+
+// --- the conversation with the agents: each message, then its answer (streamed, then whole) ---------------
+
+const AGENT_OF = { Copy: "copywriter", ShortCopy: "short_copywriter", Visual: "visual_designer" };
+const conversation = new Map(); // run id -> {agent, answer element}
+
+function converse(frame) {
+  const data = frame.data;
+  if (frame.event === "agent.message") {
+    if (conversation.has(frame.run_id)) return;
+    $("conversation-empty")?.remove();
+    const asked = document.createElement("li");
+    asked.className = "said";
+    asked.dataset.runId = frame.run_id;
+    asked.innerHTML = '<span class="who"></span> <span class="what"></span>';
+    asked.querySelector(".who").textContent = `${data.sent_by} → ${data.agent}:`;
+    asked.querySelector(".what").textContent = data.content;
+    const answer = document.createElement("li");
+    answer.className = "answer pending";
+    answer.dataset.runId = frame.run_id;
+    answer.dataset.agent = data.agent;
+    answer.innerHTML = '<span class="who"></span> <span class="what"></span>';
+    answer.querySelector(".who").textContent = `${data.agent}:`;
+    answer.querySelector(".what").textContent = "working on it…";
+    $("conversation").append(asked, answer);
+    conversation.set(frame.run_id, { agent: data.agent, answer, streamed: false });
+    return;
+  }
+  const talk = conversation.get(frame.run_id);
+  if (!talk) return;
+  const what = talk.answer.querySelector(".what");
+  const done = (text, className = "answer") => {
+    talk.answer.className = className;
+    what.textContent = text;
+  };
+  if (frame.event === "artifact.chunk" && AGENT_OF[data.artifact_type] === talk.agent && data.chunk) {
+    if (!talk.streamed) { what.textContent = ""; talk.streamed = true; talk.answer.className = "answer streaming"; }
+    what.textContent += data.chunk;
+  } else if (frame.event === "artifact.generated" && data.artifact.agent_name === talk.agent) {
+    const artifact = data.artifact;
+    done(artifact.type === "Visual" ? `New visual, v${artifact.version} (shown above).` : artifact.content);
+    talk.answer.dataset.artifactId = artifact.id;
+  } else if (frame.event === "compliance.completed" && talk.agent === "compliance_auditor") {
+    done(`${data.is_compliant ? "Compliant" : "Not compliant"}, score ${data.compliance_score} / 100. ${data.feedback}`);
+  } else if (frame.event === "generation.failed" || frame.event === "run.cancelled") {
+    if (talk.answer.classList.contains("streaming") || talk.answer.classList.contains("pending")) {
+      done(frame.event === "run.cancelled" ? "Cancelled." : `Could not answer: ${data.error_message}`, "answer failed");
+    }
+  }
 }
 
 function setUsage(usage) {
@@ -161,7 +224,7 @@ function apply(frame, { quiet = false } = {}) {
       showCompliance(data);
       break;
     case "approval.required":
-      setApproval(data.approval_id);
+      setApproval(data.approval_id, frame.run_id, data.tool || null);
       break;
     case "approval.resolved":
       setApproval(null);
@@ -181,6 +244,7 @@ function apply(frame, { quiet = false } = {}) {
     default:
       break;
   }
+  converse(frame);
   logEvent(frame);
 }
 
@@ -198,8 +262,9 @@ if (initial.run) {
   setProgress(initial.run.progress);
   setUsage(initial.run.usage);
   const pending = initial.run.approvals.find((a) => a.state === "pending");
-  if (pending && initial.run.state === "awaiting_approval") setApproval(pending.id);
+  if (pending && initial.run.state === "awaiting_approval") setApproval(pending.id, initial.run.id, pending.tool);
 }
+for (const frame of initial.conversation) converse(frame);
 for (const frame of initial.events) logEvent(frame);
 
 const connection = $("connection");
@@ -233,7 +298,7 @@ const client = new CampaignClient(`${scheme}://${location.host}/ws/campaigns/`, 
   sseUrl: streamUrl,
   transport: new URLSearchParams(location.search).get("transport") === "sse" ? "sse" : "websocket",
   onEvent: (frame) => (frame.stream === "account" ? applyAccount(frame) : apply(frame)),
-  onChunk: (frame) => appendChunk(frame.data),
+  onChunk: (frame) => { appendChunk(frame.data); converse(frame); },
   onSnapshot: (snapshot, { resync, campaignId: key }) => {
     if (key === "account") setSpend(snapshot);
     else if (resync) { applySnapshot(snapshot); say("Caught up from a snapshot."); }
@@ -296,7 +361,21 @@ action("start", async () => {
 });
 action("cancel", () => (client.transport === "sse" ? post(`/api/runs/${state.run.id}/cancel/`) : client.cancel(state.run.id)));
 action("retry", () => post(`/api/runs/${state.run.id}/retry/`));
-action("approve", () => post(`/api/runs/${state.run.id}/approvals/${state.approvalId}/`, { decision: "approve" }));
-action("reject", () => post(`/api/runs/${state.run.id}/approvals/${state.approvalId}/`, {
+action("approve", () => post(`/api/runs/${state.approvalRun}/approvals/${state.approvalId}/`, { decision: "approve" }));
+action("reject", () => post(`/api/runs/${state.approvalRun}/approvals/${state.approvalId}/`, {
   decision: "reject", comment: $("approval-comment").value, artifact_type: $("approval-type").value || null,
 }));
+$("message-form").addEventListener("submit", async (submitted) => {
+  submitted.preventDefault();
+  const button = $("send-message");
+  button.disabled = true;
+  try {
+    say("");
+    await post(`/api/campaigns/${campaignId}/messages/`, { agent: $("message-agent").value, content: $("message-content").value });
+    $("message-content").value = "";
+  } catch (error) {
+    say(error.message);
+  } finally {
+    button.disabled = false;
+  }
+});
