@@ -73,6 +73,8 @@ def _needs_approval(run: OrchestrationRun, generation: list[RunStep]) -> bool:
     """Approval is asked for once per generated set: a regeneration after a rejection asks again."""
     if run.kind != RunKind.GENERATION or not run.settings.get("require_approval"):
         return False
+    if not generation or plan_.AUDIT not in run.plan:  # the review comes before an audit
+        return False
     last_generated = max(step.finished_at for step in generation)
     return not run.approvals.filter(state=ApprovalState.APPROVED, decided_at__gte=last_generated).exists()
 

@@ -64,8 +64,11 @@ class Busy(Conflict):
 
 class UnknownAgent(NotFound):
     def __init__(self, agent: object) -> None:
-        shown = agent[:40] if isinstance(agent, str) else agent
-        super().__init__(f"Agent {shown!r} not found; the agents are {', '.join(plan_.AGENTS)}.")
+        agents = ", ".join(plan_.AGENTS)
+        if isinstance(agent, str):
+            super().__init__(f"Agent {agent[:40]!r} not found; the agents are {agents}.")
+        else:
+            super().__init__(f"Agent not found: an agent's id is a string, one of {agents}.")
 
 
 def _username(user: AbstractBaseUser | None) -> str:
@@ -232,7 +235,8 @@ def plan_execute(*, plan: OrchestrationPlan, created_by: AbstractBaseUser | None
         campaign=plan.campaign,
         steps=tuple(step["id"] for step in plan.steps),
         kind=RunKind.GENERATION,
-        run_settings={"strategy": plan.strategy},
+        # What a person asked for, step by step: no review stop (tools have their own approvals).
+        run_settings={"strategy": plan.strategy, "require_approval": False},
         created_by=created_by,
         instructions=plan.goal,
         begin=False,
@@ -275,9 +279,9 @@ def tool_execute(
     step = plan_.AGENT_STEPS.get(agent) if isinstance(agent, str) else None
     if step is None:
         raise UnknownAgent(agent)
-    if plan_.TOOLS.get(tool_name) != step:
-        shown = tool_name[:40] if isinstance(tool_name, str) else tool_name
-        raise ServiceError(f"The {agent} has no tool {shown!r}; its tool is {plan_.STEP_TOOLS[step]}.")
+    if not isinstance(tool_name, str) or plan_.TOOLS.get(tool_name) != step:
+        shown = repr(tool_name[:40]) if isinstance(tool_name, str) else "of that name (toolName must be a string)"
+        raise ServiceError(f"The {agent} has no tool {shown}; its tool is {plan_.STEP_TOOLS[step]}.")
     parameters = _tool_parameters(parameters)
     run = _create_run(
         campaign=campaign,
@@ -350,6 +354,8 @@ def run_retry(*, run: OrchestrationRun, requested_by: AbstractBaseUser | None) -
     run = locked_run(run.pk)
     if run.state not in (RunState.FAILED, RunState.CANCELLED):
         raise Conflict("Only a failed or cancelled run can be retried.")
+    if run.kind == RunKind.TOOL and run.approvals.exclude(state=ApprovalState.APPROVED).exists():
+        raise Conflict("This tool was never approved; ask for it again (ExecuteTool, or POST …/tools/).")
     previous = run.state
     run.state, run.error, run.finished_at, run.cancel_requested, run.cancel_requested_by = (
         RunState.PENDING,

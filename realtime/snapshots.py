@@ -23,6 +23,7 @@ from orchestration.models import (
     StepStatus,
 )
 from orchestration.payloads import artifact_payload, audit_payload
+from orchestration.plan import AUDIT
 from orchestration.selectors import campaign_artifacts
 
 ARTIFACT_TYPES = [str(kind) for kind in ARTIFACT_ORDER]
@@ -64,6 +65,8 @@ def campaign_snapshot(campaign_pk: int) -> dict[str, Any]:
         campaign = Campaign.objects.get(pk=campaign_pk)
         run = OrchestrationRun.objects.filter(campaign=campaign).order_by("-created_at", "-id").first()
         audit = ComplianceAudit.objects.filter(run=run).first() if run else None
+        if run is not None and AUDIT not in run.plan:  # a plan or a tool without the auditor: the last audit stands
+            audit = ComplianceAudit.objects.filter(campaign=campaign).order_by("-audited_at", "-id").first()
         pending = _pending_types(run)
         newest = [a for a in campaign_artifacts(campaign).filter(is_newest=1) if a.type not in pending]
     return {

@@ -235,3 +235,20 @@ def test_a_bad_tool_call_is_400_and_starts_nothing(alice_api, campaign, body, fi
     error = assert_json_error(post(alice_api, tools_url(campaign), body), 400)
     assert field in error, error
     assert database() == before
+
+
+@pytest.mark.parametrize("how", ["rejected", "cancelled while waiting"])
+def test_a_tool_that_was_never_approved_cannot_be_retried(alice_api, campaign, how):
+    run = post(alice_api, tools_url(campaign), {"tool_name": "generate_copy", "require_approval": True}).json()
+    if how == "rejected":
+        approval_id = run["approvals"][0]["id"]
+        post(alice_api, f"/api/runs/{run['id']}/approvals/{approval_id}/", {"decision": "reject"})
+    else:
+        post(alice_api, f"/api/runs/{run['id']}/cancel/")
+    assert get_run(alice_api, run["id"])["state"] == "cancelled"
+    before = database()
+
+    error = assert_json_error(post(alice_api, f"/api/runs/{run['id']}/retry/"), 409)
+
+    assert "never approved" in error["detail"]
+    assert database() == before

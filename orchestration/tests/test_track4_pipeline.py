@@ -82,3 +82,41 @@ def test_a_tools_approval_outlives_a_kill_of_every_process(start_web, start_work
     run = wait_for_run(Approval.objects.get(public_id=approval_id).run)
     assert run.state == RunState.COMPLETED
     assert names(events_of(campaign))[-1] == "tool.completed" and events_of(campaign)[-1].data["success"] is True
+
+
+def test_a_plans_run_does_not_stop_for_the_campaigns_review(worker):
+    """A plan is what a person asked for: its run goes through even where the campaign asks for a
+    review (a plan without the auditor once waited for ever after it)."""
+    campaign = CampaignFactory(settings={"require_approval": True})
+    plan = services.plan_create(
+        campaign=campaign, goal="Spring", strategy="sequential", agents=["copywriter"], created_by=campaign.owner
+    )
+    run = wait_for_run(services.plan_execute(plan=plan, created_by=campaign.owner))
+
+    assert run.state == RunState.COMPLETED and not run.approvals.exists()
+    assert names(events_of(campaign))[-1] == "plan.completed"
+
+
+def test_the_snapshot_keeps_the_last_audit_after_a_run_without_the_auditor(worker):
+    from rest_framework.test import APIClient
+
+    campaign = CampaignFactory()
+    audited = wait_for_run(services.run_start(campaign=campaign, created_by=campaign.owner, settings={}))
+    assert audited.state == RunState.COMPLETED
+    tool = services.tool_execute(
+        campaign=campaign,
+        agent="visual_designer",
+        tool_name="generate_visual",
+        parameters={},
+        require_approval=False,
+        requested_by=campaign.owner,
+    )
+    wait_for_run(tool)
+    client = APIClient()
+    client.force_authenticate(campaign.owner)
+
+    snapshot = client.get(f"/api/campaigns/{campaign.public_id}/snapshot/").json()
+
+    assert snapshot["run_id"] == tool.public_id and snapshot["current_state"] == "completed"
+    assert snapshot["audit_status"] == "completed"
+    assert snapshot["compliance"]["compliance_score"] == audited.audit.score

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from channels.db import database_sync_to_async
+from django.conf import settings
 from django.core.exceptions import ValidationError
 
 from campaigns.errors import NotFound, ServiceError
@@ -86,6 +87,8 @@ class SessionHubConsumer(SignalRHubConsumer):
     family = AGENT
 
     async def visible_session(self, session_id: Any) -> Campaign:
+        if not isinstance(session_id, str):
+            raise ClientError("bad_request", "sessionId must be a string (a session's id, camp_…).")
         try:
             return await self.visible_campaign(session_id)
         except ClientError as error:
@@ -133,6 +136,8 @@ class OrchestratorHubConsumer(SessionHubConsumer):
         (as the seed's hub answers), not an error Completion; the caller joins the new session."""
         body = Request("CreateSession", request)
         try:
+            if len(self.subscriptions) >= settings.WS_MAX_SUBSCRIPTIONS:  # joining it would fail: make nothing
+                raise ClientError("too_many_subscriptions", "Too many sessions on one connection; leave one first.")
             name = body.text("name", max_length=NAME_MAX_LENGTH)
             agents = body.names("agentIds") or list(plan_.AGENTS)
             campaign = await self.call(

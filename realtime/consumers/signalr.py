@@ -43,7 +43,7 @@ from realtime.delivery import Subscription
 from realtime.metrics import ERRORS
 from realtime.signalr import http as signalr_http
 from realtime.signalr import stateful
-from realtime.signalr.families import REALTIME_API, STREAM, TASK012, render_frame
+from realtime.signalr.families import AGENT, ORCHESTRATOR, REALTIME_API, STREAM, TASK012, render_frame
 from realtime.signalr.protocol import (
     ACK,
     CANCEL_INVOCATION,
@@ -323,6 +323,8 @@ class SignalRHubConsumer(RealtimeSession):
             target = STREAM_SNAPSHOTS[subscription.name]
         elif subscription.family == TASK012:
             target = "ReceiveCampaignSnapshot"
+        elif subscription.family in (ORCHESTRATOR, AGENT):  # the track-4 hubs: a session's state
+            target = "ReceiveSessionSnapshot"
         else:
             target = "OnCampaignStatusReceived"
         await self.write(invocation(target, camel(snapshot)))
