@@ -4,6 +4,9 @@ revise). The actions call the same services as the REST API, so the same rules h
 
 from __future__ import annotations
 
+from typing import Any
+
+from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
@@ -15,6 +18,7 @@ from campaigns.errors import Conflict, ServiceError
 from campaigns.models import Campaign
 from eventlog.admin import CampaignEventAdmin
 from eventlog.models import CampaignEvent
+from orchestration import plan as plan_
 from orchestration import services
 from orchestration.models import (
     FINISHED_STATES,
@@ -266,6 +270,21 @@ class ApprovalAdmin(admin.ModelAdmin):
         self._decide(request, queryset, "reject", "Rejected")
 
 
+class PlanCreateForm(forms.ModelForm):
+    """A new plan: made by the service (orchestration.services.plan_create), as every door makes one."""
+
+    agents = forms.MultipleChoiceField(
+        choices=[(agent, agent) for agent in plan_.AGENTS],
+        initial=list(plan_.AGENTS),
+        widget=forms.CheckboxSelectMultiple,
+        help_text="The agents the plan may use.",
+    )
+
+    class Meta:
+        model = OrchestrationPlan
+        fields = ["campaign", "goal", "strategy"]
+
+
 @admin.register(OrchestrationPlan)
 class OrchestrationPlanAdmin(admin.ModelAdmin):
     list_display = ["public_id", "campaign", "strategy", "goal", "run", "created_by", "created_at"]
@@ -273,10 +292,35 @@ class OrchestrationPlanAdmin(admin.ModelAdmin):
     search_fields = ["public_id", "campaign__public_id", "campaign__name", "goal"]
     list_select_related = ["campaign", "run", "created_by"]
     readonly_fields = ["public_id", "campaign", "goal", "strategy", "steps", "run", "created_by", "created_at"]
+    raw_id_fields = ["campaign"]
     actions = ["execute"]
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
+    def get_form(self, request: HttpRequest, obj: OrchestrationPlan | None = None, **kwargs: Any) -> Any:
+        if obj is None:
+            kwargs["form"] = PlanCreateForm
+        return super().get_form(request, obj, **kwargs)
+
+    def get_readonly_fields(self, request: HttpRequest, obj: OrchestrationPlan | None = None) -> list[str]:
+        return self.readonly_fields if obj is not None else []
+
+    def get_fields(self, request: HttpRequest, obj: OrchestrationPlan | None = None) -> list[str]:
+        return self.readonly_fields if obj is not None else ["campaign", "goal", "strategy", "agents"]
+
+    def has_change_permission(self, request: HttpRequest, obj: OrchestrationPlan | None = None) -> bool:
+        return obj is None and super().has_change_permission(request)  # a plan is kept as it was made
+
+    def has_view_permission(self, request: HttpRequest, obj: OrchestrationPlan | None = None) -> bool:
+        return super().has_view_permission(request, obj) or super().has_change_permission(request, obj)
+
+    def save_model(self, request: HttpRequest, obj: OrchestrationPlan, form: Any, change: bool) -> None:
+        made = services.plan_create(
+            campaign=form.cleaned_data["campaign"],
+            goal=form.cleaned_data["goal"],
+            strategy=form.cleaned_data["strategy"],
+            agents=form.cleaned_data["agents"],
+            created_by=request.user,
+        )
+        obj.pk, obj.public_id, obj.steps, obj._state.adding = made.pk, made.public_id, made.steps, False
 
     @admin.action(description="Execute the selected plans")
     def execute(self, request: HttpRequest, queryset: QuerySet[OrchestrationPlan]) -> None:

@@ -331,3 +331,20 @@ def test_executing_plans_in_the_admin_starts_each_once(operator_client, operator
     assert plan.run is not None and runs_of(campaign) == [plan.run]
     page = operator_client.get(f"{PLANS}{plan.pk}/change/")
     assert page.status_code == 200 and plan.public_id in page.content.decode()
+
+
+def test_an_operator_makes_a_plan_in_the_admin_through_the_service(operator_client, operator, campaign):
+    form = operator_client.get(f"{PLANS}add/")
+    assert form.status_code == 200 and 'name="agents"' in form.content.decode()
+    data = {"campaign": str(campaign.pk), "goal": "Spring", "strategy": "sequential", "agents": ["copywriter"]}
+
+    response = operator_client.post(f"{PLANS}add/", data, follow=True)
+
+    assert response.status_code == 200
+    plan = campaign.plans.get()
+    assert plan.created_by == operator and plan.strategy == "sequential"
+    assert [step["id"] for step in plan.steps] == ["Copy"]
+    assert CampaignEvent.objects.filter(campaign=campaign, event="plan.created").count() == 1
+    refused = operator_client.post(f"{PLANS}add/", {**data, "goal": "  ", "agents": []})
+    assert refused.status_code == 200 and campaign.plans.count() == 1  # the form shows its errors
+    assert "This field is required." in refused.content.decode()

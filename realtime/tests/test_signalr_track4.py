@@ -21,6 +21,8 @@ from realtime.tests.test_signalr_client import (  # noqa: F401 (an autouse fixtu
     JS_DIR,
     NodeClient,
     _node_and_the_signalr_client,
+    drop_sockets,
+    events_in,
     make_users_and_campaigns,
 )
 
@@ -180,3 +182,31 @@ def test_the_readmes_track4_snippet_runs(start_web, start_worker):
     assert answered, ran.stdout
     artifact = Artifact.objects.get(public_id=answered.group(1))
     assert artifact.version == 2 and artifact.type == "Copy" and artifact.content in ran.stdout
+
+
+def test_stateful_reconnect_on_the_agent_hub_keeps_the_conversation_whole(start_web, start_worker):
+    """The socket is cut while the answer streams; the client carries on over a new socket with the
+    same connection (no onreconnecting): the message and the answer arrive once each, and the chunks
+    it got are never repeated."""
+    server = start_web()
+    start_worker(AGENT_CHUNK_DELAY_MS="20")
+    alice, campaign, _ = make_users_and_campaigns()
+    client = NodeClient("stateful", server, alice, campaign, script=SCRIPT)
+    try:
+        connected = client.expect("connected")
+        client.expect("ReceiveStreamingUpdate", 60)
+        drop_sockets(server)
+        finished = client.expect("stateful_finished", 120)
+        seen = client.finish()
+    finally:
+        client.kill()
+
+    assert finished["connectionId"] == connected["connectionId"] and finished["sockets"] == 2
+    assert not events_in(seen, "reconnecting") and not events_in(seen, "reconnected")
+    assert len(events_in(seen, "ReceiveAgentMessage")) == 1
+    answers = [line["payload"] for line in events_in(seen, "ReceiveAgentResponse")]
+    assert [a["agentId"] for a in answers] == ["copywriter", "compliance_auditor"]
+    artifact = Artifact.objects.get(public_id=answers[0]["response"]["artifactId"])
+    assert answers[0]["response"]["content"] == artifact.content
+    indexes = [line["payload"]["response"]["chunkIndex"] for line in events_in(seen, "ReceiveStreamingUpdate")]
+    assert indexes == sorted(set(indexes)), "no chunk twice, none out of order"

@@ -1,12 +1,13 @@
 // A whole track-4 flow with the real @microsoft/signalr client, for realtime/tests/test_signalr_track4.py:
 // two connections to /hubs/orchestrator and two to /hubs/agent, one user.
 //
-//   node track4.mjs
+//   node track4.mjs [stateful]
 //
 // Environment: BASE_URL, HUB_USERNAME, HUB_PASSWORD, OTHER_CAMPAIGN_ID (another user's campaign),
 // HUB_PROTOCOL (json or messagepack). Prints one JSON object per line: {client, event, ...}.
 import * as signalR from "@microsoft/signalr";
 import { MessagePackHubProtocol } from "@microsoft/signalr-protocol-msgpack";
+import WebSocket from "ws";
 
 const BASE_URL = process.env.BASE_URL;
 const out = (record) => console.log(JSON.stringify(record));
@@ -185,7 +186,54 @@ async function main() {
   for (const connection of [orch1, orch2, agent1, agent2]) await connection.stop();
 }
 
-main()
+// withStatefulReconnect() on /hubs/agent: the test cuts the socket while the answer streams; the
+// client carries on over a new socket (same connection id, no onreconnecting) and the conversation
+// arrives whole: the message once, the answer once. CAMPAIGN_ID is the session.
+async function stateful() {
+  const token = await getToken();
+  const sessionId = process.env.CAMPAIGN_ID;
+  let sockets = 0;
+  class CountingWebSocket extends WebSocket {
+    constructor(...args) {
+      super(...args);
+      sockets += 1;
+      out({ event: "socket_opened", count: sockets });
+    }
+  }
+  const connection = new signalR.HubConnectionBuilder()
+    .withUrl(`${BASE_URL}/hubs/agent`, {
+      accessTokenFactory: () => token,
+      WebSocket: CountingWebSocket,
+      transport: signalR.HttpTransportType.WebSockets,
+    })
+    .withStatefulReconnect()
+    .withAutomaticReconnect()
+    .configureLogging(logger)
+    .build();
+  connection.seen = [];
+  connection.onreconnecting((error) => out({ event: "reconnecting", error: String(error) }));
+  connection.onreconnected((id) => out({ event: "reconnected", connectionId: id }));
+  for (const event of AGENT_EVENTS) {
+    connection.on(event, (payload) => {
+      connection.seen.push({ event, payload });
+      out({ client: "stateful", event, payload });
+    });
+  }
+  await connection.start();
+  out({ event: "connected", connectionId: connection.connectionId });
+  await connection.invoke("JoinSession", sessionId);
+  await connection.invoke("SendAgentMessage", { sessionId, agentId: "copywriter", content: "Punchier" });
+  await waitFor(
+    () => seenOf(connection, "ReceiveAgentResponse", (p) => p.agentId === "compliance_auditor"),
+    "the audit after the answer",
+    120000,
+  );
+  out({ event: "stateful_finished", connectionId: connection.connectionId, sockets });
+  await connection.stop();
+}
+
+const scenario = process.argv[2] === "stateful" ? stateful : main;
+scenario()
   .then(() => {
     out({ event: "done" });
     process.exit(0);
