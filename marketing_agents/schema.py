@@ -11,7 +11,8 @@ what it cannot see, in one place (wired in ``SPECTACULAR_SETTINGS``):
   for, 413/415 where a body is read, 409 where a service refuses a state change (``CONFLICTS``),
   503 with ``Retry-After`` everywhere (marketing_agents/errors.py).
   405 is not an operation's answer: a method the schema does not list gets 405 with ``Allow``.
-  Nothing under ``/api/`` is rate limited, so no operation documents 429.
+  429 with ``Retry-After`` where a password is checked (``LOCKOUTS``: too many failed logins,
+  accounts/lockout.py).
 - **Text fields** (``TextFieldSchema``): what a DRF ``CharField`` really accepts (no NUL character;
   when it may not be blank, at least one character that is not whitespace, as ``str.strip`` sees it).
 - **Campaign settings** (``settings_schema``): the keys campaigns/validation.py accepts, with their
@@ -59,6 +60,9 @@ CREDENTIAL_CHECKS = {
     "auth_token_create": "Wrong username or password, or an inactive account.",
     "auth_token_refresh_create": "The refresh token is invalid or expired.",
 }
+
+# Operations that check a password, and so refuse a locked-out login (accounts/lockout.py).
+LOCKOUTS = {"auth_token_create"}
 
 # Where a path parameter's value comes from: (operationId, status) -> {parameter: JSON pointer}.
 LINK_SOURCES = {
@@ -279,6 +283,18 @@ def _error_responses(operation: dict[str, Any], method: str, view: type | None) 
         )
     if operation_id in CONFLICTS:
         errors["409"] = _error(CONFLICTS[operation_id])
+    if operation_id in LOCKOUTS:
+        errors["429"] = _error(
+            "Too many failed logins for this username or from this address; nothing was checked. "
+            "Try again after `Retry-After` seconds.",
+            headers={
+                "Retry-After": {
+                    "required": True,
+                    "schema": {"type": "integer", "minimum": 1},
+                    "description": "Seconds until logins are accepted again.",
+                }
+            },
+        )
     if has_body:
         errors["413"] = _error(f"The body is larger than {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes.")
         errors["415"] = _error("The body is not `application/json`.")

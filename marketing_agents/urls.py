@@ -4,9 +4,10 @@ from django.urls import include, path, re_path
 from django.views.generic import TemplateView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
-from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
+from rest_framework_simplejwt.views import TokenRefreshView
 
 from accounts.api import AccountDetail, ApiKeyDetail, ApiKeyList
+from accounts.lockout import TokenObtainView
 from marketing_agents import errors, health
 from orchestration.api import (
     AgentMessage,
@@ -50,7 +51,7 @@ router.include_root_view = False
 router.register("campaigns", CampaignViewSet, basename="campaign")
 
 api_patterns = [
-    path("auth/token/", TokenObtainPairView.as_view(), name="token-obtain"),
+    path("auth/token/", TokenObtainView.as_view(), name="token-obtain"),
     path("auth/token/refresh/", TokenRefreshView.as_view(), name="token-refresh"),
     path("campaigns/<str:campaign_id>/artifacts/", CampaignArtifactList.as_view(), name="campaign-artifacts"),
     path("campaigns/<str:campaign_id>/snapshot/", CampaignSnapshot.as_view(), name="campaign-snapshot"),

@@ -116,7 +116,9 @@ def web(start_web, start_worker, alice, bob) -> WebServer:
     """The server as a user gets it: simulation off (so its schema leaves `simulate` out). Webhook URLs
     are not resolved (this sandbox resolves no public name, so every generated URL would be refused
     as unresolvable); the SSRF refusal has its own tests in webhooks/tests/test_api.py."""
-    server = start_web(ORCHESTRATION_SIMULATION="0", WEBHOOKS_ALLOW_PRIVATE="1")
+    # Its generated logins all come from 127.0.0.1: with the default limit they would lock out the
+    # address, and alice's own login with it (the lockout has its own tests: accounts/tests/test_lockout.py).
+    server = start_web(ORCHESTRATION_SIMULATION="0", WEBHOOKS_ALLOW_PRIVATE="1", LOGIN_FAILURE_LIMIT="1000000")
     start_worker(concurrency=1, ORCHESTRATION_SIMULATION="0", WEBHOOKS_ALLOW_PRIVATE="1")
     return server
 
