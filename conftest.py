@@ -10,6 +10,12 @@ from campaigns.tests.factories import UserFactory
 
 
 @pytest.fixture(autouse=True)
+def _no_rate_limit(settings):
+    """The REST rate limit is off but where a test turns it on (accounts/tests/test_throttling.py)."""
+    settings.API_RATE_PER_MINUTE = 0
+
+
+@pytest.fixture(autouse=True)
 def _close_executor_connections():
     """Async tests reach the database from asgiref's executor thread; its connection is closed after
     each test, so none is left open when pytest-django drops the test database (which it refuses)."""

@@ -12,7 +12,8 @@ what it cannot see, in one place (wired in ``SPECTACULAR_SETTINGS``):
   503 with ``Retry-After`` everywhere (marketing_agents/errors.py).
   405 is not an operation's answer: a method the schema does not list gets 405 with ``Allow``.
   429 with ``Retry-After`` where a password is checked (``LOCKOUTS``: too many failed logins,
-  accounts/lockout.py).
+  accounts/lockout.py) and where credentials are needed (the per-user rate limit,
+  accounts/throttling.py).
 - **Text fields** (``TextFieldSchema``): what a DRF ``CharField`` really accepts (no NUL character;
   when it may not be blank, at least one character that is not whitespace, as ``str.strip`` sees it).
 - **Campaign settings** (``settings_schema``): the keys campaigns/validation.py accepts, with their
@@ -283,10 +284,14 @@ def _error_responses(operation: dict[str, Any], method: str, view: type | None) 
         )
     if operation_id in CONFLICTS:
         errors["409"] = _error(CONFLICTS[operation_id])
-    if operation_id in LOCKOUTS:
+    if operation_id in LOCKOUTS or security:
+        why = (
+            "Too many failed logins for this username or from this address; nothing was checked."
+            if operation_id in LOCKOUTS
+            else "Over the rate limit of this user (or API key): `API_RATE_PER_MINUTE`; nothing was done."
+        )
         errors["429"] = _error(
-            "Too many failed logins for this username or from this address; nothing was checked. "
-            "Try again after `Retry-After` seconds.",
+            f"{why} Try again after `Retry-After` seconds.",
             headers={
                 "Retry-After": {
                     "required": True,

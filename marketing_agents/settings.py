@@ -114,6 +114,10 @@ AXES_CLIENT_IP_CALLABLE = "accounts.lockout.client_ip"
 AXES_LOCKOUT_CALLABLE = "accounts.lockout.lockout_response"
 AXES_SENSITIVE_PARAMETERS = ["password"]
 
+# REST requests a minute per user, or per API key (accounts/throttling.py); 0: no limit.
+API_RATE_PER_MINUTE = env_int("API_RATE_PER_MINUTE", 600, minimum=0)
+API_STAFF_RATE_PER_MINUTE = env_int("API_STAFF_RATE_PER_MINUTE", 0, minimum=0)
+
 ROOT_URLCONF = "marketing_agents.urls"
 ASGI_APPLICATION = "marketing_agents.asgi.application"
 
@@ -332,6 +336,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "campaigns.api.pagination.PageNumberPagination",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "campaigns.api.errors.exception_handler",
+    "DEFAULT_THROTTLE_CLASSES": ["accounts.throttling.PerUserRateThrottle"],
     "DATETIME_FORMAT": "%Y-%m-%dT%H:%M:%S.%fZ",
 }
 

@@ -25,6 +25,7 @@ E2E_ENV = {
     "RUN_REQUEUE_AFTER_SECONDS": "20",
     "LOG_LEVEL": "INFO",
     "ORCHESTRATION_SIMULATION": "1",  # the tests' campaigns use settings.simulate
+    "API_RATE_PER_MINUTE": "0",  # the rate limit is off but where it is tested (accounts/tests/test_throttling.py)
 }
 
 

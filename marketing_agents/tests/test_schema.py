@@ -296,11 +296,11 @@ def test_every_operation_documents_the_errors_it_can_give(document):
             for status in statuses - {"200", "201", "202", "204"}:
                 schema = operation["responses"][status]["content"]["application/json"]["schema"]
                 assert schema["$ref"] in ("#/components/schemas/Error", "#/components/schemas/ValidationError")
-            # Only a password check answers 429 (a login lockout, with Retry-After); a method the schema
-            # does not list is 405 with Allow.
+            # A login lockout or the rate limit answers 429 with Retry-After, where a password is checked
+            # or credentials are needed; a method the schema does not list is 405 with Allow.
             assert "405" not in statuses
-            if path == "/api/auth/token/":
-                assert operation["responses"]["429"]["headers"]["Retry-After"]["required"]
+            if path == "/api/auth/token/" or operation.get("security"):
+                assert operation["responses"]["429"]["headers"]["Retry-After"]["required"], (method, path)
             else:
                 assert "429" not in statuses, (method, path)
 
