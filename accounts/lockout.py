@@ -15,6 +15,8 @@ import math
 from typing import Any
 
 from django.conf import settings
+from django.contrib.auth.signals import user_logged_in
+from django.dispatch import receiver
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from rest_framework.response import Response
@@ -31,11 +33,26 @@ def client_ip(request: HttpRequest) -> str | None:
         return None
 
 
+def forget_failures(username: str) -> None:
+    """A successful login clears the failures of its username (never those of its address: someone
+    guessing another user's password must not lift the lockout by logging in to their own account)."""
+    from axes.models import AccessAttempt
+
+    AccessAttempt.objects.filter(username=username).delete()
+
+
+@receiver(user_logged_in)
+def _logged_in(sender: Any, request: Any, user: Any, **kwargs: Any) -> None:
+    forget_failures(user.get_username())
+
+
 def lockout_seconds() -> int:
     return max(1, math.ceil(settings.AXES_COOLOFF_TIME.total_seconds()))
 
 
 def lockout_message() -> str:
+    """``Retry-After`` and the message give the whole lockout time: the most there is left (the
+    lockout began at the last failure that counted, which may be a little earlier)."""
     seconds = lockout_seconds()
     wait = f"{math.ceil(seconds / 60)} minutes" if seconds >= 120 else f"{seconds} seconds"
     return f"Too many failed logins. Try again in {wait}."
@@ -53,7 +70,15 @@ def lockout_response(request: Any, original_response: Any = None, credentials: A
 
 class TokenObtainView(TokenObtainPairView):
     """``POST /api/auth/token/`` behind the lockout. simplejwt authenticates with DRF's request, on
-    which axes flags a locked-out attempt (the middleware sees Django's request): answered here."""
+    which axes flags a locked-out attempt (the middleware sees Django's request): answered here. It
+    never logs the user in (no ``user_logged_in``), so a success clears the failures here."""
+
+    def post(self, request: Any, *args: Any, **kwargs: Any) -> Response:
+        response = super().post(request, *args, **kwargs)
+        username = request.data.get("username") if isinstance(request.data, dict) else None
+        if response.status_code == 200 and isinstance(username, str):
+            forget_failures(username)
+        return response
 
     def handle_exception(self, exc: Exception) -> Response:
         if getattr(self.request, "axes_locked_out", False):

@@ -1,9 +1,10 @@
-"""REST rate limits per user, or per API key (each key its own budget): DRF's throttling hook, with
+"""REST rate limits per user (API keys count against their owner's budget): DRF's throttling hook, with
 the count kept in Redis so that every web process shares it (DRF's own throttles count in the
 process's cache). ``API_RATE_PER_MINUTE`` requests in each minute (0: no limit);
 ``API_STAFF_RATE_PER_MINUTE`` for staff (0, the default: staff are not limited). Over the limit: 429
 with ``Retry-After`` (the seconds left in the minute) and DRF's ``detail``. If Redis cannot be
-reached the request goes through: a limit is not worth an outage. Logins have their own lockout
+reached the request goes through, and so do the next ones for 30 s (without trying it): a limit is
+not worth an outage. Logins have their own lockout
 (accounts/lockout.py)."""
 
 from __future__ import annotations
@@ -14,21 +15,28 @@ from typing import Any
 
 import redis
 from django.conf import settings
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from rest_framework.throttling import BaseThrottle
 
-from accounts.models import ApiKey
 from marketing_agents import redisconf
 
 logger = logging.getLogger(__name__)
 
 WINDOW_SECONDS = 60
+# After Redis failed, requests go uncounted this long without trying it (each try could cost a timeout).
+PAUSE_AFTER_ERROR_SECONDS = 30
 _clients: dict[redisconf.RedisTarget, redis.Redis] = {}
+_paused_until = 0.0
 
 
 def _client() -> redis.Redis:
     target = redisconf.current()
     if target not in _clients:
-        _clients[target] = redisconf.client(target, socket_connect_timeout=1, socket_timeout=1)
+        # One quick try: redis-py's default retries would hold the request for seconds.
+        _clients[target] = redisconf.client(
+            target, socket_connect_timeout=0.25, socket_timeout=0.25, retry=Retry(NoBackoff(), 0)
+        )
     return _clients[target]
 
 
@@ -45,17 +53,24 @@ class PerUserRateThrottle(BaseThrottle):
         limit = settings.API_STAFF_RATE_PER_MINUTE if user.is_staff else settings.API_RATE_PER_MINUTE
         if not limit:
             return True
-        who = f"key:{request.auth.pk}" if isinstance(request.auth, ApiKey) else f"user:{user.pk}"
+        global _paused_until
         now = time.time()
+        if now < _paused_until:
+            return True
         window = int(now // WINDOW_SECONDS)
-        counter = f"throttle:{who}:{window}"
+        counter = f"throttle:user:{user.pk}:{window}"  # API keys count against their owner's budget
         try:
             pipeline = _client().pipeline()
             pipeline.incr(counter)
             pipeline.expire(counter, 2 * WINDOW_SECONDS)
             count = pipeline.execute()[0]
         except redis.RedisError as exc:
-            logger.warning("rate limit not counted (%s): the request goes through", type(exc).__name__)
+            _paused_until = now + PAUSE_AFTER_ERROR_SECONDS
+            logger.warning(
+                "rate limit not counted (%s): requests go through for %d s",
+                type(exc).__name__,
+                PAUSE_AFTER_ERROR_SECONDS,
+            )
             return True
         if count <= limit:
             return True

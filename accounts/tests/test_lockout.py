@@ -176,3 +176,27 @@ def test_the_lockout_on_the_real_server(start_web, door):
         time.sleep(0.2)  # polling for the window's end, bounded by the deadline
         response = send(PASSWORD)
     assert response.status_code == (200 if door == "token" else 302), response.text[:300]
+
+
+def test_logging_in_to_ones_own_account_does_not_lift_an_addresss_lockout():
+    """Guesses at alice's password, then the guesser's own login from the same address, in turns: the
+    address's failures are kept, so the guessing stops at the limit."""
+    UserFactory(username="alice")
+    UserFactory(username="mallory")
+    for _ in range(2):
+        for _ in range(2):
+            assert attempt("pages", "alice", "guess", address="10.9.9.9").status_code == 200
+        assert logged_in("pages", attempt("pages", "mallory", PASSWORD, address="10.9.9.9"))
+    assert_locked_out("pages", attempt("pages", "alice", "guess", address="10.9.9.9"))
+
+
+def test_a_token_login_clears_its_usernames_failures():
+    UserFactory(username="alice")
+    for _ in range(LIMIT - 1):
+        attempt("token", "alice", "typo", address="10.4.4.4")
+    assert logged_in("token", attempt("token", "alice", PASSWORD, address="10.4.4.5"))
+    assert not AccessAttempt.objects.filter(username="alice").exists()
+    # Four more typos later in the window do not lock alice out: the success cleared the first four.
+    for _ in range(LIMIT - 1):
+        assert attempt("token", "alice", "typo", address="10.4.4.4").status_code == 401
+    assert logged_in("token", attempt("token", "alice", PASSWORD, address="10.4.4.5"))

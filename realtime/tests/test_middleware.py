@@ -11,7 +11,7 @@ import pytest
 from django.test import Client
 from rest_framework_simplejwt.tokens import RefreshToken
 
-from campaigns.tests.factories import PASSWORD, CampaignFactory, RunFactory
+from campaigns.tests.factories import CampaignFactory, RunFactory
 from orchestration.models import OrchestrationRun
 from realtime.tests.sockets import (
     assert_clean_error,
@@ -55,7 +55,7 @@ async def test_session_cookie_authenticates(ws, users):
 
     def login() -> str:
         client = Client()
-        assert client.login(username="alice", password=PASSWORD)
+        client.force_login(users["alice"])
         return client.cookies["sessionid"].value
 
     session_key = await db(login)()
