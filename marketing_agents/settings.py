@@ -120,6 +120,15 @@ AXES_SENSITIVE_PARAMETERS = ["password"]
 API_RATE_PER_MINUTE = env_int("API_RATE_PER_MINUTE", 600, minimum=0)
 API_STAFF_RATE_PER_MINUTE = env_int("API_STAFF_RATE_PER_MINUTE", 0, minimum=0)
 
+# --- Fair shares per user (docs/API.md, "Limits") -------------------------------------------------------
+# Realtime connections a user may hold open at once, native, SignalR and SSE together, across every web
+# process (realtime/limits.py); 0: no cap. Staff apart (0, the default: not capped).
+WS_MAX_CONNECTIONS_PER_USER = env_int("WS_MAX_CONNECTIONS_PER_USER", 100, minimum=0)
+WS_STAFF_MAX_CONNECTIONS_PER_USER = env_int("WS_STAFF_MAX_CONNECTIONS_PER_USER", 0, minimum=0)
+# Runs of one account's campaigns active at once (orchestration/fairshare.py); more are queued, not
+# refused, and start in order as others finish. 0: no limit. An account's own limit (admin) overrides it.
+RUNS_MAX_ACTIVE_PER_USER = env_int("RUNS_MAX_ACTIVE_PER_USER", 5, minimum=0)
+
 ROOT_URLCONF = "marketing_agents.urls"
 ASGI_APPLICATION = "marketing_agents.asgi.application"
 

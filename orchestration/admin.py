@@ -13,13 +13,14 @@ from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.utils.html import format_html
 
+from accounts.admin import ConfigChangesAdmin
 from campaigns.admin import CampaignAdmin, ReadOnlyInline
 from campaigns.errors import Conflict, ServiceError
 from campaigns.models import Campaign
 from eventlog.admin import CampaignEventAdmin
 from eventlog.models import CampaignEvent
+from orchestration import fairshare, services
 from orchestration import plan as plan_
-from orchestration import services
 from orchestration.models import (
     FINISHED_STATES,
     Approval,
@@ -27,8 +28,10 @@ from orchestration.models import (
     ComplianceAudit,
     OrchestrationPlan,
     OrchestrationRun,
+    RunLimit,
     RunStep,
 )
+from orchestration.selectors import runs_queued
 
 
 def _each(modeladmin: admin.ModelAdmin, request: HttpRequest, objects: QuerySet, verb: str, call) -> None:
@@ -327,3 +330,26 @@ class OrchestrationPlanAdmin(admin.ModelAdmin):
         _each(
             self, request, queryset, "Started", lambda plan: services.plan_execute(plan=plan, created_by=request.user)
         )
+
+
+@admin.register(RunLimit)
+class RunLimitAdmin(ConfigChangesAdmin):
+    """An account's own limit on its active runs, instead of RUNS_MAX_ACTIVE_PER_USER (0: no limit).
+    Raising it, or removing it for a higher default, starts the account's queued runs at once."""
+
+    list_display = ["user", "max_active_runs", "queued_runs", "updated_at"]
+    search_fields = ["user__username", "user__email"]
+    list_select_related = ["user"]
+    raw_id_fields = ["user"]
+
+    @admin.display(description="queued runs")
+    def queued_runs(self, obj: RunLimit) -> int:
+        return runs_queued(obj.user_id).count()
+
+    def save_model(self, request: HttpRequest, obj: RunLimit, form: Any, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        fairshare.runs_promote(owner_id=obj.user_id)
+
+    def delete_model(self, request: HttpRequest, obj: RunLimit) -> None:
+        super().delete_model(request, obj)
+        fairshare.runs_promote(owner_id=obj.user_id)

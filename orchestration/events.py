@@ -48,6 +48,12 @@ def state_changed(run: OrchestrationRun, state: str, previous: str | None) -> No
         _account_event(run, ACCOUNT_RUN_EVENTS[state])
 
 
+def run_queued(run: OrchestrationRun, position: int | None, limit: int) -> None:
+    """The run waits for a share of the workers (orchestration/fairshare.py): its place in its
+    account's queue (1: next) and the account's limit. Said when it is queued and when its place changes."""
+    _run_event(run, "run.queued", {"run_id": run.public_id, "position": position, "limit": limit})
+
+
 def campaign_started(run: OrchestrationRun) -> None:
     _run_event(run, "campaign.started", {"run_id": run.public_id, "plan": run.plan})
     _account_event(run, "run.started")

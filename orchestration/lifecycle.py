@@ -10,7 +10,7 @@ from datetime import timedelta
 
 from django.utils import timezone
 
-from orchestration import events, queue
+from orchestration import events, fairshare, queue
 from orchestration import plan as plan_
 from orchestration.models import (
     FINISHED_STATES,
@@ -39,6 +39,8 @@ def set_state(run: OrchestrationRun, state: str) -> None:
         fields.append("finished_at")
     run.save(update_fields=fields)
     events.state_changed(run, state, previous)
+    if state in FINISHED_STATES and previous not in FINISHED_STATES:
+        fairshare.share_freed(run, previous)  # the account's next queued run may start
 
 
 def set_progress(run: OrchestrationRun, percentage: int, message: str, step: str | None = None) -> None:

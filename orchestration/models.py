@@ -25,6 +25,7 @@ ARTIFACT_ORDER = [ArtifactType.COPY, ArtifactType.SHORT_COPY, ArtifactType.VISUA
 
 
 class RunState(models.TextChoices):
+    QUEUED = "queued"  # waiting for a free share of the workers (orchestration/fairshare.py)
     PENDING = "pending"
     PLANNING = "planning"
     GENERATING = "generating"
@@ -37,6 +38,8 @@ class RunState(models.TextChoices):
 
 FINISHED_STATES = (RunState.COMPLETED, RunState.FAILED, RunState.CANCELLED)
 WORKING_STATES = (RunState.GENERATING, RunState.AUDITING)  # a worker may be executing one of its steps
+# Holding one of its account's shares of the workers: begun or about to be, or waiting for a person.
+ACTIVE_STATES = tuple(state for state in RunState if state not in FINISHED_STATES and state != RunState.QUEUED)
 
 
 class RunKind(models.TextChoices):
@@ -269,3 +272,20 @@ class ProviderHealth(models.Model):
 
     def __str__(self) -> str:
         return f"{self.provider}: {self.status}"
+
+
+class RunLimit(models.Model):
+    """An account's own limit on its active runs, set by an operator; without one, the setting
+    RUNS_MAX_ACTIVE_PER_USER holds (orchestration/fairshare.py)."""
+
+    user = models.OneToOneField(django_settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="run_limit")
+    max_active_runs = models.PositiveIntegerField(
+        help_text="Runs of this account's campaigns active at once (more wait, queued); 0: no limit."
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["user"]
+
+    def __str__(self) -> str:
+        return f"run limit of {self.user}"

@@ -8,6 +8,7 @@ from typing import Any
 
 from campaigns.payloads import isoformat
 from orchestration.models import Approval, Artifact, ComplianceAudit, OrchestrationPlan, OrchestrationRun, RunStep
+from orchestration.selectors import queue_position
 
 
 def artifact_payload(artifact: Artifact) -> dict[str, Any]:
@@ -89,6 +90,7 @@ def run_payload(run: OrchestrationRun) -> dict[str, Any]:
         "campaign_id": run.campaign.public_id,
         "kind": run.kind,
         "state": run.state,
+        "queue_position": queue_position(run),  # 1: next of its account's queued runs to start; None unless queued
         "plan": run.plan,
         "steps": [step_payload(step) for step in run.steps.all()],
         "attempts": run.attempts,

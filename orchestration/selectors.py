@@ -9,7 +9,14 @@ from django.db.models.functions import Coalesce
 from campaigns.errors import NotFound
 from campaigns.models import Campaign
 from campaigns.selectors import campaign_get_visible, campaigns_visible_to, is_public_id
-from orchestration.models import ARTIFACT_ORDER, FINISHED_STATES, Artifact, OrchestrationPlan, OrchestrationRun
+from orchestration.models import (
+    ARTIFACT_ORDER,
+    FINISHED_STATES,
+    Artifact,
+    OrchestrationPlan,
+    OrchestrationRun,
+    RunState,
+)
 
 
 def campaigns_with_latest_run(user: AbstractBaseUser | AnonymousUser) -> QuerySet[Campaign]:
@@ -76,3 +83,15 @@ def campaign_artifacts(campaign: Campaign, *, artifact_type: str | None = None) 
         .order_by("-is_newest", "type_rank", "-version")
     )
     return queryset.filter(type=artifact_type) if artifact_type else queryset
+
+
+def runs_queued(owner_id: int) -> QuerySet[OrchestrationRun]:
+    """An account's queued runs, next first (orchestration/fairshare.py)."""
+    return OrchestrationRun.objects.filter(campaign__owner_id=owner_id, state=RunState.QUEUED).order_by("pk")
+
+
+def queue_position(run: OrchestrationRun) -> int | None:
+    """1 for the next of its account's runs to start; None unless the run is queued."""
+    if run.state != RunState.QUEUED:
+        return None
+    return runs_queued(run.campaign.owner_id).filter(pk__lt=run.pk).count() + 1

@@ -121,6 +121,11 @@ class RunSerializer(serializers.Serializer):
     campaign_id = serializers.CharField()
     kind = serializers.ChoiceField(RunKind.choices)
     state = serializers.ChoiceField(RunState.choices)
+    queue_position = serializers.IntegerField(
+        min_value=1,
+        allow_null=True,
+        help_text="While queued (its account at its limit of active runs): 1 for the next to start; else null.",
+    )
     plan = serializers.ListField(child=serializers.ChoiceField(list(plan_.FULL_PLAN)))
     steps = RunStepSerializer(many=True)
     attempts = serializers.IntegerField(min_value=0)

@@ -23,7 +23,7 @@ from campaigns.errors import Conflict, NotFound, ServiceError
 from campaigns.models import Campaign
 from campaigns.selectors import campaigns_visible_to, is_public_id
 from campaigns.validation import validate_settings
-from orchestration import events, queue
+from orchestration import events, fairshare, queue
 from orchestration import plan as plan_
 from orchestration.lifecycle import (
     computed_progress,
@@ -104,6 +104,9 @@ def _create_run(
             run.save()
     except IntegrityError:
         raise Busy(ACTIVE_RUN_CONFLICT) from None
+    if fairshare.must_queue(run):  # decided after the insert (orchestration/fairshare.py, lock order)
+        run.state = RunState.QUEUED
+        run.save(update_fields=["state"])
     RunStep.objects.bulk_create(
         RunStep(
             run=run,
@@ -114,8 +117,10 @@ def _create_run(
         )
         for position, name in enumerate(steps)
     )
-    events.state_changed(run, RunState.PENDING, None)
-    if begin:
+    events.state_changed(run, run.state, None)
+    if run.state == RunState.QUEUED:
+        fairshare.queued(run)  # it begins (or asks for its approval) when its account has a free share
+    elif begin:
         queue.begin_run(run.pk)
     return run
 
@@ -239,11 +244,9 @@ def plan_execute(*, plan: OrchestrationPlan, created_by: AbstractBaseUser | None
         run_settings={"strategy": plan.strategy, "require_approval": False},
         created_by=created_by,
         instructions=plan.goal,
-        begin=False,
     )
     plan.run = run
     plan.save(update_fields=["run"])
-    queue.begin_run(run.pk)
     return run
 
 
@@ -295,8 +298,9 @@ def tool_execute(
     if require_approval:
         tool = {"tool_name": tool_name, "agent": agent, "parameters": parameters}
         approval = run.approvals.create(step=step, reason=f"The {agent} asks to run {tool_name}.", tool=tool)
-        set_state(run, RunState.AWAITING_APPROVAL)
-        events.approval_required(run, approval)
+        if run.state != RunState.QUEUED:  # a queued one asks when it gets its share
+            set_state(run, RunState.AWAITING_APPROVAL)
+            events.approval_required(run, approval)
     return run
 
 
@@ -369,12 +373,18 @@ def run_retry(*, run: OrchestrationRun, requested_by: AbstractBaseUser | None) -
             run.save()
     except IntegrityError:
         raise Conflict(ACTIVE_RUN_CONFLICT) from None
+    if fairshare.must_queue(run):
+        run.state = RunState.QUEUED
+        run.save(update_fields=["state"])
     run.steps.exclude(status=StepStatus.COMPLETED).update(
         status=StepStatus.PENDING, attempt=0, error="", lease_expires_at=None, queued_at=None
     )
-    events.state_changed(run, RunState.PENDING, previous)
+    events.state_changed(run, run.state, previous)
     thought(run, "orchestrator", f"Retry requested by {_username(requested_by)}.")
-    queue.begin_run(run.pk)
+    if run.state == RunState.QUEUED:
+        fairshare.queued(run)
+    else:
+        queue.begin_run(run.pk)
     return run
 
 
@@ -396,6 +406,8 @@ def approval_decide(
         approval = run.approvals.select_for_update().filter(public_id=approval_public_id).first()
     if approval is None:
         raise NotFound("Approval not found.")
+    if approval.state == ApprovalState.PENDING and run.state == RunState.QUEUED:
+        raise Conflict("This run is queued behind its account's other runs; decide its approval once it starts.")
     if approval.state != ApprovalState.PENDING or run.state != RunState.AWAITING_APPROVAL:
         raise Conflict("This approval has already been decided.")
     if run.kind == RunKind.TOOL:
@@ -482,6 +494,10 @@ def runs_recover() -> int:
             if OrchestrationRun.objects.filter(pk=run_pk, state=RunState.PENDING).update(updated_at=now):
                 queue.begin_run(run_pk)
                 requeued += 1
+    # Shares freed without a run finishing (a run deleted, a limit raised by hand in the database).
+    owners = OrchestrationRun.objects.filter(state=RunState.QUEUED).values_list("campaign__owner_id", flat=True)
+    for owner_id in sorted(set(owners)):
+        requeued += fairshare.runs_promote(owner_id=owner_id)
     return requeued
 
 

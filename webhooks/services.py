@@ -58,6 +58,7 @@ CAMPAIGN_EVENTS = (
     "plan.completed",
     "agent.message",
     "tool.completed",
+    "run.queued",
 )
 ACCOUNT_EVENTS = ("run.started", "run.completed", "run.failed", "spend.updated", "budget.alert")
 EVENTS = CAMPAIGN_EVENTS + tuple(e for e in ACCOUNT_EVENTS if e not in CAMPAIGN_EVENTS)

@@ -177,6 +177,29 @@ def test_approve_a_run_waiting_for_approval(page, start_web, start_worker):
     assert wait_for_run(campaign.runs.get()).state == RunState.COMPLETED
 
 
+def test_a_queued_run_shows_its_place_and_starts_when_the_run_ahead_finishes(page, start_web, settings):
+    from orchestration import services
+
+    settings.RUNS_MAX_ACTIVE_PER_USER = 1  # the run ahead is cancelled from this process
+    server = start_web(RUNS_MAX_ACTIVE_PER_USER="1")
+    alice = UserFactory(username="alice")
+    ahead = services.run_start(campaign=CampaignFactory(owner=alice), created_by=alice)
+    campaign = CampaignFactory(owner=alice)
+    log_in(page, server, "alice")
+    page.goto(f"{server.url}/campaigns/{campaign.public_id}/")
+    page.wait_for_selector("#connection.connection-connected")
+    page.click("#start")
+    page.wait_for_function("document.querySelector('#state').textContent === 'queued: next in line'")
+    page.reload()
+    page.wait_for_selector("#connection.connection-connected")
+    assert page.inner_text("#state") == "queued: next in line"
+
+    services.run_cancel(run=ahead, requested_by=alice)
+
+    page.wait_for_function("document.querySelector('#state').textContent === 'pending'")
+    assert campaign.runs.get().state == RunState.PENDING  # no worker here: it waits for one to begin it
+
+
 def test_a_second_user_cannot_open_the_first_users_campaign(page, start_web):
     server = start_web()
     alice = UserFactory(username="alice")

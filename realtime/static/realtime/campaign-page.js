@@ -11,10 +11,12 @@ const csrf = document.cookie.split("; ").find((c) => c.startsWith("csrftoken="))
 
 const state = { run: initial.run, state: initial.snapshot.current_state, approvalId: null, streaming: {} };
 
-function setState(value) {
+function setState(value, position = state.position) {
   state.state = value;
+  state.position = value === "queued" ? position : null;
   const badge = $("state");
-  badge.textContent = value.replace("_", " ");
+  // A queued run waits for one of its account's runs to finish (a fair share of the workers).
+  badge.textContent = state.position ? `queued: ${state.position === 1 ? "next" : `#${state.position}`} in line` : value.replace("_", " ");
   badge.className = `badge state-${value}`;
   const active = !FINISHED.includes(value) && value !== "idle";
   $("start").disabled = active;
@@ -201,11 +203,14 @@ function apply(frame, { quiet = false } = {}) {
       }
       setApproval(null);
       break;
+    case "run.queued":
+      if (state.run && state.run.id === data.run_id) setState(state.state, data.position);
+      break;
     case "orchestration.state_changed":
-      if (data.state === "pending" && (!state.run || state.run.id !== frame.run_id)) {
+      if (["pending", "queued"].includes(data.state) && (!state.run || state.run.id !== frame.run_id)) {
         state.run = { id: frame.run_id, steps: [] };
       }
-      setState(data.state);
+      setState(data.state, null);
       if (data.state === "pending" && !quiet) { setProgress(0); showCompliance(null); }
       break;
     case "step.started":
@@ -259,6 +264,7 @@ function applySnapshot(snapshot) {
 applySnapshot(initial.snapshot);
 if (initial.run) {
   renderSteps(initial.run.steps);
+  if (initial.run.state === "queued") setState("queued", initial.run.queue_position);
   setProgress(initial.run.progress);
   setUsage(initial.run.usage);
   const pending = initial.run.approvals.find((a) => a.state === "pending");
@@ -358,6 +364,7 @@ action("start", async () => {
   const run = await post(`/api/campaigns/${campaignId}/runs/`);
   state.run = { id: run.id, steps: run.steps };
   renderSteps(run.steps);
+  if (run.state === "queued") setState("queued", run.queue_position);
 });
 action("cancel", () => (client.transport === "sse" ? post(`/api/runs/${state.run.id}/cancel/`) : client.cancel(state.run.id)));
 action("retry", () => post(`/api/runs/${state.run.id}/retry/`));

@@ -38,7 +38,7 @@ export const SSE_EVENTS = [
   "campaign.started", "orchestration.state_changed", "step.started", "step.completed", "agent.thought",
   "progress", "artifact.generated", "checkpoint.created", "approval.required", "approval.resolved",
   "compliance.completed", "usage.updated", "campaign.completed", "generation.failed", "run.cancelled",
-  "plan.created", "plan.completed", "agent.message", "tool.completed",
+  "plan.created", "plan.completed", "agent.message", "tool.completed", "run.queued",
   "run.started", "run.completed", "run.failed", "spend.updated", "budget.alert",
   "webhook.delivered", "webhook.failed",
 ];

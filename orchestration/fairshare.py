@@ -1,0 +1,130 @@
+"""Fair shares of the workers: each account has at most a limit of runs active at once.
+
+A run of an account at its limit is stored ``queued`` (not refused) and starts, oldest first, when
+one of the account's active runs finishes. Active means every state but ``queued`` and the finished
+ones: a run waiting for a person's approval keeps its share (it resumes the moment it is approved).
+The limit is ``RUNS_MAX_ACTIVE_PER_USER``, or the account's own ``RunLimit`` (set by an operator in
+the admin); 0 is no limit. Whose share a run takes is its campaign owner's, whoever started it.
+
+The decisions are serialized per account by a lock on the owner's user row (FOR NO KEY UPDATE, which
+foreign-key checks do not wait for). Lock order, so that no two writers wait for each other: a new run
+is inserted before the lock is taken (its insert may wait for a run of the same campaign finishing);
+a finishing run is locked before it; and under it, queued runs are taken with SKIP LOCKED (one being
+cancelled right then is passed over, and the next takes the share). Nothing publishes to the account
+stream while holding the lock (finishing runs do so before), so ``run.queued`` is a campaign event.
+The queue position is the run's place among its account's queued runs (oldest first); ``run.queued``
+says it when the run is queued, and again to the first ``POSITION_EVENTS`` runs each time the queue
+moves.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db import transaction
+
+from orchestration import events, lifecycle, queue
+from orchestration.models import ACTIVE_STATES, ApprovalState, OrchestrationRun, RunKind, RunLimit, RunState
+from orchestration.selectors import queue_position, runs_queued
+
+# Position updates go to this many runs at the head of an account's queue (every run hears its
+# position when it is queued; REST always has it).
+POSITION_EVENTS = 10
+
+
+def active_limit(owner_id: int) -> int:
+    own = RunLimit.objects.filter(user_id=owner_id).values_list("max_active_runs", flat=True).first()
+    return settings.RUNS_MAX_ACTIVE_PER_USER if own is None else own
+
+
+def _lock_account(owner_id: int) -> None:
+    get_user_model().objects.select_for_update(no_key=True).filter(pk=owner_id).exists()
+
+
+def _active_count(owner_id: int, *, besides: int | None = None) -> int:
+    return (
+        OrchestrationRun.objects.filter(campaign__owner_id=owner_id, state__in=ACTIVE_STATES)
+        .exclude(pk=besides)
+        .count()
+    )
+
+
+def must_queue(run: OrchestrationRun) -> bool:
+    """For a run just stored as pending (or started again): whether its account is at its limit, or
+    has runs queued already (a new run does not jump the queue). Locks the account until the
+    transaction ends, so the run's state is settled before anyone else decides."""
+    owner_id = run.campaign.owner_id
+    _lock_account(owner_id)
+    limit = active_limit(owner_id)
+    if not limit:
+        return False
+    return _active_count(owner_id, besides=run.pk) >= limit or runs_queued(owner_id).exclude(pk=run.pk).exists()
+
+
+def queued(run: OrchestrationRun) -> None:
+    """A run was stored queued: its events say where it stands."""
+    events.run_queued(run, queue_position(run), active_limit(run.campaign.owner_id))
+
+
+def _take_queued(pk: int) -> OrchestrationRun | None:
+    """A queued run, locked; None if it is not queued any more or another writer holds it right now."""
+    run = (
+        OrchestrationRun.objects.select_for_update(skip_locked=True, of=("self",))
+        .select_related("campaign")
+        .filter(pk=pk, state=RunState.QUEUED)
+        .first()
+    )
+    return run
+
+
+def _activate(run: OrchestrationRun) -> None:
+    """A queued run gets its share: it begins, or (a tool asked for with an approval) waits for it."""
+    approval = None
+    if run.kind == RunKind.TOOL:
+        approval = run.approvals.filter(state=ApprovalState.PENDING).first()
+    if approval is not None:
+        lifecycle.set_state(run, RunState.AWAITING_APPROVAL)
+        events.approval_required(run, approval)
+        return
+    lifecycle.set_state(run, RunState.PENDING)
+    queue.begin_run(run.pk)
+
+
+def runs_promote(*, owner_id: int) -> int:
+    """Start the account's oldest queued runs while it has free shares; returns how many started.
+
+    Called when one of its runs finishes (in that run's transaction), when an operator changes its
+    limit, and by the recovery task (a share freed some other way: a run deleted in the admin)."""
+    with transaction.atomic():
+        _lock_account(owner_id)
+        limit = active_limit(owner_id)
+        free = limit - _active_count(owner_id) if limit else None
+        started = 0
+        for pk in runs_queued(owner_id).values_list("pk", flat=True):
+            if free is not None and started >= free:
+                break
+            run = _take_queued(pk)
+            if run is not None:
+                _activate(run)
+                started += 1
+        if started:
+            announce_positions(owner_id)
+        return started
+
+
+def announce_positions(owner_id: int) -> None:
+    """The queue moved (a run left it): the runs at its head hear their new places."""
+    limit = active_limit(owner_id)
+    head = list(runs_queued(owner_id).values_list("pk", flat=True)[:POSITION_EVENTS])
+    for position, pk in enumerate(head, start=1):
+        run = _take_queued(pk)
+        if run is not None:  # one being cancelled right now says so itself
+            events.run_queued(run, position, limit)
+
+
+def share_freed(run: OrchestrationRun, previous: str | None) -> None:
+    """lifecycle.set_state: a run finished. Leaving ``queued`` frees no share but moves the queue."""
+    if previous == RunState.QUEUED:
+        announce_positions(run.campaign.owner_id)
+    elif previous in ACTIVE_STATES:
+        runs_promote(owner_id=run.campaign.owner_id)
