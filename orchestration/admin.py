@@ -353,3 +353,7 @@ class RunLimitAdmin(ConfigChangesAdmin):
     def delete_model(self, request: HttpRequest, obj: RunLimit) -> None:
         super().delete_model(request, obj)
         fairshare.runs_promote(owner_id=obj.user_id)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet) -> None:
+        for limit in queryset.select_related("user"):
+            self.delete_model(request, limit)

@@ -51,7 +51,11 @@ def state_changed(run: OrchestrationRun, state: str, previous: str | None) -> No
 def run_queued(run: OrchestrationRun, position: int | None, limit: int) -> None:
     """The run waits for a share of the workers (orchestration/fairshare.py): its place in its
     account's queue (1: next) and the account's limit. Said when it is queued and when its place changes."""
-    _run_event(run, "run.queued", {"run_id": run.public_id, "position": position, "limit": limit})
+    data = {"run_id": run.public_id, "position": position, "limit": limit}
+    plan_id = _plan_id(run)
+    if plan_id is not None:
+        data["plan_id"] = plan_id
+    _run_event(run, "run.queued", data)
 
 
 def campaign_started(run: OrchestrationRun) -> None:

@@ -9,12 +9,16 @@ the admin); 0 is no limit. Whose share a run takes is its campaign owner's, whoe
 The decisions are serialized per account by a lock on the owner's user row (FOR NO KEY UPDATE, which
 foreign-key checks do not wait for). Lock order, so that no two writers wait for each other: a new run
 is inserted before the lock is taken (its insert may wait for a run of the same campaign finishing);
-a finishing run is locked before it; and under it, queued runs are taken with SKIP LOCKED (one being
-cancelled right then is passed over, and the next takes the share). Nothing publishes to the account
-stream while holding the lock (finishing runs do so before), so ``run.queued`` is a campaign event.
-The queue position is the run's place among its account's queued runs (oldest first); ``run.queued``
-says it when the run is queued, and again to the first ``POSITION_EVENTS`` runs each time the queue
-moves.
+a finishing run (and its campaign) is locked before it, and so is the account stream it published
+to; under it, a queued run is taken together with its campaign with SKIP LOCKED, never waited for
+(a writer holding either may be waiting for this very transaction). A queued run passed over that
+way (being cancelled, or its campaign busy with a refused request that instant) keeps its place;
+the next one starts instead, and a share left free is given by the recovery task. Nothing publishes
+to the account stream while holding the lock, so ``run.queued`` is a campaign event.
+
+Queued runs start in the order they were queued (``queue_ticket``, handed out under the lock: a
+retried run queues again at the end). ``run.queued`` gives a run's place when it is queued, and
+again to the first ``POSITION_EVENTS`` runs each time the queue moves.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
+from django.db.models import Max
 
 from orchestration import events, lifecycle, queue
 from orchestration.models import ACTIVE_STATES, ApprovalState, OrchestrationRun, RunKind, RunLimit, RunState
@@ -49,16 +54,23 @@ def _active_count(owner_id: int, *, besides: int | None = None) -> int:
     )
 
 
-def must_queue(run: OrchestrationRun) -> bool:
-    """For a run just stored as pending (or started again): whether its account is at its limit, or
-    has runs queued already (a new run does not jump the queue). Locks the account until the
+def queue_if_full(run: OrchestrationRun) -> bool:
+    """For a run just stored as pending (or started again): queue it if its account is at its limit,
+    or has runs queued already (a new run does not jump the queue). True if queued; its events are
+    the caller's to publish (``queued``), after its state change. Locks the account until the
     transaction ends, so the run's state is settled before anyone else decides."""
     owner_id = run.campaign.owner_id
+    if not active_limit(owner_id):
+        return False  # no limit: nothing to decide, no lock
     _lock_account(owner_id)
-    limit = active_limit(owner_id)
-    if not limit:
+    limit = active_limit(owner_id)  # again, under the lock (an operator may have changed it)
+    waiting = runs_queued(owner_id).exclude(pk=run.pk)
+    if not limit or (_active_count(owner_id, besides=run.pk) < limit and not waiting.exists()):
         return False
-    return _active_count(owner_id, besides=run.pk) >= limit or runs_queued(owner_id).exclude(pk=run.pk).exists()
+    run.state = RunState.QUEUED
+    run.queue_ticket = (waiting.aggregate(last=Max("queue_ticket"))["last"] or 0) + 1
+    run.save(update_fields=["state", "queue_ticket", "updated_at"])
+    return True
 
 
 def queued(run: OrchestrationRun) -> None:
@@ -67,14 +79,14 @@ def queued(run: OrchestrationRun) -> None:
 
 
 def _take_queued(pk: int) -> OrchestrationRun | None:
-    """A queued run, locked; None if it is not queued any more or another writer holds it right now."""
-    run = (
-        OrchestrationRun.objects.select_for_update(skip_locked=True, of=("self",))
+    """A queued run, locked with its campaign; None if it is not queued any more, or if another writer
+    holds the run or its campaign right now (waiting could close a cycle: see the module's docstring)."""
+    return (
+        OrchestrationRun.objects.select_for_update(skip_locked=True, of=("self", "campaign"))
         .select_related("campaign")
         .filter(pk=pk, state=RunState.QUEUED)
         .first()
     )
-    return run
 
 
 def _activate(run: OrchestrationRun) -> None:
@@ -112,11 +124,14 @@ def runs_promote(*, owner_id: int) -> int:
         return started
 
 
-def announce_positions(owner_id: int) -> None:
-    """The queue moved (a run left it): the runs at its head hear their new places."""
+def announce_positions(owner_id: int, *, behind: int | None = None) -> None:
+    """The queue moved (a run left it): the runs at its head hear their new places (only those
+    behind ticket ``behind``, when the run that left was there)."""
     limit = active_limit(owner_id)
-    head = list(runs_queued(owner_id).values_list("pk", flat=True)[:POSITION_EVENTS])
-    for position, pk in enumerate(head, start=1):
+    head = list(runs_queued(owner_id).values_list("pk", "queue_ticket")[:POSITION_EVENTS])
+    for position, (pk, ticket) in enumerate(head, start=1):
+        if behind is not None and ticket is not None and ticket < behind:
+            continue  # ahead of the run that left: its place did not change
         run = _take_queued(pk)
         if run is not None:  # one being cancelled right now says so itself
             events.run_queued(run, position, limit)
@@ -125,6 +140,6 @@ def announce_positions(owner_id: int) -> None:
 def share_freed(run: OrchestrationRun, previous: str | None) -> None:
     """lifecycle.set_state: a run finished. Leaving ``queued`` frees no share but moves the queue."""
     if previous == RunState.QUEUED:
-        announce_positions(run.campaign.owner_id)
+        announce_positions(run.campaign.owner_id, behind=run.queue_ticket)
     elif previous in ACTIVE_STATES:
         runs_promote(owner_id=run.campaign.owner_id)

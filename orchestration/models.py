@@ -66,6 +66,9 @@ class OrchestrationRun(models.Model):
     # Last heartbeat of any of the run's steps (each step holds its own lease, see RunStep).
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     cancel_requested = models.BooleanField(default=False)
+    # Its place in its account's queue while ``queued``: queued runs start in this order (a retried
+    # run queues again at the end, whatever its age). Handed out under the account's lock.
+    queue_ticket = models.PositiveBigIntegerField(null=True, blank=True, editable=False)
     cancel_requested_by = models.CharField(max_length=150, blank=True)
     created_by = models.ForeignKey(
         django_settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.db.models import Case, IntegerField, OuterRef, QuerySet, Subquery, Value, When
+from django.db.models import Case, IntegerField, OuterRef, Q, QuerySet, Subquery, Value, When
 from django.db.models.functions import Coalesce
 
 from campaigns.errors import NotFound
@@ -87,11 +87,14 @@ def campaign_artifacts(campaign: Campaign, *, artifact_type: str | None = None) 
 
 def runs_queued(owner_id: int) -> QuerySet[OrchestrationRun]:
     """An account's queued runs, next first (orchestration/fairshare.py)."""
-    return OrchestrationRun.objects.filter(campaign__owner_id=owner_id, state=RunState.QUEUED).order_by("pk")
+    return OrchestrationRun.objects.filter(campaign__owner_id=owner_id, state=RunState.QUEUED).order_by(
+        "queue_ticket", "pk"
+    )
 
 
 def queue_position(run: OrchestrationRun) -> int | None:
     """1 for the next of its account's runs to start; None unless the run is queued."""
     if run.state != RunState.QUEUED:
         return None
-    return runs_queued(run.campaign.owner_id).filter(pk__lt=run.pk).count() + 1
+    ahead = Q(queue_ticket__lt=run.queue_ticket) | Q(queue_ticket=run.queue_ticket, pk__lt=run.pk)
+    return runs_queued(run.campaign.owner_id).filter(ahead).count() + 1

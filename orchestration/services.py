@@ -84,6 +84,7 @@ def _create_run(
     created_by: AbstractBaseUser | None,
     instructions: str = "",
     begin: bool = True,
+    plan: OrchestrationPlan | None = None,
 ) -> OrchestrationRun:
     try:
         validate_settings(run_settings)
@@ -104,9 +105,10 @@ def _create_run(
             run.save()
     except IntegrityError:
         raise Busy(ACTIVE_RUN_CONFLICT) from None
-    if fairshare.must_queue(run):  # decided after the insert (orchestration/fairshare.py, lock order)
-        run.state = RunState.QUEUED
-        run.save(update_fields=["state"])
+    fairshare.queue_if_full(run)  # decided after the insert (orchestration/fairshare.py: lock order)
+    if plan is not None:  # before its events, which name the plan
+        plan.run = run
+        plan.save(update_fields=["run"])
     RunStep.objects.bulk_create(
         RunStep(
             run=run,
@@ -244,9 +246,8 @@ def plan_execute(*, plan: OrchestrationPlan, created_by: AbstractBaseUser | None
         run_settings={"strategy": plan.strategy, "require_approval": False},
         created_by=created_by,
         instructions=plan.goal,
+        plan=plan,
     )
-    plan.run = run
-    plan.save(update_fields=["run"])
     return run
 
 
@@ -373,18 +374,16 @@ def run_retry(*, run: OrchestrationRun, requested_by: AbstractBaseUser | None) -
             run.save()
     except IntegrityError:
         raise Conflict(ACTIVE_RUN_CONFLICT) from None
-    if fairshare.must_queue(run):
-        run.state = RunState.QUEUED
-        run.save(update_fields=["state"])
+    fairshare.queue_if_full(run)
     run.steps.exclude(status=StepStatus.COMPLETED).update(
         status=StepStatus.PENDING, attempt=0, error="", lease_expires_at=None, queued_at=None
     )
     events.state_changed(run, run.state, previous)
-    thought(run, "orchestrator", f"Retry requested by {_username(requested_by)}.")
     if run.state == RunState.QUEUED:
         fairshare.queued(run)
     else:
         queue.begin_run(run.pk)
+    thought(run, "orchestrator", f"Retry requested by {_username(requested_by)}.")
     return run
 
 

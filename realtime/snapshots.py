@@ -46,7 +46,7 @@ def consistent_read() -> Iterator[None]:
 
 
 def _pending_types(run: OrchestrationRun | None) -> list[str]:
-    if run is None or run.state == RunState.COMPLETED:
+    if run is None or run.state in (RunState.COMPLETED, RunState.QUEUED):  # a queued run writes nothing yet
         return []
     steps = run.steps.filter(name__in=ARTIFACT_TYPES).exclude(status=StepStatus.COMPLETED).order_by("position")
     return list(steps.values_list("name", flat=True))

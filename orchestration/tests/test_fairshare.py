@@ -207,3 +207,110 @@ def test_simultaneous_starts_never_exceed_the_limit(alice):
 
     assert sorted(answer["state"] for answer in answers) == ["pending"] * 2 + ["queued"] * 4
     assert sorted(answer["queue_position"] or 0 for answer in answers) == [0, 0, 1, 2, 3, 4]
+
+
+def test_a_retried_run_queues_at_the_end_whatever_its_age(alice_api, alice):
+    failed = RunFactory(campaign=CampaignFactory(owner=alice), state=RunState.FAILED)  # the oldest run
+    runs = start(alice_api, alice, 3)
+
+    retried = post(alice_api, run_url(failed, "retry")).json()
+
+    assert (retried["state"], retried["queue_position"]) == ("queued", 2)
+    said = [
+        (e["event"], e["data"].get("state") or e["data"].get("position")) for e in events(alice_api, failed.campaign)
+    ]
+    assert said[-3:] == [("orchestration.state_changed", "queued"), ("run.queued", 2), ("agent.thought", None)]
+    cancel(alice_api, runs[0])
+    assert states(runs[1:]) == [("pending", None), ("pending", None)]  # the run queued before it went first
+    assert (get_run(alice_api, retried["id"])["state"], get_run(alice_api, retried["id"])["queue_position"]) == (
+        "queued",
+        1,
+    )
+
+
+def test_a_queued_run_does_not_hide_the_campaigns_artifacts_from_its_snapshot(alice_api, alice):
+    from campaigns.tests.factories import ArtifactFactory
+    from realtime.snapshots import campaign_snapshot
+
+    start(alice_api, alice, 2)
+    campaign = CampaignFactory(owner=alice)
+    for kind in ("Copy", "ShortCopy", "Visual"):
+        ArtifactFactory(campaign=campaign, type=kind)
+
+    start_queued = post(alice_api, runs_url(campaign)).json()
+
+    assert start_queued["state"] == "queued"
+    snapshot = campaign_snapshot(campaign.pk)
+    assert snapshot["current_state"] == "queued"
+    assert sorted(snapshot["completed_artifacts"]) == ["Copy", "ShortCopy", "Visual"]
+    assert snapshot["pending_artifacts"] == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_share_freed_while_a_queued_runs_campaign_is_locked_passes_it_over_without_a_deadlock(alice):
+    """A retry on campaign X locks X's old run and X, while a run finishing elsewhere frees a share
+    for X's queued run. Waiting for X there closed a cycle (the retry's insert waits for the finishing
+    transaction's change of X's queued run): PostgreSQL killed one of them. Now the finishing run passes
+    X over, the retry is refused (X has its queued run), and the recovery task starts X's run."""
+    from django.db import transaction
+
+    from orchestration import services
+    from orchestration.lifecycle import locked_run
+
+    campaign_x = CampaignFactory(owner=alice)
+    old = RunFactory(campaign=campaign_x, state=RunState.FAILED)
+    active = services.run_start(campaign=CampaignFactory(owner=alice), created_by=alice)
+    services.run_start(campaign=CampaignFactory(owner=alice), created_by=alice)  # fills the second share
+    queued_x = services.run_start(campaign=campaign_x, created_by=alice)
+    assert queued_x.state == RunState.QUEUED
+    outcome: dict[str, object] = {}
+    x_locked, finished = threading.Event(), threading.Event()
+
+    def retry() -> None:
+        try:
+            with transaction.atomic():
+                locked_run(old.pk)  # what run_retry does first: the old run and campaign X, FOR UPDATE
+                x_locked.set()
+                finished.wait(30)  # the finishing transaction has run (or waits for a lock: see below)
+                services.run_retry(run=old, requested_by=alice)
+        except Exception as exc:
+            outcome["retry"] = exc
+        finally:
+            connection.close()
+
+    def finish() -> None:
+        try:
+            x_locked.wait(10)
+            services.run_cancel(run=active, requested_by=alice)
+            outcome["finish"] = "done"
+        except Exception as exc:
+            outcome["finish"] = exc
+        finally:
+            finished.set()
+            connection.close()
+
+    threads = [threading.Thread(target=retry), threading.Thread(target=finish)]
+    for thread in threads:
+        thread.start()
+    # Should the finishing transaction wait for campaign X instead (the bug), let the retry go on, as
+    # it would in production: the two then wait for each other.
+    waiting = 0
+    for _ in range(300):
+        if finished.wait(0.1):
+            break
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
+            waiting = cursor.fetchone()[0]
+        if waiting:
+            finished.set()
+            break
+    for thread in threads:
+        thread.join(30)
+
+    assert outcome.get("finish") == "done", outcome
+    assert "active run" in str(outcome.get("retry")), outcome  # refused: X's queued run is active for X
+    queued_x.refresh_from_db()
+    assert queued_x.state == RunState.QUEUED  # passed over, not lost
+    services.runs_recover()
+    queued_x.refresh_from_db()
+    assert queued_x.state == RunState.PENDING

@@ -22,7 +22,7 @@ from campaigns.payloads import isoformat
 from eventlog.reads import campaign_log
 from orchestration import plan as plan_
 from orchestration import services
-from orchestration.models import GOAL_MAX_LENGTH, OrchestrationPlan
+from orchestration.models import GOAL_MAX_LENGTH, OrchestrationPlan, RunState
 from orchestration.payloads import plan_payload
 from orchestration.selectors import plan_get_visible
 from realtime.consumers.base import STREAMS, ClientError
@@ -35,6 +35,8 @@ logger = logging.getLogger("realtime.connections")
 T = TypeVar("T")
 CONTENT_MAX_LENGTH = 5_000
 SESSION_NOT_FOUND = "Session not found."
+# ToolExecutionStarted's status, by the tool run's state (a queued one waits for a share of the workers).
+TOOL_STATUS = {RunState.QUEUED: "Queued", RunState.AWAITING_APPROVAL: "AwaitingApproval"}
 
 
 class Request:
@@ -256,7 +258,7 @@ class AgentHubConsumer(SessionHubConsumer):
         )
         started = {
             "toolName": tool_name,
-            "status": "AwaitingApproval" if require_approval else "Running",
+            "status": TOOL_STATUS.get(run.state, "Running"),
             "agentId": agent,
             "sessionId": campaign.public_id,
             "runId": run.public_id,

@@ -99,6 +99,17 @@ def render_orchestrator(frame: dict[str, Any]) -> str:
         return invocation("OrchestrationProgress", progress)
     if event == "plan.completed":
         return invocation("OrchestrationCompleted", {"sessionId": session_id, **camel(data)})
+    if event == "run.queued" and data.get("plan_id"):  # waiting for a share of the workers: 0 %, its place
+        progress = {
+            "planId": data["plan_id"],
+            "sessionId": session_id,
+            "runId": frame.get("run_id"),
+            "percentage": 0,
+            "currentStep": None,
+            "message": f"Queued: #{data.get('position')} in line",
+            "queuePosition": data.get("position"),
+        }
+        return invocation("OrchestrationProgress", progress)
     return ""
 
 

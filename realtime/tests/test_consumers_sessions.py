@@ -203,3 +203,34 @@ async def test_a_session_is_not_made_when_the_caller_could_not_join_it(hub, user
 
     assert second["success"] is False and "Too many sessions" in second["errorMessage"]
     assert await db(stored)() == before
+
+
+async def test_a_queued_tool_and_plan_say_so_on_the_track4_hubs(hub, users, settings):
+    """With the account at its limit of active runs (orchestration/fairshare.py), ExecuteTool answers
+    status Queued, and a plan's progress says where its run stands in the queue."""
+    settings.RUNS_MAX_ACTIVE_PER_USER = 1
+    busy = await db(CampaignFactory)(owner=users["alice"])
+    await db(services.run_start)(campaign=busy, created_by=users["alice"])
+    mine = await db(CampaignFactory)(owner=users["alice"])
+    agent = await hub(path=path("agent", users["alice"]))
+    request = {"sessionId": mine.public_id, "agentId": "copywriter", "toolName": "generate_copy"}
+
+    completion = await agent.call("ExecuteTool", {**request, "requireApproval": True})
+
+    assert "error" not in completion, completion
+    [started] = [call for call in agent.calls if call.get("target") == "ToolExecutionStarted"]
+    assert started["arguments"][0]["status"] == "Queued"
+    await db(
+        lambda: services.run_cancel(
+            run=OrchestrationRun.objects.get(public_id=started["arguments"][0]["runId"]), requested_by=users["alice"]
+        )
+    )()
+
+    other = await db(CampaignFactory)(owner=users["alice"])
+    orchestrator = await hub(path=path("orchestrator", users["alice"]))
+    plan = await orchestrator.call("CreateOrchestrationPlan", {"sessionId": other.public_id, "goal": "Launch"})
+    plan_id = plan["result"]["id"]
+    assert "error" not in await orchestrator.call("ExecutePlan", plan_id)
+    progress = (await orchestrator.until("OrchestrationProgress"))[-1]["arguments"][0]
+    assert progress["planId"] == plan_id and progress["percentage"] == 0
+    assert progress["queuePosition"] == 1 and progress["message"] == "Queued: #1 in line"

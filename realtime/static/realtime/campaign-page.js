@@ -362,9 +362,10 @@ function action(button, run) {
 
 action("start", async () => {
   const run = await post(`/api/campaigns/${campaignId}/runs/`);
+  const heard = state.run && state.run.id === run.id; // its events came first: they are newer than this answer
   state.run = { id: run.id, steps: run.steps };
   renderSteps(run.steps);
-  if (run.state === "queued") setState("queued", run.queue_position);
+  if (run.state === "queued" && !heard) setState("queued", run.queue_position);
 });
 action("cancel", () => (client.transport === "sse" ? post(`/api/runs/${state.run.id}/cancel/`) : client.cancel(state.run.id)));
 action("retry", () => post(`/api/runs/${state.run.id}/retry/`));
