@@ -11,8 +11,11 @@ from campaigns.tests.factories import UserFactory
 
 @pytest.fixture(autouse=True)
 def _no_rate_limit(settings):
-    """The REST rate limit is off but where a test turns it on (accounts/tests/test_throttling.py)."""
+    """The REST rate limit and the realtime connection cap are off but where a test turns them on
+    (accounts/tests/test_throttling.py, realtime/tests/test_connection_cap.py): many tests open
+    more sockets as one user than the default cap allows."""
     settings.API_RATE_PER_MINUTE = 0
+    settings.WS_MAX_CONNECTIONS_PER_USER = 0
 
 
 @pytest.fixture(autouse=True)

@@ -81,6 +81,8 @@ class Stack:
             "DJANGO_SETTINGS_MODULE": "marketing_agents.settings",
             "LOG_LEVEL": "WARNING",
             "CHANNEL_LAYER_CAPACITY": "10000",
+            # One user ("bench") opens every connection: the per-user cap would refuse all but 100.
+            "WS_MAX_CONNECTIONS_PER_USER": os.environ.get("WS_MAX_CONNECTIONS_PER_USER", "0"),
         }
         self.env["DATABASE_URL"] = self.env["DATABASE_URL"].rsplit("/", 1)[0] + "/postgres"
         subprocess.run([PY, "manage.py", "migrate", "-v", "0"], cwd=BASE, env=self.env, check=True)

@@ -110,7 +110,8 @@ class NoticeCreate(APIView):
 
 
 class RealtimePresence(APIView):
-    """Staff only: connections and subscriptions of every web process, and subscribers per campaign."""
+    """Staff only: connections and subscriptions of every web process, subscribers per campaign, and the
+    connection cap per user: its settings, the users holding the most connections, the refusals."""
 
     permission_classes = [IsAdminUser]
 

@@ -17,7 +17,7 @@ import os
 import socket
 import time
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from typing import TYPE_CHECKING, Any
 
 from channels.db import database_sync_to_async
@@ -28,6 +28,7 @@ from eventlog.layer import realtime_layer, watch_reconnects
 from eventlog.publisher import group_name
 from eventlog.reads import CAMPAIGN, log_heads
 from marketing_agents import redisconf
+from realtime.limits import ConnectionSlots, refusals
 from realtime.metrics import DELIVERY_LATENCY, HEAD_CHECKS, LAYER_RECONNECTS, OUTBOUND_SIZE
 from realtime.payloads import parse_emitted_at
 
@@ -42,6 +43,7 @@ TICK_SECONDS = 0.1
 PRESENCE_SECONDS = 10
 PRESENCE_TTL = 30
 PRESENCE_PREFIX = "realtime:process:"
+PRESENCE_USERS = 200
 
 
 class FanOut:
@@ -53,6 +55,8 @@ class FanOut:
         # it was taken from until that closes), by session id.
         self.sessions: dict[str, set[Connection]] = defaultdict(set)
         self.congested: set[Connection] = set()
+        # The local connections counted against their users' caps (realtime.limits).
+        self.slots = ConnectionSlots(self.process_id)
         self.channel: str | None = None
         self._tasks: list[asyncio.Task] = []
         self._lock = asyncio.Lock()
@@ -179,6 +183,8 @@ class FanOut:
         while any(connection.buffered_bytes() for connection in connections) and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
         logger.info("shutdown: %d connection(s) told to reconnect", len(connections))
+        # Their users may reconnect to another process at once, not only once their slots lapse.
+        await self.slots.release_all(timeout)
 
     # --- reading the layer -----------------------------------------------------------------------------
 
@@ -332,6 +338,8 @@ class FanOut:
                 await self._group_add(group)
 
     def presence(self) -> dict[str, Any]:
+        """This process's counts, for the operators' view (realtime.presence): connections, by user too
+        (whatever the cap), subscriptions by campaign, and connections refused for the cap."""
         counts: dict[str, int] = {}
         streams = 0  # account and operations subscriptions
         for members in self.subscriptions.values():
@@ -342,12 +350,16 @@ class FanOut:
                 counts[log.name] = len(members)
             else:
                 streams += len(members)
+        users = Counter(user_id for connection in self.connections if (user_id := _user_id(connection)) is not None)
         return {
             "process": self.process_id,
             "connections": len(self.connections),
             "subscriptions": sum(counts.values()),
             "campaigns": counts,
             "stream_subscriptions": streams,
+            # The users with most connections here (not all: the record stays small with 50,000 users).
+            "users": {str(user_id): n for user_id, n in users.most_common(PRESENCE_USERS)},
+            "refused": refusals(),
             "updated_at": time.time(),
         }
 
@@ -361,11 +373,18 @@ class FanOut:
                     await client.set(key, json.dumps(self.presence()), ex=PRESENCE_TTL)
                 except Exception as exc:
                     logger.warning("presence update failed: %s", type(exc).__name__)
+                await self.slots.refresh()  # the connection cap's members: kept alive, or written again
                 if self.stopping:
                     return
                 await asyncio.sleep(PRESENCE_SECONDS)
         finally:
             await client.aclose()
+
+
+def _user_id(connection: Connection) -> int | None:
+    """The id of the connection's user; None once it is anonymous (an expired token, a revoked key)."""
+    user = getattr(connection, "user", None)
+    return user.pk if user is not None and user.is_authenticated else None
 
 
 _fanouts: dict[asyncio.AbstractEventLoop, FanOut] = {}

@@ -26,6 +26,8 @@ E2E_ENV = {
     "LOG_LEVEL": "INFO",
     "ORCHESTRATION_SIMULATION": "1",  # the tests' campaigns use settings.simulate
     "API_RATE_PER_MINUTE": "0",  # the rate limit is off but where it is tested (accounts/tests/test_throttling.py)
+    # Neither is the connection cap per user (tested in realtime/tests/test_connection_cap.py).
+    "WS_MAX_CONNECTIONS_PER_USER": "0",
 }
 
 

@@ -28,6 +28,7 @@ from eventlog.services import account_stream, ops_stream
 from marketing_agents.batching import BatchedRead
 from marketing_agents.errors import DATABASE_DOWN
 from orchestration.selectors import run_get_visible
+from realtime import limits
 from realtime.connection import CLOSE_TRY_AGAIN_LATER, Connection
 from realtime.delivery import Subscription
 from realtime.fanout import get_fanout
@@ -68,6 +69,7 @@ MESSAGES = {
     "stream_not_found": "Stream not found.",
     "rate_limited": "Too many frames; slow down.",
     "too_many_subscriptions": "Too many subscriptions on one connection.",
+    "too_many_connections": "Too many open connections for this account; close one and try again.",
     "message_too_large": "Frame too large.",
     "internal_error": "Something went wrong on our side; try again.",
 }
@@ -99,6 +101,7 @@ class RealtimeSession(Connection, AsyncWebsocketConsumer):
     """Subclasses parse and render their protocol; this class owns the state and the rules."""
 
     protocol_name = "native"
+    slot: str | None = None  # its member in the user's connection count (realtime.limits), once counted
 
     # --- lifecycle ------------------------------------------------------------------------------------
 
@@ -115,6 +118,10 @@ class RealtimeSession(Connection, AsyncWebsocketConsumer):
                 await self.dispatch(await receive())
         except StopConsumer:
             pass
+        finally:
+            # Cancelled by daphne (a handler still busy past its close timeout) or failed, a consumer
+            # never runs its disconnect handler: its slot is given back here (a synchronous release).
+            self.release_slot()
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         """channels' dispatch, minus its ``aclose_old_connections()``: that is a trip to the database
@@ -158,6 +165,14 @@ class RealtimeSession(Connection, AsyncWebsocketConsumer):
             self.accepted = True
             await self.say_goodbye()
             return False
+        if not await self.take_slot():
+            await self.accept()
+            self.accepted = True
+            await self.send_error(
+                ClientError("too_many_connections", limits.refusal_message(limits.cap_for(self.user)))
+            )
+            await self.close(CLOSE_POLICY)
+            return False
         # Join the fan-out (and so the broadcast group) before accepting: a notice sent the moment the
         # client sees the handshake complete must reach it.
         await self.fanout.add_connection(self)
@@ -172,6 +187,35 @@ class RealtimeSession(Connection, AsyncWebsocketConsumer):
             delay = max(0.0, expires_at - time.time())
             self._expiry = asyncio.get_running_loop().call_later(delay, lambda: asyncio.ensure_future(self.expire()))
         return True
+
+    async def take_slot(self) -> bool:
+        """Count the connection against its user's cap (realtime.limits); False if the user holds as
+        many as the cap allows already. Not counted: an unauthenticated connection (refused anyway),
+        one on a stopping process (sent elsewhere), any when the cap is 0 (Redis is not asked)."""
+        user = self.user
+        if self.slot is not None or self.scope.get("auth_error") or user is None or not user.is_authenticated:
+            return True
+        cap = limits.cap_for(user)
+        if not cap or self.fanout.stopping:
+            return True
+        member = self.slot = self.fanout.slots.member(self.connection_id)  # released even if cancelled mid-take
+        if not await self.fanout.slots.take(user.pk, member, cap):
+            self.slot = None
+            logger.info(
+                "%s %s refused: user=%s holds %d connection(s) already",
+                self.protocol_name,
+                self.connection_id,
+                user.get_username(),
+                cap,
+            )
+            return False
+        self.slot = member
+        return True
+
+    def release_slot(self) -> None:
+        if self.slot is not None:
+            self.fanout.slots.release(self.slot)
+            self.slot = None
 
     async def expire(self) -> None:
         """The token ran out: nothing more is sent or done with it, even for frames still in flight."""
@@ -198,6 +242,7 @@ class RealtimeSession(Connection, AsyncWebsocketConsumer):
     async def websocket_disconnect(self, message: dict[str, Any]) -> None:
         if self._expiry is not None:
             self._expiry.cancel()
+        self.release_slot()
         if self.fanout is not None and self in self.fanout.connections:
             for campaign_id in list(self.subscriptions):
                 await self.drop_subscription(campaign_id)

@@ -30,6 +30,7 @@ from django.conf import settings
 from eventlog.layer import realtime_layer
 from eventlog.reads import CAMPAIGN, LogRef, events_after
 from marketing_agents.errors import DATABASE_DOWN
+from realtime import limits
 from realtime.connection import CLOSE_GOING_AWAY, CLOSE_TRY_AGAIN_LATER
 from realtime.consumers.base import (
     CLOSE_TOO_BIG,
@@ -111,6 +112,7 @@ class SignalRHubConsumer(RealtimeSession):
         self.session: stateful.StatefulSession | None = None
         self._taken: stateful.Taken | None = None  # the session, taken before the handshake
         self._pending_subs: dict[str, list[Any]] = {}  # a resumed session's, until each is followed again
+        self.over_cap = False  # the user held its cap of connections already when this one opened
         query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
         token = query.get("id", [None])[0]
         if signalr_http.shutting_down():
@@ -132,6 +134,9 @@ class SignalRHubConsumer(RealtimeSession):
             if state == stateful.OPEN:
                 await self.resume()
                 return
+        # Counted from the socket's opening (a socket that never sends its handshake counts too); over
+        # the cap, the client is told in the handshake response, which must come first.
+        self.over_cap = not await self.take_slot()
         # Accepted; whether the user may stay is told after the hub handshake, which must come first.
         await self.accept()
 
@@ -427,6 +432,12 @@ class SignalRHubConsumer(RealtimeSession):
             await self.close()
             return
         self.binary = taken.protocol == "messagepack"
+        if not await self.take_slot():
+            # Its old socket's slot went when that socket closed: counted like any connection. Refused
+            # before accept, the client falls back to a fresh connection, which hears why.
+            ERRORS.labels("too_many_connections").inc()
+            await self.close()
+            return
         if not await self.start_session():  # the process is stopping: the next one resumes the session
             return
         self.handshake_done = True
@@ -632,10 +643,11 @@ class SignalRHubConsumer(RealtimeSession):
             error = "Invalid handshake: it must end with the record separator (0x1E)."
         if error is not None:
             logger.info("signalr %s: handshake refused (%s)", self.connection_id, error)
-            await self.write(record({"error": error}))
-            await self.end_session()
-            self._closed = True
-            await self.close(CLOSE_NORMAL)
+            await self.refuse_handshake(error)
+            return
+        if self.over_cap:  # the client's start() fails with "Server returned handshake error: …"
+            ERRORS.labels("too_many_connections").inc()
+            await self.refuse_handshake(limits.refusal_message(limits.cap_for(self.user)))
             return
         self.handshake_done = True
         await self.write(record({}))  # JSON for every protocol
@@ -656,6 +668,13 @@ class SignalRHubConsumer(RealtimeSession):
             await self.receive(text_data=rest.decode("utf-8", "replace"))
         elif text_rest and not self.binary:
             await self.receive(text_data=text_rest)
+
+    async def refuse_handshake(self, error: str) -> None:
+        """A handshake response with an error (a stateful session ends with it), then close."""
+        await self.write(record({"error": error}))
+        await self.end_session()
+        self._closed = True
+        await self.close(CLOSE_NORMAL)
 
     async def handle(self, message: dict[str, Any]) -> None:
         kind = message["type"]

@@ -4,7 +4,8 @@ A ``RealtimeSession`` like the sockets: the same authentication (bearer header, 
 ``access_token``, an API key), authorization, subscription, fan-out, gap filling, resume and
 slow-client policy; it only speaks HTTP instead of WebSocket frames. One stream per response:
 
-- refusals come before the stream starts, as JSON with the status (401, 403, 404, 400, 503);
+- refusals come before the stream starts, as JSON with the status (401, 403, 404, 400, 503; 429 for a
+  user at the connection cap, realtime.limits);
 - ``retry: 2000`` first; then, for a fresh client, ``event: snapshot``, and every durable event after
   it; with ``Last-Event-ID: K`` (EventSource's own reconnect) or ``?last_sequence=K``, every durable
   event after K (a ``snapshot`` with ``"resync": true`` if K is older than the log);
@@ -29,6 +30,7 @@ from django.conf import settings
 
 from eventlog.reads import campaign_log
 from marketing_agents.errors import DATABASE_DOWN, unavailable_detail
+from realtime import limits
 from realtime.connection import CLOSE_TRY_AGAIN_LATER
 from realtime.consumers.base import MESSAGES, ClientError, RealtimeSession, check_last_sequence, clock
 from realtime.delivery import Subscription
@@ -38,6 +40,7 @@ from realtime.metrics import AUTH_FAILURES, CONNECTIONS, ERRORS
 logger = logging.getLogger("realtime.connections")
 
 RETRY_MS = 2000
+RETRY_AFTER = 2  # seconds: the Retry-After of a refusal while the server recovers
 STATUS = {"unauthenticated": 401, "token_expired": 401, "not_found": 404, "bad_request": 400}
 
 
@@ -89,26 +92,30 @@ class EventStreamConsumer(RealtimeSession):
             if detail is None:
                 logger.exception("sse %s: the stream failed", self.connection_id)
             if not self.accepted:
-                await self.refuse(503, detail or MESSAGES["internal_error"], "unavailable", retry_after=True)
+                await self.refuse(503, detail or MESSAGES["internal_error"], "unavailable", retry_after=RETRY_AFTER)
             else:
                 await self.close()
 
     async def open_stream(self) -> None:
         error = self.scope.get("auth_error")
         if error == "unavailable":
-            await self.refuse(503, DATABASE_DOWN, "unavailable", retry_after=True)
+            await self.refuse(503, DATABASE_DOWN, "unavailable", retry_after=RETRY_AFTER)
             return
         if error or self.user is None or not self.user.is_authenticated:
             AUTH_FAILURES.labels(error or "unauthenticated").inc()
             raise ClientError(error or "unauthenticated")
         if self.fanout.stopping:
-            await self.refuse(503, "The server is restarting; try again.", "unavailable", retry_after=True)
+            await self.refuse(503, "The server is restarting; try again.", "unavailable", retry_after=RETRY_AFTER)
             return
         last_sequence = self.requested_sequence()
         if self.stream is None:
             log = campaign_log(await self.visible_campaign(self.scope["url_route"]["kwargs"]["campaign_id"]))
         else:
             log = await self.visible_stream(self.stream)
+        if not await self.take_slot():  # last of the checks: a refusal above never counted
+            message = limits.refusal_message(limits.cap_for(self.user))
+            await self.refuse(429, message, "too_many_connections", retry_after=limits.RETRY_AFTER_SECONDS)
+            return
         await self.fanout.add_connection(self)
         await self.base_send(
             {
@@ -167,7 +174,7 @@ class EventStreamConsumer(RealtimeSession):
             (b"vary", b"Origin"),
         ]
 
-    async def refuse(self, status: int, detail: str, code: str, *, retry_after: bool = False) -> None:
+    async def refuse(self, status: int, detail: str, code: str, *, retry_after: int = 0) -> None:
         """A JSON answer instead of a stream (the stream has not started)."""
         ERRORS.labels(code).inc()
         logger.info("sse %s refused: %s", self.connection_id, code)
@@ -177,7 +184,7 @@ class EventStreamConsumer(RealtimeSession):
         if status == 401:
             headers.append((b"www-authenticate", b'Bearer realm="api"'))
         if retry_after:
-            headers.append((b"retry-after", b"2"))
+            headers.append((b"retry-after", str(retry_after).encode()))
         await self.base_send({"type": "http.response.start", "status": status, "headers": headers})
         await self.base_send({"type": "http.response.body", "body": json.dumps({"detail": detail}).encode()})
         self.ended = True
@@ -247,7 +254,7 @@ class EventStreamConsumer(RealtimeSession):
         await self.write(sse_event("snapshot", data, snapshot["last_event_sequence"]))
 
     async def refuse_unavailable(self) -> None:
-        await self.refuse(503, DATABASE_DOWN, "unavailable", retry_after=True)
+        await self.refuse(503, DATABASE_DOWN, "unavailable", retry_after=RETRY_AFTER)
 
     async def delivery_failed(self) -> None:
         await self.send_error(ClientError("internal_error", MESSAGES["internal_error"]))

@@ -1,6 +1,7 @@
 """The SignalR-compatible hub's HTTP side (docs/SIGNALR.md, ../shared/SIGNALR.md).
 
-- ``negotiate``: ``POST /hubs/campaign/negotiate`` (negotiateVersion 0 and 1).
+- ``negotiate``: ``POST /hubs/campaign/negotiate`` (negotiateVersion 0 and 1); a user at the connection
+  cap (realtime.limits) is told so here already, and the client's start() fails with that message.
 - ``http_transport``: the long-polling and server-sent-events requests, answered "not supported".
 - Connection tokens: signed and expiring (``TimestampSigner``), so negotiate and the WebSocket may
   reach different server processes without sticky sessions; they carry only a random id (and, for a
@@ -23,6 +24,8 @@ from rest_framework_simplejwt.authentication import JWTAuthentication
 from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
 
 from accounts.authentication import ApiKeyAuthentication
+from realtime import limits
+from realtime.metrics import ERRORS
 from realtime.signalr import stateful
 
 CONNECTION_TOKEN_MAX_AGE = 60
@@ -126,6 +129,12 @@ def negotiate(request: HttpRequest) -> JsonResponse:
     user = _request_user(request)
     if not user or not user.is_authenticated:
         return JsonResponse({"error": "Authentication required: send a valid access token or log in."}, status=401)
+    cap = limits.at_cap(user)
+    if cap:
+        # As ASP.NET Core answers a negotiate error: 200 with "error", which the clients raise as it is
+        # (@microsoft/signalr's HttpConnection: ``throw new Error(negotiateResponse.error)``).
+        ERRORS.labels("too_many_connections").inc()
+        return JsonResponse({"error": limits.refusal_message(cap)})
     version_text = _query_value(request, "negotiateVersion")
     version = 0
     if version_text is not None:

@@ -36,6 +36,7 @@ ERROR_CODES = {
     "unauthenticated",
     "token_expired",
     "internal_error",
+    "too_many_connections",
 }
 COMMANDS = ["subscribe", "unsubscribe", "snapshot", "cancel", "ping"]
 SNAPSHOT_FIELDS = {
@@ -191,10 +192,11 @@ async def stop_hub() -> None:
     for _ in range(200):
         pending = [task for task in hub._tasks if not task.done()]
         if not pending:
-            return
+            break
         for task in pending:
             task.cancel()
         await asyncio.wait(pending, timeout=0.05)
+    await hub.slots.close()  # after the presence loop, which writes through it
 
 
 async def refused(token: str, headers: list[tuple[bytes, bytes]]) -> tuple[bool, Any]:

@@ -74,6 +74,7 @@ export class CampaignClient {
     this.pending = new Map(); // request id -> { resolve, reject }
     this.nextRequest = 1;
     this.attempt = 0;
+    this.attemptBeforeOpen = 0; // where the backoff stood when the current socket opened
     this.status = "idle";
     this.socket = null;
     this.closedByUser = false;
@@ -238,6 +239,7 @@ export class CampaignClient {
 
   onOpen(socket) {
     if (socket !== this.socket) return;
+    this.attemptBeforeOpen = this.attempt;
     this.attempt = 0;
     this.setStatus("connected");
     for (const campaignId of this.subscriptions.keys()) this.sendSubscribe(campaignId);
@@ -341,6 +343,9 @@ export class CampaignClient {
         return this.call("onNotice", frame);
       case "error":
         if (frame.code === "unauthenticated" || frame.code === "token_expired") this.refreshable = frame.code === "token_expired";
+        // Over the user's connection cap: the socket opened only to say so (close 1008 follows). The
+        // backoff goes on from where it stood, or a tab too many would reconnect at once, for ever.
+        if (frame.code === "too_many_connections") this.attempt = this.attemptBeforeOpen;
         if (!waiting) this.call("onError", frame);
         return undefined;
       default:

@@ -134,6 +134,25 @@ test("chunks go to onChunk and requests resolve by request_id", async () => {
   await assert.rejects(refused, /Campaign not found/);
 });
 
+test("a refusal for the connection cap keeps backing off rather than reconnecting at once", async () => {
+  const { client, timers } = await setup();
+  client.subscribe("camp_a");
+  await flush();
+  const delays = [];
+  for (let refusal = 0; refusal < 4; refusal += 1) {
+    const socket = FakeSocket.all.at(-1);
+    socket.open(); // accepted, only to be told why it cannot stay
+    socket.receive({ type: "error", code: "too_many_connections", message: "Too many open connections" });
+    socket.close(1008);
+    delays.push(timers.runNext());
+    await flush();
+  }
+  assert.deepEqual(delays, [0, 2000, 4000, 8000]);
+  FakeSocket.all.at(-1).open(); // a slot came free: the next drop starts the schedule again
+  FakeSocket.all.at(-1).drop();
+  assert.equal(timers.runNext(), 0);
+});
+
 test("an unauthenticated close stops retrying; an expired token reconnects with a new one", async () => {
   const { client, seen, timers } = await setup();
   client.subscribe("camp_a");

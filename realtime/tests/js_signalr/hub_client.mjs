@@ -413,7 +413,41 @@ async function stateful() {
   await connection.stop();
 }
 
-const scenarios = { "realtime-api": realtimeApi, task012, reconnect, refusals, failover, account, msgpack, stateful };
+// The connection cap per user (realtime/tests/test_connection_cap.py): hub connections opened and
+// closed on the test's word, one line on stdin each: "open URL" (negotiate, then the WebSocket),
+// "open-skip URL" (skipNegotiation: the WebSocket straight away, so a refusal is the handshake's),
+// "close" (the oldest still open), "exit". Each is answered with one line: opened, refused (with the
+// message start() was rejected with), closed.
+async function cap() {
+  const token = await getToken();
+  const open = [];
+  const commands = readline.createInterface({ input: process.stdin });
+  out({ event: "ready" });
+  for await (const line of commands) {
+    const [command, baseUrl] = line.trim().split(/\s+/);
+    if (command === "exit") break;
+    if (command === "close") {
+      await open.shift().stop();
+      out({ event: "closed" });
+      continue;
+    }
+    const options = command === "open-skip" ? { skipNegotiation: true, transport: signalR.HttpTransportType.WebSockets } : {};
+    const connection = new signalR.HubConnectionBuilder()
+      .withUrl(`${baseUrl}/hubs/campaign`, { accessTokenFactory: () => token, ...options })
+      .configureLogging(logger)
+      .build();
+    try {
+      await connection.start();
+      open.push(connection);
+      out({ event: "opened", server: baseUrl, state: connection.state });
+    } catch (error) {
+      out({ event: "refused", server: baseUrl, error: String(error.message), state: connection.state });
+    }
+  }
+  for (const connection of open) await connection.stop();
+}
+
+const scenarios = { "realtime-api": realtimeApi, task012, reconnect, refusals, failover, account, msgpack, stateful, cap };
 const scenario = scenarios[process.argv[2]];
 if (!scenario) {
   console.error(`unknown scenario ${process.argv[2]}; one of ${Object.keys(scenarios).join(", ")}`);
