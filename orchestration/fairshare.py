@@ -82,7 +82,7 @@ def _take_queued(pk: int) -> OrchestrationRun | None:
     """A queued run, locked with its campaign; None if it is not queued any more, or if another writer
     holds the run or its campaign right now (waiting could close a cycle: see the module's docstring)."""
     return (
-        OrchestrationRun.objects.select_for_update(skip_locked=True, of=("self", "campaign"))
+        OrchestrationRun.objects.select_for_update(no_key=True, skip_locked=True, of=("self", "campaign"))
         .select_related("campaign")
         .filter(pk=pk, state=RunState.QUEUED)
         .first()
@@ -140,6 +140,7 @@ def announce_positions(owner_id: int, *, behind: int | None = None) -> None:
 def share_freed(run: OrchestrationRun, previous: str | None) -> None:
     """lifecycle.set_state: a run finished. Leaving ``queued`` frees no share but moves the queue."""
     if previous == RunState.QUEUED:
+        _lock_account(run.campaign.owner_id)  # or a promotion meanwhile would pass over the runs it holds
         announce_positions(run.campaign.owner_id, behind=run.queue_ticket)
     elif previous in ACTIVE_STATES:
         runs_promote(owner_id=run.campaign.owner_id)

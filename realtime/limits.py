@@ -217,10 +217,16 @@ class ConnectionSlots:
         users = list(by_user.items())
         for start in range(0, len(users), REFRESH_USERS_PER_PIPELINE):  # the event loop breathes between
             commands: list[tuple[str, tuple[Any, ...]]] = []
-            for user_id, members in users[start : start + REFRESH_USERS_PER_PIPELINE]:
+            for user_id, listed in users[start : start + REFRESH_USERS_PER_PIPELINE]:
+                # As they are now: one released (or refused) while an earlier chunk was out is left out,
+                # or this ZADD, sent after its ZREM, would count it again until it lapsed.
+                members = [m for m in listed if self.members.get(m) == user_id and m not in self._deciding]
+                if not members:
+                    continue
                 commands.append(("zadd", (_key(user_id), dict.fromkeys(members, expires))))
                 commands.append(("expire", (_key(user_id), TTL_SECONDS)))
-            await self._run(_Op(commands))
+            if commands:
+                await self._run(_Op(commands))
             if _paused():
                 return
 

@@ -120,8 +120,14 @@ class RealtimeSession(Connection, AsyncWebsocketConsumer):
             pass
         finally:
             # Cancelled by daphne (a handler still busy past its close timeout) or failed, a consumer
-            # never runs its disconnect handler: its slot is given back here (a synchronous release).
+            # never runs its disconnect handler: its slot is given back here, and it leaves the fan-out's
+            # connections (synchronous steps only: its subscriptions, which leaving needs awaits for,
+            # stay until the process restarts; events offered to them go nowhere).
             self.release_slot()
+            fanout = getattr(self, "fanout", None)
+            if fanout is not None and self in fanout.connections:
+                fanout.remove_connection(self)
+                CONNECTIONS.labels(self.protocol_name).dec()
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         """channels' dispatch, minus its ``aclose_old_connections()``: that is a trip to the database

@@ -79,6 +79,9 @@ FLUSH_SECONDS = 2.0
 STATE_LOST = "The connection's state was lost on the server; reconnect."
 # Messages resent after a stateful reconnect, per WebSocket frame.
 RESEND_PER_FRAME = 100
+# A socket over the connection cap (not counted) is closed if its handshake, which it is refused in,
+# does not come within this (ASP.NET Core's default HandshakeTimeout).
+HANDSHAKE_TIMEOUT_SECONDS = 15.0
 
 
 class Invocation:
@@ -96,6 +99,7 @@ class SignalRHubConsumer(RealtimeSession):
     """``/hubs/campaign``; the other hubs (realtime.consumers.sessions) are subclasses with their own methods."""
 
     protocol_name = "signalr"
+    _handshake_timer: asyncio.TimerHandle | None = None
     methods: ClassVar[dict[str, HubMethod]]  # lower-cased name -> the method (below)
 
     # --- lifecycle ------------------------------------------------------------------------------------------
@@ -113,6 +117,7 @@ class SignalRHubConsumer(RealtimeSession):
         self._taken: stateful.Taken | None = None  # the session, taken before the handshake
         self._pending_subs: dict[str, list[Any]] = {}  # a resumed session's, until each is followed again
         self.over_cap = False  # the user held its cap of connections already when this one opened
+        self._handshake_timer: asyncio.TimerHandle | None = None
         query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
         token = query.get("id", [None])[0]
         if signalr_http.shutting_down():
@@ -127,6 +132,12 @@ class SignalRHubConsumer(RealtimeSession):
             # Refused before accept when it cannot go on: the client's stateful reconnect then fails at
             # once and it falls back to a fresh connection (a refusal after accept would have it retry).
             self.session_id = read[0]
+            if not await self.take_slot():
+                # Over the cap before the session is taken: a refusal steals nothing from a socket
+                # still holding it, and the client's fallback to a fresh connection is told why.
+                ERRORS.labels("too_many_connections").inc()
+                await self.close()
+                return
             state = await self.take_session()
             if state is None:
                 await self.close()
@@ -139,6 +150,16 @@ class SignalRHubConsumer(RealtimeSession):
         self.over_cap = not await self.take_slot()
         # Accepted; whether the user may stay is told after the hub handshake, which must come first.
         await self.accept()
+        if self.over_cap:  # not counted: it may not linger without its handshake (ASP.NET's timeout)
+            self._handshake_timer = asyncio.get_running_loop().call_later(
+                HANDSHAKE_TIMEOUT_SECONDS, lambda: asyncio.ensure_future(self.handshake_timed_out())
+            )
+
+    async def handshake_timed_out(self) -> None:
+        if not self.handshake_done and not self._closed:
+            logger.info("signalr %s closed: no handshake within %s s", self.connection_id, HANDSHAKE_TIMEOUT_SECONDS)
+            self._closed = True
+            await self.close(CLOSE_NORMAL)
 
     async def accept(self, subprotocol: str | None = None, headers: Any = None) -> None:
         """Once: RealtimeSession.start_session accepts again after the hub handshake."""
@@ -148,6 +169,9 @@ class SignalRHubConsumer(RealtimeSession):
 
     async def websocket_disconnect(self, message: dict[str, Any]) -> None:
         self._closed = True
+        self.release_slot()  # at once: a stateful resume coming right back must find it free
+        if self._handshake_timer is not None:
+            self._handshake_timer.cancel()
         if self._pinger is not None:
             self._pinger.cancel()
         if self.session is not None:  # before the subscriptions go: the session keeps them
@@ -432,12 +456,6 @@ class SignalRHubConsumer(RealtimeSession):
             await self.close()
             return
         self.binary = taken.protocol == "messagepack"
-        if not await self.take_slot():
-            # Its old socket's slot went when that socket closed: counted like any connection. Refused
-            # before accept, the client falls back to a fresh connection, which hears why.
-            ERRORS.labels("too_many_connections").inc()
-            await self.close()
-            return
         if not await self.start_session():  # the process is stopping: the next one resumes the session
             return
         self.handshake_done = True

@@ -2,7 +2,7 @@
 streams counted together, across every web process, in Redis. Each transport refuses in its own way
 (an error frame and 1008; a negotiate or handshake error; 429 with Retry-After); staff apart; no cap,
 no Redis; Redis away, connections admitted and counted once it is back; a stateful SignalR resume
-never refused; a dead process's connections lapse. Over the real ASGI app and a real Redis, then two
+counted like any connection; a dead process's connections lapse. Over the real ASGI app and a real Redis, then two
 real daphne processes with the real clients (websockets, httpx, @microsoft/signalr)."""
 
 from __future__ import annotations
@@ -330,6 +330,92 @@ async def test_a_stateful_resume_counts_like_any_connection(ws, hub, users, cap)
     await expect_error(await ws(alice), "too_many_connections")  # the resumed one counts
 
 
+async def test_a_resume_over_the_cap_steals_nothing_from_the_socket_still_holding_the_session(ws, hub, users, cap):
+    """The old socket is still open (half-open, as the server sees it) and the user at the cap: the
+    resume is refused before the session is taken, so the old socket and its session carry on."""
+    from channels.testing import WebsocketCommunicator
+
+    cap(1)
+    alice = users["alice"]
+    session_id, path = await db(new_session)(alice)
+    first = await started(hub, alice, path)
+
+    refused = WebsocketCommunicator(application, path)
+    connected, _ = await refused.connect(timeout=5)
+
+    assert not connected
+    assert await first.quiet(), "the socket holding the session was not told to let go"
+    assert len(held(alice)) == 1
+
+
+async def test_a_clean_drop_frees_its_slot_before_the_session_is_saved(hub, users, cap, monkeypatch):
+    """The client comes straight back with its session while the dropped socket still saves it (a
+    slow Redis): the slot is already free, so the resume at the cap is admitted."""
+    from channels.testing import WebsocketCommunicator
+
+    from realtime.signalr import stateful
+
+    cap(1)
+    alice = users["alice"]
+    session_id, path = await db(new_session)(alice)
+    first = await started(hub, alice, path)
+    saving, saved = asyncio.Event(), asyncio.Event()
+    detach = stateful.StatefulSession.detach
+
+    async def slow_detach(self, *args, **kwargs):
+        saving.set()
+        await saved.wait()  # Redis answering slowly, until the test lets it go
+        return await detach(self, *args, **kwargs)
+
+    monkeypatch.setattr(stateful.StatefulSession, "detach", slow_detach)
+    await first.comm.send_input({"type": "websocket.disconnect", "code": 1006})
+    await asyncio.wait_for(saving.wait(), TIMEOUT)
+
+    again = WebsocketCommunicator(application, path)
+    connected, _ = await again.connect(timeout=5)
+    saved.set()
+
+    assert connected, "the resume was refused: the dropped socket still held its slot"
+    await again.disconnect()
+
+
+async def test_a_hub_socket_over_the_cap_without_its_handshake_is_closed(ws, hub, users, cap, monkeypatch):
+    from realtime.consumers import signalr as hub_consumer
+
+    monkeypatch.setattr(hub_consumer, "HANDSHAKE_TIMEOUT_SECONDS", 0.2)
+    cap(1)
+    alice = users["alice"]
+    await assert_usable(await ws(alice))
+
+    silent = await hub(alice, handshake=False)  # over the cap, so not counted: it may not linger
+
+    closed = await silent.next(timeout=TIMEOUT)
+    assert (closed["type"], closed["code"]) == ("websocket.close", 1000)
+
+
+async def test_a_refresh_does_not_count_again_a_connection_released_while_it_runs(cap, monkeypatch):
+    """The re-write goes out in chunks; a connection closing between two must not be written back."""
+    monkeypatch.setattr(limits, "REFRESH_USERS_PER_PIPELINE", 1)
+    alice, bob = await db(UserFactory)(), await db(UserFactory)()
+    slots = ConnectionSlots("p")
+    assert await slots.take(alice.pk, "p:a", 5) and await slots.take(bob.pk, "p:b", 5)
+    run = slots._run
+    calls = 0
+
+    async def release_bob_during_the_first_chunk(op):
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            slots.release("p:b")  # bob closes while alice's chunk is out
+        return await run(op)
+
+    monkeypatch.setattr(slots, "_run", release_bob_during_the_first_chunk)
+    await slots.refresh()
+    await slots.close()
+
+    assert held(alice) == ["p:a"] and held(bob) == []
+
+
 async def test_a_socket_that_never_sends_its_handshake_counts_from_its_opening(ws, hub, users, cap):
     cap(1)
     alice = users["alice"]
@@ -366,6 +452,7 @@ async def test_a_consumer_cancelled_before_its_disconnect_gives_its_slot_back(ws
 
     await until(lambda: held(alice) == [], "release of the cancelled consumer's slot")
     assert get_fanout().slots.members == {}
+    assert get_fanout().connections == set()  # nor does the ops view count it any more
 
 
 # --- what operators see ---------------------------------------------------------------------------------------
